@@ -1,0 +1,141 @@
+"""The committed inputs: which weight values the circuit takes, in which order and shape.
+
+Each fingerprinted tensor is its own private input of the circuit, committed by
+EZKL's KZG `polycommit` (one commitment per tensor). EZKL does not blind those
+commitments, so every tensor carries one extra line of uniformly random integers
+(its *blinding line*): an extra row for tensors used as E·Wᵀ, an extra column for
+tensors used as E·W. The extra line only ever reaches a small n x width
+intermediate, which the circuit slices away.
+
+Why separate inputs: slicing one long input costs EZKL rows proportional to the
+whole input on every slice (measured: 15 slices of a 19k vector tripled the rows),
+while separate inputs cost nothing to split.
+
+This module is the single definition of the inputs, shared by the prover (which
+fills them), the circuit (which consumes them) and the verifier (which rebuilds the
+circuit from the shapes alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from math import prod
+
+BLINDING_BITS = 16
+"""Each blinding value is a uniform integer in [-2^15, 2^15).
+
+A blinding line has at least 16 values, so at least 256 bits of entropy per
+commitment: testing a guessed model against a commitment means solving a
+multi-base discrete-log problem over that range (README, "Commitment").
+"""
+MIN_BLINDING_VALUES = 16
+
+ROW = 0
+"""Blinding line appended as an extra row (tensor used as E·Wᵀ)."""
+COLUMN = 1
+"""Blinding line appended as an extra column (tensor used as E·W)."""
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Shapes of one fingerprinted transformer layer, in Hugging Face (out, in) convention."""
+
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    gated: bool
+
+    @property
+    def q_width(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def tensor_shapes(self) -> list[tuple[str, tuple[int, int], int]]:
+        """Ordered (role, shape, blinding axis) of the tensors this layer contributes."""
+        d, f = self.hidden, self.ffn
+        shapes = [
+            ("q", (self.q_width, d), ROW),
+            ("k", (self.kv_width, d), ROW),
+            ("v", (self.kv_width, d), ROW),
+            ("o", (d, self.q_width), COLUMN),
+        ]
+        if self.gated:
+            shapes += [("gate", (f, d), ROW), ("up", (f, d), ROW)]
+        else:
+            shapes += [("ffn_in", (f, d), ROW)]
+        shapes += [("ffn_out", (d, f), COLUMN)]
+        return shapes
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One committed input: a weight tensor plus its blinding line."""
+
+    name: str
+    shape: tuple[int, int]
+    blinding_axis: int
+
+    @property
+    def blinding_count(self) -> int:
+        return self.shape[1 - self.blinding_axis]
+
+    @property
+    def committed_shape(self) -> tuple[int, int]:
+        rows, cols = self.shape
+        return (rows + 1, cols) if self.blinding_axis == ROW else (rows, cols + 1)
+
+    @property
+    def weight_count(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True)
+class CircuitLayout:
+    """Everything about the private inputs that the circuit's shape depends on."""
+
+    tokens: int
+    hidden: int
+    layers: tuple[LayerShape, ...]
+    term_shifts: tuple[int, ...] = ()
+    """Per-term power-of-two divisors applied before standardisation (see `circuits.graph`)."""
+
+    def pieces(self) -> list[Piece]:
+        out = [Piece("embedding", (self.tokens, self.hidden), ROW)]
+        for index, layer in enumerate(self.layers):
+            out += [Piece(f"layer{index}.{role}", shape, axis) for role, shape, axis in layer.tensor_shapes()]
+        return out
+
+    @property
+    def weight_count(self) -> int:
+        """Fingerprinted weight values (what the commitment binds, blinding excluded)."""
+        return sum(piece.weight_count for piece in self.pieces())
+
+    @property
+    def committed_count(self) -> int:
+        return sum(prod(piece.committed_shape) for piece in self.pieces())
+
+    def to_dict(self) -> dict:
+        return {
+            "tokens": self.tokens,
+            "hidden": self.hidden,
+            "layers": [asdict(x) for x in self.layers],
+            "term_shifts": list(self.term_shifts),
+        }
+
+    @staticmethod
+    def from_dict(data: dict) -> CircuitLayout:
+        return CircuitLayout(
+            tokens=int(data["tokens"]),
+            hidden=int(data["hidden"]),
+            layers=tuple(LayerShape(**layer) for layer in data["layers"]),
+            term_shifts=tuple(int(k) for k in data["term_shifts"]),
+        )
+
+
+def with_term_shifts(layout: CircuitLayout, shifts: list[int]) -> CircuitLayout:
+    return replace(layout, term_shifts=tuple(shifts))

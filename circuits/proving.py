@@ -1,0 +1,87 @@
+"""Witness generation, proving, and the checks on a proof that need EZKL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from circuits.build import BuiltCircuit
+from circuits.keys import Keys
+from circuits.srs import Srs
+
+
+@dataclass(frozen=True)
+class ProofArtifacts:
+    proof: Path
+    commitments: list[list[str]]
+    """Per committed tensor, EZKL's KZG commitment(s) as compressed-point hex strings."""
+    outputs: list[str]
+    """The public output (z_raw) as field-element hex strings, as they appear in the proof."""
+
+
+def felt_to_signed(felt: str) -> int:
+    """A field element as the signed integer EZKL quantised (values above p/2 are negative)."""
+    import ezkl
+
+    return int(ezkl.felt_to_int(felt))
+
+
+def prove(circuit: BuiltCircuit, keys: Keys, srs: Srs, inputs: list[list[float]], workdir: Path) -> ProofArtifacts:
+    import ezkl
+
+    if keys.pk is None:
+        raise ValueError("proving needs the proving key")
+    data_path, witness_path, proof_path = workdir / "input.json", workdir / "witness.json", workdir / "proof.json"
+    data_path.write_text(json.dumps({"input_data": inputs}))
+    ezkl.gen_witness(str(data_path), str(circuit.compiled), str(witness_path), str(keys.vk), str(srs.path))
+    ezkl.prove(str(witness_path), str(circuit.compiled), str(keys.pk), str(proof_path), str(srs.path))
+    witness = json.loads(witness_path.read_text())
+    proof = json.loads(proof_path.read_text())
+    return ProofArtifacts(
+        proof=proof_path,
+        commitments=witness["processed_inputs"]["polycommit"],
+        outputs=list(proof["instances"][0]),
+    )
+
+
+def commitments_in_proof(proof_path: Path, commitments: list[list[str]]) -> bool:
+    """True iff the proof's committed input columns are exactly `commitments`.
+
+    EZKL's `swap_proof_commitments` writes the given commitments over the ones in
+    the proof; if the proof is unchanged, they were already there.
+    """
+    import ezkl
+
+    with tempfile.TemporaryDirectory(prefix="noseprint-swap-") as tmp:
+        copy, witness = Path(tmp) / "proof.json", Path(tmp) / "witness.json"
+        shutil.copyfile(proof_path, copy)
+        witness.write_text(
+            json.dumps(
+                {
+                    "inputs": [],
+                    "pretty_elements": None,
+                    "outputs": [],
+                    "processed_inputs": {"poseidon_hash": None, "polycommit": commitments},
+                    "processed_params": None,
+                    "processed_outputs": None,
+                    "max_lookup_inputs": 0,
+                    "min_lookup_inputs": 0,
+                    "max_range_size": 0,
+                    "version": ezkl.__version__ if hasattr(ezkl, "__version__") else None,
+                }
+            )
+        )
+        ezkl.swap_proof_commitments(str(copy), str(witness))
+        return json.loads(copy.read_text())["proof"] == json.loads(Path(proof_path).read_text())["proof"]
+
+
+def verify_proof(proof_path: Path, keys: Keys, srs: Srs) -> bool:
+    import ezkl
+
+    try:
+        return bool(ezkl.verify(str(proof_path), str(keys.settings), str(keys.vk), str(srs.path), False))
+    except Exception:  # EZKL raises RuntimeError/ValueError/panics for malformed or false proofs
+        return False

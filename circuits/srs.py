@@ -1,0 +1,116 @@
+"""The local SRS store: the structured reference strings this machine trusts.
+
+An SRS made by `ezkl.gen_srs` lets whoever made it forge proofs, so noseprint
+never takes one from a bundle. The store holds one SRS per circuit size
+(logrows), each with a label saying where it came from:
+
+- `dev`: generated here by `noseprint srs init`; fine for trying noseprint out,
+  worthless against a prover who has the file (every verify warns);
+- `imported`: copied in by `noseprint srs import FILE`, e.g. a ceremony file
+  obtained out of band.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from noseprint import paths
+from noseprint.errors import UsageError
+from noseprint.fileio import sha256_file, write_json_atomic
+
+DEV_WARNING = (
+    "development SRS generated locally by `noseprint srs init`: whoever holds its secret can forge "
+    "proofs; import a ceremony SRS (`noseprint srs import`) before trusting a verdict"
+)
+
+
+@dataclass(frozen=True)
+class Srs:
+    path: Path
+    logrows: int
+    sha256: str
+    origin: str  # "dev" | "imported" | "file"
+
+    @property
+    def is_dev(self) -> bool:
+        return self.origin == "dev"
+
+
+def _entry_paths(logrows: int, store: Path | None = None) -> tuple[Path, Path]:
+    folder = store or paths.srs_store()
+    return folder / f"k{logrows}.srs", folder / f"k{logrows}.json"
+
+
+def load(logrows: int, store: Path | None = None) -> Srs | None:
+    srs_path, meta_path = _entry_paths(logrows, store)
+    if not srs_path.is_file() or not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    return Srs(srs_path, logrows, meta["sha256"], meta["origin"])
+
+
+def require(logrows: int, store: Path | None = None) -> Srs:
+    found = load(logrows, store)
+    if found is None:
+        raise UsageError(
+            f"no SRS for logrows {logrows} in {paths.srs_store()}; run `noseprint srs init --logrows {logrows}` "
+            f"(development, insecure) or `noseprint srs import FILE --logrows {logrows}`"
+        )
+    return found
+
+
+def _record(srs_path: Path, meta_path: Path, logrows: int, origin: str, note: str) -> Srs:
+    digest = sha256_file(srs_path)
+    write_json_atomic(
+        meta_path, {"logrows": logrows, "sha256": digest, "origin": origin, "note": note, "created": time.time()}
+    )
+    return Srs(srs_path, logrows, digest, origin)
+
+
+def init_dev(logrows: int, force: bool = False, store: Path | None = None) -> Srs:
+    """Generate an insecure development SRS (kept if one exists, unless `force`)."""
+    import ezkl
+
+    existing = load(logrows, store)
+    if existing is not None and not force:
+        return existing
+    srs_path, meta_path = _entry_paths(logrows, store)
+    srs_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = srs_path.with_suffix(".tmp")
+    ezkl.gen_srs(str(tmp), logrows)
+    tmp.replace(srs_path)
+    return _record(srs_path, meta_path, logrows, "dev", DEV_WARNING)
+
+
+def import_file(source: Path, logrows: int, force: bool = False, store: Path | None = None) -> Srs:
+    if not Path(source).is_file():
+        raise UsageError(f"SRS file not found: {source}")
+    srs_path, meta_path = _entry_paths(logrows, store)
+    if srs_path.exists() and not force:
+        raise UsageError(f"an SRS for logrows {logrows} is already in the store (use --force to replace it)")
+    srs_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = srs_path.with_suffix(".tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(srs_path)
+    return _record(srs_path, meta_path, logrows, "imported", f"imported from {source}")
+
+
+def from_file(path: Path, logrows: int) -> Srs:
+    """An SRS named on the command line (`--srs FILE`): trusted because the user named it."""
+    if not Path(path).is_file():
+        raise UsageError(f"SRS file not found: {path}")
+    return Srs(Path(path), logrows, sha256_file(path), "file")
+
+
+def listing(store: Path | None = None) -> list[Srs]:
+    folder = store or paths.srs_store()
+    found = []
+    for meta in sorted(folder.glob("k*.json")) if folder.is_dir() else []:
+        entry = load(int(meta.stem[1:]), folder)
+        if entry:
+            found.append(entry)
+    return found

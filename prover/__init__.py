@@ -1,0 +1,1 @@
+"""The owner's side: read a checkpoint, select tokens, compute invariants, commit, prove, write the bundle."""

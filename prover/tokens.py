@@ -1,0 +1,113 @@
+"""Which tokens' embedding rows the fingerprint uses.
+
+Tokens are chosen *by string*: the most frequent English words (offline
+`wordfreq` list) that are a single token in this model's tokenizer, in
+frequency order. Choosing by string rather than by id keeps the selection
+aligned across derivatives that permute or extend the vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from noseprint.errors import UsageError
+
+WORD_SOURCE = "wordfreq:en:top_n_list"
+CANDIDATE_WORDS = 30_000
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    string: str
+
+
+def load_tokenizer(model_dir: Path) -> Callable[[str], list[int]]:
+    """The checkpoint's own tokenizer, from local files only, as a word -> ids function.
+
+    `tokenizer.json` is read directly with `tokenizers` (it is the tokenizer, exactly);
+    otherwise transformers' AutoTokenizer (e.g. a sentencepiece `tokenizer.model`).
+    """
+    tokenizer_json = Path(model_dir) / "tokenizer.json"
+    if tokenizer_json.is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            core = Tokenizer.from_file(str(tokenizer_json))
+        except Exception as exc:  # tokenizers raises a bare Exception for malformed files
+            raise UsageError(f"tokenizer.json in {model_dir} is unreadable: {exc}") from None
+        return lambda word: core.encode(word, add_special_tokens=False).ids
+
+    import logging
+
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for missing files
+        raise UsageError(
+            f"no usable tokenizer in {model_dir} ({type(exc).__name__}); "
+            "pass --tokens FILE with the token ids to fingerprint"
+        ) from None
+    return lambda word: tokenizer.encode(word, add_special_tokens=False)
+
+
+def select_tokens(encode: Callable[[str], list[int]], count: int) -> list[Token]:
+    """The `count` most frequent alphabetic English words that encode to exactly one token."""
+    from wordfreq import top_n_list
+
+    chosen: list[Token] = []
+    seen: set[int] = set()
+    for word in top_n_list("en", CANDIDATE_WORDS):
+        if not word.isalpha():
+            continue
+        ids = encode(word)
+        if len(ids) != 1 or ids[0] in seen:
+            continue
+        seen.add(ids[0])
+        chosen.append(Token(int(ids[0]), word))
+        if len(chosen) == count:
+            return chosen
+    raise UsageError(f"only {len(chosen)} frequent English words are single tokens here; {count} are needed")
+
+
+def read_token_file(path: Path, count: int) -> list[Token]:
+    """A JSON list of {"id", "string"} objects or of ids, or a text file of `id[<TAB>string]` lines."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read token file {path}: {exc}") from None
+    tokens: list[Token] = []
+    try:
+        data = json.loads(text)
+        items = data["tokens"] if isinstance(data, dict) else data
+        for item in items:
+            if isinstance(item, dict):
+                tokens.append(Token(int(item["id"]), str(item.get("string", ""))))
+            else:
+                tokens.append(Token(int(item), ""))
+    except json.JSONDecodeError:
+        for line in text.splitlines():
+            if line.strip():
+                head, _, tail = line.partition("\t")
+                try:
+                    tokens.append(Token(int(head), tail.strip()))
+                except ValueError:
+                    raise UsageError(f"token file {path}: {line!r} does not start with a token id") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"token file {path} is not a list of token ids: {exc}") from None
+    if len({t.id for t in tokens}) != len(tokens):
+        raise UsageError(f"token file {path} repeats a token id")
+    if len(tokens) < count:
+        raise UsageError(f"token file {path} has {len(tokens)} tokens; {count} are needed")
+    return tokens[:count]
+
+
+def tokens_to_json(tokens: list[Token]) -> dict:
+    return {"source": WORD_SOURCE, "tokens": [{"id": t.id, "string": t.string} for t in tokens]}

@@ -1,0 +1,314 @@
+"""`noseprint verify`: check a bundle without seeing a weight, trusting nothing the prover supplied.
+
+Each check either passes (adding facts to the report) or raises `Invalid` with the
+name of the check and one sentence saying what is wrong. What is *not* taken from
+the bundle (shared/notes/soundness.md): the SRS (the verifier's own), the
+verification key and settings (derived from the released encoder and the circuit
+description), the networks (pinned digests), the image (re-rendered from the proven
+z), the public values (read from the proof itself).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from circuits import srs as srs_store
+from circuits.layout import CircuitLayout
+from circuits.settings import run_args_dict
+from encoder import release
+from encoder.zvector import Z_FRAC_BITS, standardise_exact
+from noseprint.errors import UsageError
+from noseprint.fileio import canonical_json, sha256_bytes, sha256_file
+from noseprint.manifest import MANIFEST, schema_errors
+
+Z_RAW_BOUND = 1 << 48
+"""The circuit's output integers are far below this; the verifier bounds them itself
+because the circuit skips EZKL's declaration range check on its output."""
+
+SUBSTITUTION_NOTE = (
+    "the proof shows the fingerprint was computed from the committed weights; it does not show that "
+    "those weights are the model being served (open-weight models: check the commitment with the opening)"
+)
+
+
+class Invalid(Exception):
+    def __init__(self, check: str, reason: str):
+        super().__init__(reason)
+        self.check = check
+        self.reason = reason
+
+
+@dataclass
+class Report:
+    valid: bool = False
+    failed_check: str | None = None
+    reason: str | None = None
+    checks_passed: list[str] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "valid": self.valid,
+            "failed_check": self.failed_check,
+            "reason": self.reason,
+            "checks_passed": self.checks_passed,
+            "facts": self.facts,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class Context:
+    bundle: Path
+    srs_file: Path | None
+    report: Report
+    manifest: dict = field(default_factory=dict)
+    layout: CircuitLayout | None = None
+    srs: srs_store.Srs | None = None
+    circuit: object = None
+    keys: object = None
+    z: list[int] = field(default_factory=list)
+
+
+def _path(ctx: Context, relative: str) -> Path:
+    return ctx.bundle / relative
+
+
+def check_manifest(ctx: Context) -> None:
+    path = ctx.bundle / MANIFEST
+    if not path.is_file():
+        raise Invalid("manifest", f"{MANIFEST} is missing from the bundle")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Invalid("manifest", f"{MANIFEST} is not valid JSON ({exc})") from None
+    errors = schema_errors(manifest)
+    if errors:
+        raise Invalid("manifest", f"{MANIFEST} does not follow the bundle schema: {errors[0]}")
+    ctx.manifest = manifest
+    try:
+        ctx.layout = CircuitLayout.from_dict(manifest["circuit"]["layout"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Invalid("manifest", f"circuit layout is unusable: {exc}") from None
+    for layer in ctx.layout.layers:
+        if layer.heads % layer.kv_heads or layer.hidden != ctx.layout.hidden:
+            raise Invalid("manifest", "circuit layout is inconsistent (heads, kv_heads, hidden)")
+    if len(ctx.layout.term_shifts) != 3 * len(ctx.layout.layers):
+        raise Invalid("manifest", "circuit layout has the wrong number of term shifts")
+
+
+def check_files(ctx: Context) -> None:
+    files: dict[str, str] = ctx.manifest["files"]
+    m = ctx.manifest
+    referenced = [
+        m["tokens"]["file"],
+        m["circuit"]["settings_file"],
+        m["circuit"]["vk_file"],
+        m["proof"]["file"],
+        m["z"]["file"],
+        m["image"]["file"],
+    ]
+    for name in referenced:
+        if name not in files:
+            raise Invalid("files", f"{name} is used by the manifest but not listed with its hash")
+    for name, digest in files.items():
+        path = _path(ctx, name)
+        if not path.is_file():
+            raise Invalid("files", f"{name} is missing from the bundle")
+        if sha256_file(path) != digest:
+            raise Invalid("files", f"{name} was modified: its SHA-256 differs from the manifest's")
+
+
+def check_tool(ctx: Context) -> None:
+    from importlib.metadata import version
+
+    theirs, ours = ctx.manifest["tool"]["ezkl"], version("ezkl")
+    if theirs != ours:
+        raise Invalid("tool", f"the bundle was proven with EZKL {theirs}; this verifier runs EZKL {ours}")
+
+
+def check_networks(ctx: Context) -> None:
+    networks = ctx.manifest["networks"]
+    if networks["encoder"]["digest"] != release.RELEASED_ENCODER_DIGEST:
+        raise Invalid("networks", "the bundle was made with an encoder that is not the released one")
+    if networks["generator"]["digest"] != release.RELEASED_GENERATOR_DIGEST:
+        raise Invalid("networks", "the bundle was made with a generator that is not the released one")
+    ctx.report.facts["encoder_digest"] = release.RELEASED_ENCODER_DIGEST
+    ctx.report.facts["generator_digest"] = release.RELEASED_GENERATOR_DIGEST
+
+
+def check_srs(ctx: Context) -> None:
+    logrows = int(ctx.manifest["circuit"]["logrows"])
+    ctx.srs = srs_store.from_file(ctx.srs_file, logrows) if ctx.srs_file else srs_store.require(logrows)
+    claimed = ctx.manifest["srs"]["sha256"]
+    if claimed != ctx.srs.sha256:
+        raise Invalid(
+            "srs",
+            f"the proof was made with SRS {claimed[:16]}…, not with the SRS this verifier trusts "
+            f"({ctx.srs.sha256[:16]}…)",
+        )
+    ctx.report.facts["srs"] = {"sha256": ctx.srs.sha256, "logrows": logrows, "origin": ctx.srs.origin}
+    if ctx.srs.is_dev:
+        ctx.report.warnings.append(srs_store.DEV_WARNING)
+
+
+def check_circuit(ctx: Context) -> None:
+    from circuits.build import cached_circuit
+
+    assert ctx.layout is not None
+    ctx.circuit = circuit = cached_circuit(ctx.layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
+    declared = ctx.manifest["circuit"]
+    if declared["logrows"] != circuit.logrows or declared["run_args"] != run_args_dict(circuit.logrows):
+        raise Invalid("circuit", "the circuit settings in the manifest are not the ones noseprint derives")
+    if declared["circuit_id"] != circuit.circuit_id:
+        raise Invalid("circuit", "the circuit id in the manifest is not the one derived from its layout")
+    ctx.report.facts["circuit"] = {
+        "circuit_id": circuit.circuit_id,
+        "rows": circuit.num_rows,
+        "logrows": circuit.logrows,
+        "weights_committed": ctx.layout.weight_count,
+    }
+
+
+def check_keys(ctx: Context) -> None:
+    from circuits.keys import ensure_keys
+
+    assert ctx.srs is not None
+    ctx.keys = keys = ensure_keys(ctx.circuit, ctx.srs, need_pk=False)
+    bundled = sha256_file(_path(ctx, ctx.manifest["circuit"]["vk_file"]))
+    if bundled != keys.vk_sha256 or ctx.manifest["circuit"]["vk_sha256"] != keys.vk_sha256:
+        raise Invalid("keys", "the bundle's verification key is not the one derived from the released circuit")
+    ctx.report.facts["vk_sha256"] = keys.vk_sha256
+    ctx.report.facts["vk_derived_now"] = keys.derived_now
+
+
+def _proof_json(ctx: Context) -> dict:
+    try:
+        proof = json.loads(_path(ctx, ctx.manifest["proof"]["file"]).read_text())
+        instances = proof["instances"]
+        if not isinstance(proof["proof"], list) or not isinstance(instances, list) or len(instances) != 1:
+            raise ValueError("unexpected structure")
+        return proof
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise Invalid("proof", f"the proof file is not an EZKL proof ({exc})") from None
+
+
+def check_public_output(ctx: Context) -> None:
+    from circuits.proving import felt_to_signed
+
+    proof = _proof_json(ctx)
+    try:
+        z_raw = [felt_to_signed(felt) for felt in proof["instances"][0]]
+    except BaseException as exc:  # pyo3 panics derive from BaseException
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise Invalid("public output", "the proof's public values are not field elements") from None
+    try:
+        zfile = json.loads(_path(ctx, ctx.manifest["z"]["file"]).read_text())
+        claimed_raw, claimed_z = [int(v) for v in zfile["z_raw"]], [int(v) for v in zfile["z"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Invalid("public output", f"z.json is unreadable ({exc})") from None
+    if len(z_raw) != ctx.manifest["z"]["dim"]:
+        raise Invalid("public output", "the proof's output does not have the dimension the manifest states")
+    if any(abs(v) >= Z_RAW_BOUND for v in z_raw):
+        raise Invalid("public output", "the proof's output is out of the range the circuit can produce")
+    if claimed_raw != z_raw:
+        raise Invalid("public output", "z in z.json differs from the proof's public output")
+    z = standardise_exact(z_raw)
+    if claimed_z != z or ctx.manifest["z"]["frac_bits"] != Z_FRAC_BITS:
+        raise Invalid("public output", "z in z.json is not the standardisation of the proven output")
+    ctx.z = z
+    ctx.report.facts["z"] = [v / (1 << Z_FRAC_BITS) for v in z]
+
+
+def check_commitment(ctx: Context) -> None:
+    from circuits.proving import commitments_in_proof
+
+    assert ctx.layout is not None
+    commitment = ctx.manifest["commitment"]
+    tensors = commitment["tensors"]
+    if sha256_bytes(canonical_json(tensors)) != commitment["digest"]:
+        raise Invalid("commitment", "the commitment digest does not match the committed tensors listed")
+    expected = [(p.name, list(p.committed_shape)) for p in ctx.layout.pieces()]
+    if [(t["name"], t["shape"]) for t in tensors] != expected:
+        raise Invalid("commitment", "the committed tensors do not match the circuit layout")
+    try:
+        same = commitments_in_proof(_path(ctx, ctx.manifest["proof"]["file"]), [t["points"] for t in tensors])
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise Invalid("commitment", "the proof's commitments cannot be read (corrupt proof or commitment)") from None
+    if not same:
+        raise Invalid("commitment", "the model commitment in the manifest is not the one the proof was made for")
+    ctx.report.facts["model_commitment"] = commitment["digest"]
+
+
+def check_proof(ctx: Context) -> None:
+    from circuits.proving import verify_proof
+
+    _proof_json(ctx)
+    if not verify_proof(_path(ctx, ctx.manifest["proof"]["file"]), ctx.keys, ctx.srs):
+        raise Invalid("proof", "the zk-SNARK proof does not verify against the derived verification key")
+
+
+def check_image(ctx: Context) -> None:
+    import numpy as np
+
+    from encoder.generator import load_generator, read_png_pixels
+
+    rendered = load_generator(release.GENERATOR).render(ctx.z)
+    image_path = _path(ctx, ctx.manifest["image"]["file"])
+    try:
+        pixels = read_png_pixels(image_path)
+    except Exception as exc:  # Pillow raises several types for corrupt images
+        raise Invalid("image", f"fingerprint image is not a readable PNG ({exc})") from None
+    if pixels.shape != rendered.shape or not np.array_equal(pixels, rendered):
+        raise Invalid("image", "fingerprint.png is not the released generator's rendering of the proven z")
+    ctx.report.facts["image_sha256"] = sha256_file(image_path)
+
+
+CHECKS: list[tuple[str, Callable[[Context], None]]] = [
+    ("manifest", check_manifest),
+    ("files", check_files),
+    ("tool", check_tool),
+    ("networks", check_networks),
+    ("srs", check_srs),
+    ("circuit", check_circuit),
+    ("keys", check_keys),
+    ("public output", check_public_output),
+    ("commitment", check_commitment),
+    ("proof", check_proof),
+    ("image", check_image),
+]
+
+
+def verify_bundle(bundle: Path, srs_file: Path | None = None, progress: Callable[[str], None] = lambda s: None) -> Report:
+    """Run every check in order; the first failure ends verification with its reason."""
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise UsageError(f"bundle folder not found: {bundle}")
+    report = Report()
+    ctx = Context(bundle, Path(srs_file) if srs_file else None, report)
+    for name, check in CHECKS:
+        progress(name)
+        try:
+            check(ctx)
+        except Invalid as failure:
+            report.failed_check, report.reason = failure.check, failure.reason
+            return report
+        report.checks_passed.append(name)
+    m = ctx.manifest
+    report.facts.update(
+        {
+            "model_type": m["model"]["model_type"],
+            "fingerprinted_layers": m["model"]["fingerprinted_layers"],
+            "tokens": m["tokens"]["count"],
+        }
+    )
+    report.warnings.append(SUBSTITUTION_NOTE)
+    report.valid = True
+    return report
