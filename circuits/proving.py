@@ -83,5 +83,7 @@ def verify_proof(proof_path: Path, keys: Keys, srs: Srs) -> bool:
 
     try:
         return bool(ezkl.verify(str(proof_path), str(keys.settings), str(keys.vk), str(srs.path), False))
-    except Exception:  # EZKL raises RuntimeError/ValueError/panics for malformed or false proofs
+    except BaseException as exc:  # EZKL raises errors, or pyo3 panics (BaseException), for malformed proofs
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
         return False

@@ -81,9 +81,9 @@ def conv(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     height, width = x.shape[1:]
     pad = k // 2
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
-    patches = np.stack(
-        [padded[:, i : i + height, j : j + width] for i in range(k) for j in range(k)], axis=1
-    ).reshape(channels * k * k, height * width)
+    patches = np.stack([padded[:, i : i + height, j : j + width] for i in range(k) for j in range(k)], axis=1).reshape(
+        channels * k * k, height * width
+    )
     return (exact_matmul(weight.reshape(out_channels, -1), patches) >> FRAC).reshape(out_channels, height, width)
 
 

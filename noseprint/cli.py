@@ -84,7 +84,9 @@ def prove(
     out.print(f"[green]bundle written:[/] {result.bundle}")
     out.print(f"opening (keep private): {result.opening}")
     out.print(f"model commitment: {summary['model_commitment']}")
-    out.print(f"circuit: {summary['rows']:,} rows, logrows {summary['logrows']}, {summary['weights_committed']:,} weights")
+    out.print(
+        f"circuit: {summary['rows']:,} rows, logrows {summary['logrows']}, {summary['weights_committed']:,} weights"
+    )
     out.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
 
 

@@ -200,9 +200,7 @@ def prove_model(
                 json.dumps({"z_raw": z_raw, "z": z, "frac_bits": Z_FRAC_BITS, "output_scale": circuit.output_scale})
             )
             (stage / "tokens.json").write_text(json.dumps(tokens_to_json(model.tokens), indent=1))
-            files = {
-                str(p.relative_to(stage)): sha256_file(p) for p in sorted(stage.rglob("*")) if p.is_file()
-            }
+            files = {str(p.relative_to(stage)): sha256_file(p) for p in sorted(stage.rglob("*")) if p.is_file()}
             manifest = {
                 "format": FORMAT,
                 "version": VERSION,

@@ -19,8 +19,16 @@ def save_tiny(model, folder: Path, with_tokenizer: bool = True) -> Path:
     return folder
 
 
-def tiny_llama(seed: int = 0, model_type: str = "llama", hidden: int = 16, heads: int = 2, kv_heads: int = 1,
-               ffn: int = 32, layers: int = 3, vocab: int = 303):
+def tiny_llama(
+    seed: int = 0,
+    model_type: str = "llama",
+    hidden: int = 16,
+    heads: int = 2,
+    kv_heads: int = 1,
+    ffn: int = 32,
+    layers: int = 3,
+    vocab: int = 303,
+):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.for_model(
@@ -49,5 +57,7 @@ def tiny_gpt2(seed: int = 0, hidden: int = 16, heads: int = 2, layers: int = 3, 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
     """Each test gets its own NOSEPRINT_HOME unless it sets one itself."""
-    if "NOSEPRINT_HOME" not in os.environ or not os.environ["NOSEPRINT_HOME"].startswith(str(tmp_path_factory.getbasetemp())):
+    if "NOSEPRINT_HOME" not in os.environ or not os.environ["NOSEPRINT_HOME"].startswith(
+        str(tmp_path_factory.getbasetemp())
+    ):
         monkeypatch.setenv("NOSEPRINT_HOME", str(tmp_path_factory.mktemp("home")))

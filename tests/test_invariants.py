@@ -131,6 +131,7 @@ def test_quantised_circuit_terms_stay_close_to_float_terms(tmp_path):
 
 # HuRef's invariances, on random llama-shaped weights.
 
+
 def random_layer(rng, d=16, heads=4, hd=4, f=24):
     return {
         "q": rng.standard_normal((heads * hd, d)),

@@ -286,7 +286,9 @@ CHECKS: list[tuple[str, Callable[[Context], None]]] = [
 ]
 
 
-def verify_bundle(bundle: Path, srs_file: Path | None = None, progress: Callable[[str], None] = lambda s: None) -> Report:
+def verify_bundle(
+    bundle: Path, srs_file: Path | None = None, progress: Callable[[str], None] = lambda s: None
+) -> Report:
     """Run every check in order; the first failure ends verification with its reason."""
     bundle = Path(bundle)
     if not bundle.is_dir():

@@ -1,0 +1,66 @@
+"""Checkpoint reading (lazy, sharded, dtypes) and token selection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from noseprint.errors import UsageError
+from prover.checkpoint import open_checkpoint
+from prover.tokens import load_tokenizer, read_token_file, select_tokens
+from tests.conftest import save_tiny, tiny_llama
+
+
+def test_sharded_bf16_checkpoint_reads_rows_and_tensors(tmp_path):
+    emb = torch.randn(50, 8)
+    w = torch.randn(8, 8)
+    save_file({"model.embed_tokens.weight": emb.to(torch.bfloat16)}, tmp_path / "a.safetensors")
+    save_file({"model.layers.0.self_attn.q_proj.weight": w.half()}, tmp_path / "b.safetensors")
+    index = {
+        "weight_map": {
+            "model.embed_tokens.weight": "a.safetensors",
+            "model.layers.0.self_attn.q_proj.weight": "b.safetensors",
+        }
+    }
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    ck = open_checkpoint(tmp_path)
+    rows = ck.rows("model.embed_tokens.weight", [3, 17, 42])
+    np.testing.assert_array_equal(rows, emb.to(torch.bfloat16).double().numpy()[[3, 17, 42]])
+    np.testing.assert_array_equal(ck.tensor("model.layers.0.self_attn.q_proj.weight"), w.half().double().numpy())
+    with pytest.raises(UsageError, match="outside the embedding"):
+        ck.rows("model.embed_tokens.weight", [50])
+    with pytest.raises(UsageError, match="missing from the checkpoint"):
+        ck.tensor("model.layers.9.self_attn.q_proj.weight")
+
+
+def test_missing_shard_named_by_index(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "gone.safetensors"}}))
+    with pytest.raises(UsageError, match="gone.safetensors"):
+        open_checkpoint(tmp_path)
+
+
+def test_tokens_are_frequent_single_token_words_in_order(tmp_path):
+    folder = save_tiny(tiny_llama(), tmp_path / "m")
+    tokens = select_tokens(load_tokenizer(folder), 12)
+    assert [t.string for t in tokens[:3]] == ["the", "to", "and"]
+    assert len({t.id for t in tokens}) == 12
+    encode = load_tokenizer(folder)
+    assert all(encode(t.string) == [t.id] for t in tokens)
+
+
+def test_token_file_formats(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([{"id": 5, "string": "x"}, {"id": 9, "string": "y"}]))
+    (tmp_path / "b.txt").write_text("5\tx\n9\ty\n")
+    (tmp_path / "c.json").write_text(json.dumps([5, 5]))
+    assert [t.id for t in read_token_file(tmp_path / "a.json", 2)] == [5, 9]
+    assert [t.string for t in read_token_file(tmp_path / "b.txt", 2)] == ["x", "y"]
+    with pytest.raises(UsageError, match="repeats"):
+        read_token_file(tmp_path / "c.json", 2)
+    with pytest.raises(UsageError, match="3 are needed"):
+        read_token_file(tmp_path / "a.json", 3)
