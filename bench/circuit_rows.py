@@ -16,9 +16,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ezkl  # noqa: E402
+import torch  # noqa: E402
 
 from circuits.build import canonicalise_settings  # noqa: E402
-from circuits.graph import export_onnx  # noqa: E402
+from circuits.graph import FingerprintCircuit, export_onnx  # noqa: E402
 from circuits.layout import CircuitLayout, LayerShape  # noqa: E402
 from circuits.settings import run_args_dict  # noqa: E402
 from encoder import release  # noqa: E402
@@ -35,6 +36,29 @@ CONFIGS = {
     "defaults, no i/o range checks": {"scale_rebase_multiplier": 1, "decomp_legs": 2},
     "noseprint": {},
 }
+
+
+class SlicedVector(torch.nn.Module):
+    """The first design: every tensor sliced out of one committed vector (EZKL pays per slice, per element)."""
+
+    def __init__(self, layout: CircuitLayout, encoder):
+        super().__init__()
+        self.circuit = FingerprintCircuit(layout, encoder)
+        self.shapes = [p.committed_shape for p in layout.pieces()]
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        pieces, cursor = [], 0
+        for rows_, cols in self.shapes:
+            pieces.append(flat[cursor : cursor + rows_ * cols].reshape(rows_, cols))
+            cursor += rows_ * cols
+        return self.circuit(*pieces)
+
+
+def export_sliced(layout: CircuitLayout, encoder, path: Path) -> None:
+    total = sum(r * c for r, c in (p.committed_shape for p in layout.pieces()))
+    torch.onnx.export(
+        SlicedVector(layout, encoder).eval(), (torch.zeros(total),), str(path), opset_version=17, dynamo=False
+    )
 
 
 def rows(onnx: Path, overrides: dict, folder: Path) -> int:
@@ -56,8 +80,12 @@ def main() -> None:
             layer = LayerShape(hidden, heads, kv, hidden // heads, ffn, gated=True)
             layout = CircuitLayout(tokens=tokens, hidden=hidden, layers=(layer, layer), term_shifts=(8,) * 6)
             export_onnx(layout, encoder, folder / "c.onnx")
-            for name, overrides in CONFIGS.items():
-                n = rows(folder / "c.onnx", overrides, folder)
+            export_sliced(layout, encoder, folder / "sliced.onnx")
+            variants = [(name, "c.onnx", overrides) for name, overrides in CONFIGS.items()]
+            if layout.weight_count < 100_000:
+                variants.append(("noseprint, one sliced vector", "sliced.onnx", {}))
+            for name, onnx, overrides in variants:
+                n = rows(folder / onnx, overrides, folder)
                 per_weight = n / layout.weight_count
                 print(f"{tokens:>6} {hidden:>6} {layout.weight_count:>9,} {name:<30} {n:>10,} {per_weight:>11.2f}")
                 sys.stdout.flush()

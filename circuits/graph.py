@@ -22,6 +22,7 @@ Row-cost rules this graph follows (measured, BENCHMARKS.md):
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,8 @@ def export_onnx(layout: CircuitLayout, encoder: InvariantEncoder, path: Path) ->
     module = FingerprintCircuit(layout, encoder).eval()
     pieces = layout.pieces()
     examples = tuple(torch.zeros(piece.committed_shape) for piece in pieces)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: stable, fixed-shape graphs
         torch.onnx.export(
             module,
             examples,

@@ -130,6 +130,28 @@ def verify(
     raise typer.Exit(0 if report.valid else 1)
 
 
+@app.command("check-opening")
+def check_opening_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    model_dir: Annotated[Path, typer.Argument(help="The open-weight model the bundle claims.")],
+    opening: Annotated[Path, typer.Option(help="The owner's opening file (blinding lines).")],
+    srs: Annotated[Path | None, typer.Option(help="SRS file to trust instead of the local store.")] = None,
+) -> None:
+    """Check that the bundle's commitment opens to MODEL_DIR's weights: exit 0 yes, 1 no."""
+    from verifier.opening import check_opening
+
+    try:
+        with err.status("recomputing the commitment…"):
+            result = check_opening(bundle, model_dir, opening, srs_file=srs)
+    except Exception as exc:
+        fail(exc)
+    if result.matches:
+        out.print("[bold green]MATCH[/]: the commitment opens to this model's weights")
+        raise typer.Exit(0)
+    out.print(f"[bold red]NO MATCH[/]: commitments differ for {', '.join(result.mismatched)}", highlight=False)
+    raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     work: Annotated[Path, typer.Option(help="Folder for the demo model and bundle.")] = Path("demo"),

@@ -15,3 +15,9 @@ class UsageError(NoseprintError):
     """Bad arguments or unusable input files (exit 2)."""
 
     exit_code = 2
+
+
+class ProvingFailed(NoseprintError):
+    """EZKL could not prove valid-looking input (exit 3): not the user's typing, not a forged bundle."""
+
+    exit_code = 3

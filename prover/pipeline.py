@@ -34,7 +34,7 @@ from circuits.settings import INPUT_SCALE, run_args_dict
 from encoder import release
 from encoder.generator import load_generator, save_png
 from encoder.zvector import Z_FRAC_BITS, standardise_exact
-from noseprint.errors import UsageError
+from noseprint.errors import ProvingFailed, UsageError
 from noseprint.fileio import canonical_json, sha256_bytes, sha256_file, staged_directory, write_json_atomic
 from noseprint.manifest import FORMAT, MANIFEST, VERSION
 from prover.architectures import adapter_for, check_layer
@@ -94,16 +94,25 @@ def read_model(model_dir: Path, token_count: int, tokens_file: Path | None, allo
     return ModelWeights(model_type, adapter.family, layer_count, indices, tokens, embedding, layers, layout)
 
 
-def committed_inputs(model: ModelWeights, layout: CircuitLayout) -> tuple[list[np.ndarray], dict[str, list[int]]]:
-    """Quantised, blinded tensors in circuit order, and the blinding lines (the opening)."""
+def committed_inputs(
+    model: ModelWeights, layout: CircuitLayout, blinding: dict[str, list[int]] | None = None
+) -> tuple[list[np.ndarray], dict[str, list[int]]]:
+    """Quantised, blinded tensors in circuit order, and the blinding lines (the opening).
+
+    Fresh blinding is drawn unless `blinding` is given (re-opening a commitment).
+    """
     arrays = {"embedding": model.embedding}
     for index, weights in enumerate(model.layers):
         arrays.update({f"layer{index}.{role}": value for role, value in weights.items()})
     committed, opening = [], {}
     for piece in layout.pieces():
-        blinding = random_blinding(piece.blinding_count)
-        committed.append(with_blinding(quantise(arrays[piece.name], INPUT_SCALE), piece, blinding))
-        opening[piece.name] = blinding
+        if piece.name not in arrays or (blinding is not None and piece.name not in blinding):
+            raise UsageError(f"no tensor {piece.name} to commit to")
+        if tuple(arrays[piece.name].shape) != piece.shape:
+            raise UsageError(f"tensor {piece.name} has shape {arrays[piece.name].shape}, the layout says {piece.shape}")
+        line = blinding[piece.name] if blinding is not None else random_blinding(piece.blinding_count)
+        committed.append(with_blinding(quantise(arrays[piece.name], INPUT_SCALE), piece, line))
+        opening[piece.name] = line
     return committed, opening
 
 
@@ -164,6 +173,7 @@ def prove_model(
         work = Path(tmp)
         progress("building circuit")
         circuit = cached_circuit(layout, release.ENCODER, release.network_digest(release.ENCODER))
+        t = step("circuit", t)
         if srs_file:
             srs = srs_store.from_file(srs_file, circuit.logrows)
         elif init_dev_srs and srs_store.load(circuit.logrows) is None:
@@ -171,12 +181,17 @@ def prove_model(
             srs = srs_store.init_dev(circuit.logrows)
         else:
             srs = srs_store.require(circuit.logrows)
-        t = step("circuit", t)
+        t = step("srs", t)
         progress(f"deriving keys ({circuit.num_rows:,} rows, logrows {circuit.logrows}; cached after the first run)")
         keys = ensure_keys(circuit, srs, need_pk=True)
         t = step("keys", t)
         progress("proving")
-        artifacts = prove(circuit, keys, srs, [as_circuit_floats(c, INPUT_SCALE) for c in committed], work)
+        try:
+            artifacts = prove(circuit, keys, srs, [as_circuit_floats(c, INPUT_SCALE) for c in committed], work)
+        except RuntimeError as exc:  # EZKL reports witness and proving failures as RuntimeError
+            raise ProvingFailed(
+                f"EZKL could not prove this model ({exc}); a value outside the circuit's range is the usual cause"
+            ) from None
         t = step("prove", t)
 
         progress("rendering fingerprint")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -56,8 +55,5 @@ def tiny_gpt2(seed: int = 0, hidden: int = 16, heads: int = 2, layers: int = 3, 
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
-    """Each test gets its own NOSEPRINT_HOME unless it sets one itself."""
-    if "NOSEPRINT_HOME" not in os.environ or not os.environ["NOSEPRINT_HOME"].startswith(
-        str(tmp_path_factory.getbasetemp())
-    ):
-        monkeypatch.setenv("NOSEPRINT_HOME", str(tmp_path_factory.mktemp("home")))
+    """Each test gets an empty NOSEPRINT_HOME (its SRS store and key cache), never the user's."""
+    monkeypatch.setenv("NOSEPRINT_HOME", str(tmp_path_factory.mktemp("home")))

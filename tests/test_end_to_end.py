@@ -59,10 +59,12 @@ def verify(bundle: Path, home: Path, *extra: str) -> tuple[int, dict]:
 
 
 def test_bundle_verifies_from_an_independent_verifier(proven):
-    code, report = verify(proven["bundles"][0], proven["auditor"])
+    code, report = proven["first_verify"]
     assert code == 0, report
     assert report["valid"] and report["failed_check"] is None
-    assert report["facts"]["vk_derived_now"] is True or report["facts"]["vk_derived_now"] is False
+    assert report["facts"]["vk_derived_now"] is True, "the auditor's first verify must derive its own key"
+    code, again = verify(proven["bundles"][0], proven["auditor"])
+    assert code == 0 and again["facts"]["vk_derived_now"] is False, "then the derived key is cached"
     manifest = json.loads((proven["bundles"][0] / "manifest.json").read_text())
     assert report["facts"]["model_commitment"] == manifest["commitment"]["digest"]
     assert len(report["facts"]["z"]) == manifest["z"]["dim"]
@@ -295,3 +297,15 @@ def test_prove_refuses_existing_output(proven):
     )
     assert result.returncode == 2 and "already exists" in result.stderr
     assert (proven["bundles"][0] / "manifest.json").is_file(), "nothing already written may be lost"
+
+
+def test_opening_checks_the_committed_model(proven):
+    bundle, opening = proven["bundles"][0], proven["root"] / "bundle0.opening.json"
+    result = run_cli(
+        "check-opening", str(bundle), str(proven["models"][0]), "--opening", str(opening), home=proven["auditor"]
+    )
+    assert result.returncode == 0 and "MATCH" in result.stdout, result.stdout + result.stderr
+    other = run_cli(
+        "check-opening", str(bundle), str(proven["models"][1]), "--opening", str(opening), home=proven["auditor"]
+    )
+    assert other.returncode == 1 and "NO MATCH" in other.stdout, other.stdout + other.stderr
