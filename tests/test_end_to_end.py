@@ -50,7 +50,16 @@ def proven(tmp_path_factory):
     run_cli(
         "srs", "import", str(owner / "srs" / f"k{logrows}.srs"), "--logrows", str(logrows), home=auditor, check=True
     )
-    return {"root": root, "owner": owner, "auditor": auditor, "models": models, "bundles": bundles, "logrows": logrows}
+    first = run_cli("verify", str(bundles[0]), "--json", home=auditor)
+    return {
+        "root": root,
+        "owner": owner,
+        "auditor": auditor,
+        "models": models,
+        "bundles": bundles,
+        "logrows": logrows,
+        "first_verify": (first.returncode, json.loads(first.stdout)),
+    }
 
 
 def verify(bundle: Path, home: Path, *extra: str) -> tuple[int, dict]:
