@@ -197,6 +197,47 @@ def make_demo_model(
 
 
 @app.command()
+def fingerprint(
+    model_dir: Annotated[Path, typer.Argument(help="Local Hugging Face checkpoint folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Fingerprint folder to write.")],
+    n_tokens: Annotated[int, typer.Option(min=4, max=4096, help="How many tokens to fingerprint.")] = 16,
+    tokens: Annotated[Path | None, typer.Option(help="Token ids to use instead of the tokenizer's.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Picture, z and raw invariants in seconds, without a proof (the invariants stay private)."""
+    from prover.fingerprint import fingerprint_model
+
+    try:
+        record = fingerprint_model(model_dir, out_dir, token_count=n_tokens, tokens_file=tokens, force=force)
+    except Exception as exc:
+        fail(exc)
+    out.print(f"fingerprint written to {out_dir} ({record['model_type']}, layers {record['fingerprinted_layers']})")
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="Model folder, fingerprint folder or bundle.")],
+    b: Annotated[Path, typer.Argument(help="Model folder, fingerprint folder or bundle.")],
+    image: Annotated[Path, typer.Option(help="Side-by-side picture to write.")] = Path("comparison.png"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Compare two fingerprints: z-cosine, ICS when both invariants are at hand, a verdict."""
+    from registry.compare import compare as run_compare
+
+    try:
+        result = run_compare(a, b, image_out=image)
+    except Exception as exc:
+        fail(exc)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    ics = "n/a" if result["ics"] is None else f"{result['ics']:.4f}"
+    verdict = result["verdict"]
+    out.print(f"z-cosine {result['z_cosine']:.4f}   ICS {ics}   verdict: [bold]{verdict}[/] (thresholds provisional)")
+    out.print(f"side by side: {result['image']}")
+
+
+@app.command()
 def architectures() -> None:
     """List the model_type values noseprint can fingerprint."""
     from prover.architectures import ADAPTERS

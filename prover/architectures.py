@@ -30,6 +30,13 @@ class Adapter:
     layer_count: Callable[[dict], int]
     embedding_name: Callable[[Checkpoint], str]
     load_layer: Callable[[Checkpoint, int], dict[str, np.ndarray]]
+    embedding_rows: Callable[[Checkpoint, list[int]], np.ndarray] | None = None
+    """Overrides the plain row read (OPT projects its word embeddings to the hidden size)."""
+
+    def read_embedding(self, checkpoint: Checkpoint, ids: list[int]) -> np.ndarray:
+        if self.embedding_rows is not None:
+            return self.embedding_rows(checkpoint, ids)
+        return checkpoint.rows(self.embedding_name(checkpoint), ids)
 
 
 def _need(config: dict, *keys: str, default=None):
@@ -116,22 +123,231 @@ def gpt2_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
     }
 
 
+# Phi-3: fused qkv_proj rows [q | k | v]; fused gate_up_proj rows [gate | up] (chunked in half).
+
+
+def phi3_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+    base = _prefix(checkpoint, LLAMA_PREFIXES, "embed_tokens.weight") + f"layers.{index}."
+    shape = llama_shape(checkpoint.config)
+    qkv = checkpoint.tensor(base + "self_attn.qkv_proj.weight")
+    q, kv = shape.q_width, shape.kv_width
+    gate_up = checkpoint.tensor(base + "mlp.gate_up_proj.weight")
+    return {
+        "q": qkv[:q],
+        "k": qkv[q : q + kv],
+        "v": qkv[q + kv :],
+        "o": checkpoint.tensor(base + "self_attn.o_proj.weight"),
+        "gate": gate_up[: shape.ffn],
+        "up": gate_up[shape.ffn :],
+        "ffn_out": checkpoint.tensor(base + "mlp.down_proj.weight"),
+    }
+
+
+# GPT-NeoX: fused query_key_value interleaved per head, rows (heads, [q | k | v], head_dim).
+
+NEOX_PREFIXES = ("gpt_neox.", "")
+
+
+def neox_shape(config: dict) -> LayerShape:
+    hidden = _int(config, "hidden_size")
+    heads = _int(config, "num_attention_heads")
+    ffn = _int(config, "intermediate_size", default=4 * hidden)
+    return LayerShape(hidden, heads, heads, hidden // heads, ffn, gated=False)
+
+
+def split_interleaved(qkv: np.ndarray, heads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(heads*3*hd, d) with per-head [q | k | v] blocks -> q, k, v of (heads*hd, d) each."""
+    per_head = qkv.reshape(heads, 3, qkv.shape[0] // (3 * heads), qkv.shape[1])
+    return tuple(per_head[:, i].reshape(-1, qkv.shape[1]) for i in range(3))  # type: ignore[return-value]
+
+
+def neox_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+    base = _prefix(checkpoint, NEOX_PREFIXES, "embed_in.weight") + f"layers.{index}."
+    heads = neox_shape(checkpoint.config).heads
+    q, k, v = split_interleaved(checkpoint.tensor(base + "attention.query_key_value.weight"), heads)
+    return {
+        "q": q,
+        "k": k,
+        "v": v,
+        "o": checkpoint.tensor(base + "attention.dense.weight"),
+        "ffn_in": checkpoint.tensor(base + "mlp.dense_h_to_4h.weight"),
+        "ffn_out": checkpoint.tensor(base + "mlp.dense_4h_to_h.weight"),
+    }
+
+
+# GPT-J: separate q/k/v/out projections, fc_in/fc_out.
+
+
+def gptj_shape(config: dict) -> LayerShape:
+    hidden = _int(config, "n_embd", "hidden_size")
+    heads = _int(config, "n_head", "num_attention_heads")
+    return LayerShape(hidden, heads, heads, hidden // heads, _int(config, "n_inner", default=4 * hidden), gated=False)
+
+
+def gptj_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+    base = _prefix(checkpoint, GPT2_PREFIXES, "wte.weight") + f"h.{index}."
+    names = {"q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "o": "attn.out_proj",
+             "ffn_in": "mlp.fc_in", "ffn_out": "mlp.fc_out"}  # fmt: skip
+    return {role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()}
+
+
+# OPT: separate projections, fc1/fc2; word embeddings may be narrower than hidden (project_in).
+
+OPT_PREFIXES = ("model.decoder.", "decoder.", "")
+
+
+def opt_shape(config: dict) -> LayerShape:
+    hidden = _int(config, "hidden_size")
+    heads = _int(config, "num_attention_heads")
+    return LayerShape(hidden, heads, heads, hidden // heads, _int(config, "ffn_dim"), gated=False)
+
+
+def opt_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+    base = _prefix(checkpoint, OPT_PREFIXES, "embed_tokens.weight") + f"layers.{index}."
+    names = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
+             "ffn_in": "fc1", "ffn_out": "fc2"}  # fmt: skip
+    return {role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()}
+
+
+def opt_embedding(checkpoint: Checkpoint, ids: list[int]) -> np.ndarray:
+    prefix = _prefix(checkpoint, OPT_PREFIXES, "embed_tokens.weight")
+    rows = checkpoint.rows(prefix + "embed_tokens.weight", ids)
+    if checkpoint.has(prefix + "project_in.weight"):
+        rows = rows @ checkpoint.tensor(prefix + "project_in.weight").T  # the decoder's input is project_in(E)
+    return rows
+
+
+# Falcon: fused query_key_value in one of three layouts, chosen by the config.
+
+FALCON_PREFIXES = ("transformer.", "")
+
+
+def falcon_shape(config: dict) -> LayerShape:
+    hidden = _int(config, "hidden_size")
+    heads = _int(config, "num_attention_heads", "n_head")
+    if config.get("new_decoder_architecture"):
+        kv_heads = _int(config, "num_kv_heads")
+    elif config.get("multi_query", True):
+        kv_heads = 1
+    else:
+        kv_heads = heads
+    ffn = _int(config, "ffn_hidden_size", default=4 * hidden)
+    return LayerShape(hidden, heads, kv_heads, hidden // heads, ffn, gated=False)
+
+
+def falcon_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+    base = _prefix(checkpoint, FALCON_PREFIXES, "word_embeddings.weight") + f"h.{index}."
+    shape = falcon_shape(checkpoint.config)
+    qkv = checkpoint.tensor(base + "self_attention.query_key_value.weight")
+    hd, d = shape.head_dim, shape.hidden
+    if checkpoint.config.get("new_decoder_architecture"):
+        group = shape.heads // shape.kv_heads
+        blocks = qkv.reshape(shape.kv_heads, group + 2, hd, d)
+        q, k, v = blocks[:, :group].reshape(-1, d), blocks[:, group].reshape(-1, d), blocks[:, group + 1].reshape(-1, d)
+    elif shape.kv_heads == 1:
+        q, k, v = qkv[: shape.q_width], qkv[shape.q_width : shape.q_width + hd], qkv[shape.q_width + hd :]
+    else:
+        q, k, v = split_interleaved(qkv, shape.heads)
+    return {
+        "q": q,
+        "k": k,
+        "v": v,
+        "o": checkpoint.tensor(base + "self_attention.dense.weight"),
+        "ffn_in": checkpoint.tensor(base + "mlp.dense_h_to_4h.weight"),
+        "ffn_out": checkpoint.tensor(base + "mlp.dense_4h_to_h.weight"),
+    }
+
+
+# BERT (encoders such as all-MiniLM-L6-v2): attention.self.{query,key,value}, attention.output.dense,
+# intermediate.dense, output.dense.
+
+BERT_PREFIXES = ("bert.", "")
+
+
+def bert_shape(config: dict) -> LayerShape:
+    hidden = _int(config, "hidden_size")
+    heads = _int(config, "num_attention_heads")
+    return LayerShape(hidden, heads, heads, hidden // heads, _int(config, "intermediate_size"), gated=False)
+
+
+def bert_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+    base = _prefix(checkpoint, BERT_PREFIXES, "embeddings.word_embeddings.weight") + f"encoder.layer.{index}."
+    names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+             "o": "attention.output.dense", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"}  # fmt: skip
+    return {role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()}
+
+
+def _layers(*keys: str) -> Callable[[dict], int]:
+    return lambda config: _int(config, *keys)
+
+
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter(
         family="llama",
-        model_types=("llama", "mistral", "qwen2"),
+        model_types=("llama", "mistral", "qwen2", "gemma", "gemma2"),
         layer_shape=llama_shape,
-        layer_count=lambda c: _int(c, "num_hidden_layers"),
+        layer_count=_layers("num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, LLAMA_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
         load_layer=llama_layer,
+    ),
+    Adapter(
+        family="phi3",
+        model_types=("phi3",),
+        layer_shape=llama_shape,
+        layer_count=_layers("num_hidden_layers"),
+        embedding_name=lambda ck: _prefix(ck, LLAMA_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
+        load_layer=phi3_layer,
     ),
     Adapter(
         family="gpt2",
         model_types=("gpt2",),
         layer_shape=gpt2_shape,
-        layer_count=lambda c: _int(c, "n_layer", "num_hidden_layers"),
+        layer_count=_layers("n_layer", "num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, GPT2_PREFIXES, "wte.weight") + "wte.weight",
         load_layer=gpt2_layer,
+    ),
+    Adapter(
+        family="gpt_neox",
+        model_types=("gpt_neox",),
+        layer_shape=neox_shape,
+        layer_count=_layers("num_hidden_layers"),
+        embedding_name=lambda ck: _prefix(ck, NEOX_PREFIXES, "embed_in.weight") + "embed_in.weight",
+        load_layer=neox_layer,
+    ),
+    Adapter(
+        family="gptj",
+        model_types=("gptj",),
+        layer_shape=gptj_shape,
+        layer_count=_layers("n_layer", "num_hidden_layers"),
+        embedding_name=lambda ck: _prefix(ck, GPT2_PREFIXES, "wte.weight") + "wte.weight",
+        load_layer=gptj_layer,
+    ),
+    Adapter(
+        family="opt",
+        model_types=("opt",),
+        layer_shape=opt_shape,
+        layer_count=_layers("num_hidden_layers"),
+        embedding_name=lambda ck: _prefix(ck, OPT_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
+        load_layer=opt_layer,
+        embedding_rows=opt_embedding,
+    ),
+    Adapter(
+        family="falcon",
+        model_types=("falcon",),
+        layer_shape=falcon_shape,
+        layer_count=_layers("num_hidden_layers", "n_layer"),
+        embedding_name=lambda ck: _prefix(ck, FALCON_PREFIXES, "word_embeddings.weight") + "word_embeddings.weight",
+        load_layer=falcon_layer,
+    ),
+    Adapter(
+        family="bert",
+        model_types=("bert",),
+        layer_shape=bert_shape,
+        layer_count=_layers("num_hidden_layers"),
+        embedding_name=lambda ck: (
+            _prefix(ck, BERT_PREFIXES, "embeddings.word_embeddings.weight") + "embeddings.word_embeddings.weight"
+        ),
+        load_layer=bert_layer,
     ),
 )
 

@@ -80,7 +80,7 @@ def read_model(model_dir: Path, token_count: int, tokens_file: Path | None, allo
         tokens = read_token_file(tokens_file, token_count)
     else:
         tokens = select_tokens(load_tokenizer(model_dir), token_count)
-    embedding = checkpoint.rows(adapter.embedding_name(checkpoint), [t.id for t in tokens])
+    embedding = adapter.read_embedding(checkpoint, [t.id for t in tokens])
     if embedding.shape[1] != shape.hidden:
         raise UsageError(f"embedding width {embedding.shape[1]} differs from hidden size {shape.hidden}")
     indices = list(range(layer_count - FINGERPRINTED_LAYERS, layer_count))

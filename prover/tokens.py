@@ -39,6 +39,8 @@ def load_tokenizer(model_dir: Path) -> Callable[[str], list[int]]:
             core = Tokenizer.from_file(str(tokenizer_json))
         except Exception as exc:  # tokenizers raises a bare Exception for malformed files
             raise UsageError(f"tokenizer.json in {model_dir} is unreadable: {exc}") from None
+        core.no_padding()  # some tokenizer.json files pad every encoding (all-MiniLM-L6-v2: to 128)
+        core.no_truncation()
         return lambda word: core.encode(word, add_special_tokens=False).ids
 
     import logging

