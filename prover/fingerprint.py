@@ -15,18 +15,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from circuits.graph import FingerprintCircuit
 from circuits.settings import INPUT_SCALE
 from encoder import release
 from encoder.generator import load_generator, save_png
 from encoder.network import load_encoder
 from encoder.zvector import Z_FRAC_BITS
 from noseprint.fileio import staged_directory
-from prover.invariants import invariant_terms
-from prover.pipeline import DEFAULT_TOKENS, committed_inputs, read_model
+from prover.commitment import quantise
+from prover.invariants import layer_terms, standardise
+from prover.pipeline import DEFAULT_TOKENS, open_model
 from prover.tokens import tokens_to_json
 
 FORMAT = "noseprint-fingerprint"
+
+
+def dequantised(weights: np.ndarray) -> np.ndarray:
+    """The values the circuit receives: unit-RMS, quantised at the input scale, back in real units."""
+    return quantise(weights, INPUT_SCALE).astype(np.float64) / float(1 << INPUT_SCALE)
 
 
 def z_from_raw_float(z_raw: np.ndarray) -> list[int]:
@@ -40,15 +45,23 @@ def z_from_raw_float(z_raw: np.ndarray) -> list[int]:
 def fingerprint_model(
     model_dir: Path, out: Path, token_count: int = DEFAULT_TOKENS, tokens_file: Path | None = None, force: bool = False
 ) -> dict:
-    model = read_model(model_dir, token_count, tokens_file, allow_pickle=False)
-    committed, _ = committed_inputs(
-        model, model.layout, {p.name: [0] * p.blinding_count for p in model.layout.pieces()}
-    )
-    graph = FingerprintCircuit(model.layout, load_encoder(release.ENCODER)).double()
+    """One layer in memory at a time: a 7B checkpoint fingerprints in the memory of one layer."""
+    model = open_model(model_dir, token_count, tokens_file, allow_pickle=False)
+    unit = dequantised(model.embedding)
+    raw_terms, circuit_terms = [], []
+    for position, shape in enumerate(model.layout.layers):
+        weights = model.load_layer(position)
+        raw_terms.append(layer_terms(model.embedding, weights, shape))
+        for role in list(weights):  # replace in place: never two float copies of a layer
+            weights[role] = dequantised(weights[role])
+        circuit_terms.append(layer_terms(unit, weights, shape))
+        del weights
+    encoder = load_encoder(release.ENCODER).double()
+    standardised = torch.from_numpy(standardise(np.concatenate(circuit_terms)))
     with torch.no_grad():
-        z_raw = graph(*[torch.from_numpy(c.astype(np.float64) / 2**INPUT_SCALE) for c in committed]).numpy()
+        z_raw = encoder(standardised.unsqueeze(0)).squeeze(0).numpy()
     z = z_from_raw_float(z_raw)
-    terms = invariant_terms(model.embedding, model.layers, list(model.layout.layers))
+    terms = np.concatenate(raw_terms)
     image = load_generator(release.GENERATOR).render(z)
     record = {
         "format": FORMAT,

@@ -29,12 +29,14 @@ def repeat_kv(w: np.ndarray, shape: LayerShape) -> np.ndarray:
 
 
 def layer_terms(e: np.ndarray, w: dict[str, np.ndarray], shape: LayerShape) -> np.ndarray:
+    """HuRef's three terms, multiplied E-first: (E·Wqᵀ)(E·Wkᵀ)ᵀ equals E·(Wqᵀ·Wk)·Eᵀ, but never
+    forms a hidden x hidden matrix (0.3 instead of 69 GFLOP per term at hidden 4096, 16 tokens)."""
     k = repeat_kv(w["k"], shape)
     v = repeat_kv(w["v"], shape)
     ffn_in = w["gate"] * w["up"] if shape.gated else w["ffn_in"]
-    qk = e @ (w["q"].T @ k) @ e.T
-    vo = e @ (v.T @ w["o"].T) @ e.T
-    ffn = e @ (ffn_in.T @ w["ffn_out"].T) @ e.T
+    qk = (e @ w["q"].T) @ (e @ k.T).T
+    vo = (e @ v.T) @ (e @ w["o"]).T
+    ffn = (e @ ffn_in.T) @ (e @ w["ffn_out"]).T
     return np.stack([qk, vo, ffn])
 
 

@@ -37,8 +37,8 @@ from encoder.zvector import Z_FRAC_BITS, standardise_exact
 from noseprint.errors import ProvingFailed, UsageError
 from noseprint.fileio import canonical_json, sha256_bytes, sha256_file, staged_directory, write_json_atomic
 from noseprint.manifest import FORMAT, MANIFEST, VERSION
-from prover.architectures import adapter_for, check_layer
-from prover.checkpoint import open_checkpoint
+from prover.architectures import Adapter, adapter_for, check_layer
+from prover.checkpoint import Checkpoint, open_checkpoint
 from prover.commitment import SCHEME, as_circuit_floats, quantise, random_blinding, with_blinding
 from prover.invariants import invariant_terms
 from prover.tokens import Token, load_tokenizer, read_token_file, select_tokens, tokens_to_json
@@ -69,7 +69,28 @@ class ModelWeights:
     layout: CircuitLayout
 
 
-def read_model(model_dir: Path, token_count: int, tokens_file: Path | None, allow_pickle: bool) -> ModelWeights:
+@dataclass
+class OpenModel:
+    """A checkpoint opened for fingerprinting: everything but the layer tensors, which are read on demand."""
+
+    checkpoint: Checkpoint
+    adapter: Adapter
+    model_type: str
+    layer_count: int
+    layer_indices: list[int]
+    tokens: list[Token]
+    embedding: np.ndarray
+    layout: CircuitLayout
+
+    def load_layer(self, position: int) -> dict[str, np.ndarray]:
+        """The tensors of the `position`-th fingerprinted layer, shape-checked against config.json."""
+        index = self.layer_indices[position]
+        weights = self.adapter.load_layer(self.checkpoint, index)
+        check_layer(weights, self.layout.layers[position], index)
+        return weights
+
+
+def open_model(model_dir: Path, token_count: int, tokens_file: Path | None, allow_pickle: bool) -> OpenModel:
     checkpoint = open_checkpoint(model_dir, allow_pickle=allow_pickle)
     adapter = adapter_for(checkpoint.config)
     shape = adapter.layer_shape(checkpoint.config)
@@ -84,14 +105,25 @@ def read_model(model_dir: Path, token_count: int, tokens_file: Path | None, allo
     if embedding.shape[1] != shape.hidden:
         raise UsageError(f"embedding width {embedding.shape[1]} differs from hidden size {shape.hidden}")
     indices = list(range(layer_count - FINGERPRINTED_LAYERS, layer_count))
-    layers = []
-    for index in indices:
-        weights = adapter.load_layer(checkpoint, index)
-        check_layer(weights, shape, index)
-        layers.append(weights)
     layout = CircuitLayout(tokens=len(tokens), hidden=shape.hidden, layers=(shape,) * FINGERPRINTED_LAYERS)
     model_type = str(checkpoint.config.get("model_type"))
-    return ModelWeights(model_type, adapter.family, layer_count, indices, tokens, embedding, layers, layout)
+    return OpenModel(checkpoint, adapter, model_type, layer_count, indices, tokens, embedding, layout)
+
+
+def read_model(model_dir: Path, token_count: int, tokens_file: Path | None, allow_pickle: bool) -> ModelWeights:
+    """Everything the proof commits to, in memory (fine at provable sizes; `open_model` streams)."""
+    opened = open_model(model_dir, token_count, tokens_file, allow_pickle)
+    layers = [opened.load_layer(position) for position in range(len(opened.layer_indices))]
+    return ModelWeights(
+        opened.model_type,
+        opened.adapter.family,
+        opened.layer_count,
+        opened.layer_indices,
+        opened.tokens,
+        opened.embedding,
+        layers,
+        opened.layout,
+    )
 
 
 def committed_inputs(
