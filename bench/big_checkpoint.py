@@ -14,20 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import run_measured  # noqa: E402
 from prover.demo_model import build_tokenizer  # noqa: E402
 
 SHARD_BYTES = 2 * 2**30
@@ -82,26 +80,10 @@ def synthesize(folder: Path, hidden: int, ffn: int, layers: int, heads: int, voc
 
 
 def measure(command: list[str]) -> tuple[float, float, str]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-
-    def sample() -> None:
-        try:
-            process = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                peak[0] = max(peak[0], process.memory_info().rss)
-                time.sleep(0.05)
-        except psutil.Error:
-            pass
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    out, err = proc.communicate()
-    thread.join()
-    if proc.returncode:
-        raise SystemExit(f"{command} failed: {err}")
-    return time.perf_counter() - start, peak[0] / 2**30, out
+    result, seconds, peak = run_measured(command)
+    if result.returncode:
+        raise SystemExit(f"{command} failed: {result.stderr}")
+    return seconds, peak, result.stdout
 
 
 WHOLE_MODEL = """

@@ -15,49 +15,22 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import run_measured  # noqa: E402
 from prover.demo_model import DemoShape, write_demo_model  # noqa: E402
 
 
 def run(args: list[str], home: Path) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run the CLI; return the result, wall seconds and peak RSS (GB) of its process tree."""
+    """Run the CLI with its own NOSEPRINT_HOME; return the result, wall seconds and peak RSS (GB)."""
     env = {"NOSEPRINT_HOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(home)}
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "noseprint.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    peak = [0]
-
-    def sample() -> None:
-        try:
-            parent = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                rss = sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
-                peak[0] = max(peak[0], rss)
-                time.sleep(0.1)
-        except psutil.Error:
-            pass
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    sampler.join()
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    if proc.returncode not in (0,):
-        print(err, file=sys.stderr)
-    return result, time.perf_counter() - start, peak[0] / 2**30
+    result, seconds, peak = run_measured([sys.executable, "-m", "noseprint.cli", *args], env)
+    if result.returncode:
+        print(result.stderr, file=sys.stderr)
+    return result, seconds, peak
 
 
 def main() -> None:
