@@ -239,7 +239,7 @@ def prove_model(
         commitment_digest = sha256_bytes(canonical_json(tensors))
         with staged_directory(out, force) as stage:
             (stage / "circuit").mkdir()
-            png = save_png(image, stage / "fingerprint.png")
+            save_png(image, stage / "fingerprint.png")
             (stage / "proof.json").write_bytes(artifacts.proof.read_bytes())
             (stage / "circuit" / "settings.json").write_bytes(keys.settings.read_bytes())
             (stage / "circuit" / "vk.key").write_bytes(keys.vk.read_bytes())
@@ -289,7 +289,6 @@ def prove_model(
                 "files": files,
             }
             (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            del png
         write_json_atomic(
             opening_path,
             {

@@ -327,3 +327,12 @@ def test_fast_fingerprint_agrees_with_the_proven_one(proven, tmp_path):
     assert result["z_cosine"] > 0.99, result
     unrelated = compare(proven["models"][1], proven["bundles"][0])
     assert unrelated["z_cosine"] < result["z_cosine"]
+
+
+def test_token_list_edited(proven, copy):
+    bundle = copy()
+    data = json.loads((bundle / "tokens.json").read_text())
+    data["tokens"] = data["tokens"][:-1]
+    (bundle / "tokens.json").write_text(json.dumps(data))
+    rehash(bundle, "tokens.json")
+    assert_invalid(bundle, proven, "tokens", "disagree on the number of tokens")

@@ -123,6 +123,25 @@ def check_files(ctx: Context) -> None:
             raise Invalid("files", f"{name} was modified: its SHA-256 differs from the manifest's")
 
 
+def check_tokens(ctx: Context) -> None:
+    """The token list must be the one the circuit's shape implies: unique ids, as many as the layout's rows of E.
+
+    Which tokens were used is the owner's statement (README, "Soundness notes"); `check-opening` binds it to
+    an open-weight model.
+    """
+    assert ctx.layout is not None
+    try:
+        data = json.loads(_path(ctx, ctx.manifest["tokens"]["file"]).read_text())
+        ids = [int(t["id"]) for t in data["tokens"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Invalid("tokens", f"tokens.json is unreadable ({exc})") from None
+    if len(set(ids)) != len(ids):
+        raise Invalid("tokens", "tokens.json repeats a token id")
+    if not len(ids) == ctx.manifest["tokens"]["count"] == ctx.layout.tokens:
+        raise Invalid("tokens", "tokens.json, the manifest and the circuit layout disagree on the number of tokens")
+    ctx.report.facts["token_strings"] = [str(t.get("string", "")) for t in data["tokens"]]
+
+
 def check_tool(ctx: Context) -> None:
     from importlib.metadata import version
 
@@ -274,6 +293,7 @@ def check_image(ctx: Context) -> None:
 CHECKS: list[tuple[str, Callable[[Context], None]]] = [
     ("manifest", check_manifest),
     ("files", check_files),
+    ("tokens", check_tokens),
     ("tool", check_tool),
     ("networks", check_networks),
     ("srs", check_srs),
