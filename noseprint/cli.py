@@ -238,6 +238,25 @@ def compare(
 
 
 @app.command()
+def gallery(
+    sources: Annotated[list[Path], typer.Argument(help="Bundles or fingerprint folders.")],
+    out_file: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("gallery.png"),
+    columns: Annotated[int | None, typer.Option(min=1, help="Pictures per row (default: one row).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Draw the fingerprints side by side, each labelled, into one PNG."""
+    from registry.gallery import grid, picture_of
+
+    if out_file.exists() and not force:
+        fail(NoseprintError(f"{out_file} already exists (use --force to replace it)"))
+    try:
+        grid([picture_of(source) for source in sources], out_file, columns=columns)
+    except Exception as exc:
+        fail(exc)
+    out.print(f"gallery of {len(sources)} fingerprint(s) written to {out_file}")
+
+
+@app.command()
 def architectures() -> None:
     """List the model_type values noseprint can fingerprint."""
     from prover.architectures import ADAPTERS

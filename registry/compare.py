@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from encoder.zvector import as_floats, cosine
 from noseprint.errors import UsageError
 from prover.invariants import invariant_cosine
+from registry.gallery import grid
 
 ICS_SAME, ICS_UNRELATED = 0.7, 0.3
 Z_SAME, Z_UNRELATED = 0.9, 0.5
@@ -71,18 +71,6 @@ def verdict(ics: float | None, z_cosine: float) -> str:
     return "same base model" if z_cosine >= Z_SAME else "unrelated" if z_cosine <= Z_UNRELATED else "unsure"
 
 
-def side_by_side(a: Fingerprint, b: Fingerprint, caption: str, path: Path, size: int = 256) -> None:
-    """Both pictures, scaled up with nearest neighbours, labelled, with the scores underneath."""
-    canvas = Image.new("RGB", (2 * size + 30, size + 60), "white")
-    draw = ImageDraw.Draw(canvas)
-    for index, fp in enumerate((a, b)):
-        with Image.open(fp.image) as picture:
-            canvas.paste(picture.convert("RGB").resize((size, size), Image.NEAREST), (10 + index * (size + 10), 25))
-        draw.text((10 + index * (size + 10), 6), fp.label[:40], fill="black")
-    draw.text((10, size + 35), caption, fill="black")
-    canvas.save(path)
-
-
 def compare(a: Path, b: Path, image_out: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="noseprint-compare-") as tmp:
         count = token_count(a) or token_count(b) or 16  # a model side follows the other side's tokens
@@ -99,6 +87,6 @@ def compare(a: Path, b: Path, image_out: Path | None = None) -> dict:
         if image_out is not None:
             ics_text = "n/a" if ics is None else f"{ics:.3f}"
             caption = f"z-cosine {z_cos:.3f}   ICS {ics_text}   verdict: {result['verdict']} (provisional)"
-            side_by_side(left, right, caption, Path(image_out))
+            grid([(left.label, left.image), (right.label, right.image)], Path(image_out), caption=caption, size=256)
             result["image"] = str(image_out)
     return result

@@ -89,3 +89,24 @@ def test_fingerprint_command_writes_the_folder(tmp_path):
     assert again.returncode == 0, again.stderr
     data = json.loads(again.stdout)
     assert data["ics"] > 0.9999 and data["z_cosine"] > 0.9999 and data["verdict"] == "same base model"
+
+
+def test_gallery_draws_a_labelled_grid(tmp_path):
+    from registry.gallery import grid
+
+    pictures = []
+    for seed in range(5):
+        folder = tmp_path / f"fp{seed}"
+        folder.mkdir()
+        Image.new("RGB", (64, 64), (seed * 50, 0, 0)).save(folder / "fingerprint.png")
+        pictures.append((f"model-{seed}", folder / "fingerprint.png"))
+    out = grid(pictures, tmp_path / "g.png", columns=2, size=64)
+    with Image.open(out) as image:
+        assert image.size == (10 + 2 * 74, 10 + 3 * 94)
+        assert image.getpixel((10 + 74 + 30, 10 + 20 + 30)) == (50, 0, 0)  # second picture, first row
+    result = subprocess.run(
+        [sys.executable, "-m", "noseprint.cli", "gallery", str(tmp_path / "fp0"), str(tmp_path / "fp1"),
+         "--out", str(tmp_path / "g.png")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "already exists" in result.stderr
