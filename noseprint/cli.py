@@ -44,6 +44,7 @@ def prove(
     n_tokens: Annotated[int, typer.Option(min=4, max=256, help="How many tokens to fingerprint.")] = 16,
     srs: Annotated[Path | None, typer.Option(help="SRS file to use instead of the local store.")] = None,
     init_dev_srs: Annotated[bool, typer.Option(help="Generate an insecure development SRS if none.")] = False,
+    generator: Annotated[Path | None, typer.Option(help="Your own generator weights (safetensors + .json).")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Load pickle (*.bin) checkpoints: runs their code.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing bundle and opening.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
@@ -63,6 +64,7 @@ def prove(
                 force=force,
                 srs_file=srs,
                 init_dev_srs=init_dev_srs,
+                generator=generator,
                 progress=stepper(status),
             )
     except Exception as exc:
@@ -116,6 +118,7 @@ def print_report(report, as_json: bool) -> None:
 def verify(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `noseprint prove`.")],
     srs: Annotated[Path | None, typer.Option(help="SRS file to trust instead of the local store.")] = None,
+    generator: Annotated[Path | None, typer.Option(help="A generator you trust instead of the released one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify a bundle: exit 0 valid, 1 invalid (with the reason), 2 usage error."""
@@ -123,7 +126,9 @@ def verify(
 
     try:
         with err.status("verifying…") as status:
-            report = verify_bundle(bundle, srs_file=srs, progress=lambda name: status.update(f"[bold]check: {name}…"))
+            report = verify_bundle(
+                bundle, srs_file=srs, generator=generator, progress=lambda name: status.update(f"[bold]check: {name}…")
+            )
     except Exception as exc:
         fail(exc)
     print_report(report, as_json)

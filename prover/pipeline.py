@@ -176,9 +176,13 @@ def prove_model(
     force: bool = False,
     srs_file: Path | None = None,
     init_dev_srs: bool = False,
+    generator: Path | None = None,
     progress: Callable[[str], None] = lambda step: None,
 ) -> ProveResult:
     out = Path(out)
+    generator_path = Path(generator) if generator else release.GENERATOR
+    if not generator_path.is_file() or not generator_path.with_suffix(".json").is_file():
+        raise UsageError(f"generator weights {generator_path} (and its .json config beside it) not found")
     opening_path = Path(opening_path) if opening_path else out.with_name(out.name + ".opening.json")
     if out.exists() and not force:
         raise UsageError(f"output folder already exists: {out} (use --force to replace it)")
@@ -229,7 +233,10 @@ def prove_model(
         progress("rendering fingerprint")
         z_raw = [felt_to_signed(felt) for felt in artifacts.outputs]
         z = standardise_exact(z_raw)
-        image = load_generator(release.GENERATOR).render(z)
+        try:
+            image = load_generator(generator_path).render(z)
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise UsageError(f"generator {generator_path} does not fit the generator architecture: {exc}") from None
         t = step("render", t)
 
         tensors = [
@@ -263,7 +270,7 @@ def prove_model(
                 "tokens": {"file": "tokens.json", "count": len(model.tokens)},
                 "networks": {
                     "encoder": {"digest": release.network_digest(release.ENCODER)},
-                    "generator": {"digest": release.network_digest(release.GENERATOR)},
+                    "generator": {"digest": release.network_digest(generator_path)},
                 },
                 "circuit": {
                     "layout": layout.to_dict(),

@@ -336,3 +336,34 @@ def test_token_list_edited(proven, copy):
     (bundle / "tokens.json").write_text(json.dumps(data))
     rehash(bundle, "tokens.json")
     assert_invalid(bundle, proven, "tokens", "disagree on the number of tokens")
+
+
+def test_own_generator_is_recorded_and_must_be_named_by_the_verifier(proven, tmp_path):
+    from encoder.generator import GeneratorConfig, random_weights, save_generator
+    from encoder.release import GENERATOR, network_digest
+
+    own = tmp_path / "own" / "generator.safetensors"
+    own.parent.mkdir()
+    save_generator(GeneratorConfig(), random_weights(GeneratorConfig(), seed=99), own)
+    bundle = tmp_path / "bundle-own"
+    run_cli(
+        "prove", str(proven["models"][0]), "--out", str(bundle), "--n-tokens", TOKENS, "--generator", str(own),
+        home=proven["owner"], check=True,
+    )  # fmt: skip
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["networks"]["generator"]["digest"] == network_digest(own)
+    assert_invalid(bundle, proven, "networks", "name it with --generator")
+    code, report = verify(bundle, proven["auditor"], "--generator", str(own))
+    assert code == 0 and report["facts"]["generator_digest"] == network_digest(own), report
+    other = tmp_path / "other" / "generator.safetensors"
+    other.parent.mkdir()
+    save_generator(GeneratorConfig(), random_weights(GeneratorConfig(), seed=100), other)
+    code, report = verify(bundle, proven["auditor"], "--generator", str(other))
+    assert code == 1 and report["failed_check"] == "networks" and "another generator" in report["reason"]
+    code, report = verify(bundle, proven["auditor"], "--generator", str(GENERATOR))
+    assert code == 1 and report["failed_check"] == "networks" and "not the released one" in report["reason"]
+    # The picture differs from the released generator's rendering of the same model.
+    assert (
+        manifest["files"]["fingerprint.png"]
+        != json.loads((proven["bundles"][0] / "manifest.json").read_text())["files"]["fingerprint.png"]
+    )

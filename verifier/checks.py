@@ -66,6 +66,8 @@ class Context:
     bundle: Path
     srs_file: Path | None
     report: Report
+    generator: Path = release.GENERATOR
+    """The generator the verifier renders with: the released one, or one the auditor names (--generator)."""
     manifest: dict = field(default_factory=dict)
     layout: CircuitLayout | None = None
     srs: srs_store.Srs | None = None
@@ -154,10 +156,19 @@ def check_networks(ctx: Context) -> None:
     networks = ctx.manifest["networks"]
     if networks["encoder"]["digest"] != release.RELEASED_ENCODER_DIGEST:
         raise Invalid("networks", "the bundle was made with an encoder that is not the released one")
-    if networks["generator"]["digest"] != release.RELEASED_GENERATOR_DIGEST:
-        raise Invalid("networks", "the bundle was made with a generator that is not the released one")
+    if ctx.generator == release.GENERATOR:
+        if networks["generator"]["digest"] != release.RELEASED_GENERATOR_DIGEST:
+            raise Invalid(
+                "networks",
+                "the bundle was made with a generator that is not the released one (name it with --generator)",
+            )
+        trusted = release.RELEASED_GENERATOR_DIGEST
+    else:
+        trusted = release.network_digest(ctx.generator)
+        if networks["generator"]["digest"] != trusted:
+            raise Invalid("networks", "the bundle was made with another generator than the one given by --generator")
     ctx.report.facts["encoder_digest"] = release.RELEASED_ENCODER_DIGEST
-    ctx.report.facts["generator_digest"] = release.RELEASED_GENERATOR_DIGEST
+    ctx.report.facts["generator_digest"] = trusted
 
 
 def check_srs(ctx: Context) -> None:
@@ -279,7 +290,7 @@ def check_image(ctx: Context) -> None:
 
     from encoder.generator import load_generator, read_png_pixels
 
-    rendered = load_generator(release.GENERATOR).render(ctx.z)
+    rendered = load_generator(ctx.generator).render(ctx.z)
     image_path = _path(ctx, ctx.manifest["image"]["file"])
     try:
         pixels = read_png_pixels(image_path)
@@ -307,14 +318,19 @@ CHECKS: list[tuple[str, Callable[[Context], None]]] = [
 
 
 def verify_bundle(
-    bundle: Path, srs_file: Path | None = None, progress: Callable[[str], None] = lambda s: None
+    bundle: Path,
+    srs_file: Path | None = None,
+    progress: Callable[[str], None] = lambda s: None,
+    generator: Path | None = None,
 ) -> Report:
     """Run every check in order; the first failure ends verification with its reason."""
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise UsageError(f"bundle folder not found: {bundle}")
+    if generator is not None and not (Path(generator).is_file() and Path(generator).with_suffix(".json").is_file()):
+        raise UsageError(f"generator weights {generator} (and its .json config beside it) not found")
     report = Report()
-    ctx = Context(bundle, Path(srs_file) if srs_file else None, report)
+    ctx = Context(bundle, Path(srs_file) if srs_file else None, report, Path(generator or release.GENERATOR))
     for name, check in CHECKS:
         progress(name)
         try:
