@@ -238,7 +238,7 @@ def compare(
         return
     ics = "n/a" if result["ics"] is None else f"{result['ics']:.4f}"
     verdict = result["verdict"]
-    out.print(f"z-cosine {result['z_cosine']:.4f}   ICS {ics}   verdict: [bold]{verdict}[/] (thresholds provisional)")
+    out.print(f"z-cosine {result['z_cosine']:.4f}   ICS {ics}   verdict: [bold]{verdict}[/] (zoo-calibrated)")
     out.print(f"side by side: {result['image']}")
 
 

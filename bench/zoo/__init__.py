@@ -1,0 +1,1 @@
+"""A zoo of derived models: function-preserving re-parametrisations to test the fingerprint against."""
