@@ -45,8 +45,10 @@ def main() -> None:
     parser.add_argument("--sweep-encoder", default="projection")
     parser.add_argument("--z-dims", type=int, nargs="*", default=[32, 128, 256], help="projection widths to cost")
     args = parser.parse_args()
-    encoders = {"placeholder patch": load_encoder(Path("encoder/weights/encoder.safetensors")),
-                "projection": InvariantEncoder(EncoderConfig(kind="projection"))}
+    encoders = {
+        "placeholder patch": load_encoder(Path("encoder/weights/encoder.safetensors")),
+        "projection": InvariantEncoder(EncoderConfig(kind="projection")),
+    }
     encoders |= {f"projection z={d}": InvariantEncoder(EncoderConfig(kind="projection", z_dim=d)) for d in args.z_dims}
     encoders |= {w.stem: load_encoder(w) for w in sorted(args.candidates.glob("*.safetensors"))}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

@@ -6,7 +6,7 @@ upsampling and two modulated, demodulated 3x3 convolutions with leaky ReLU, and 
 modulated 1x1 "toRGB" added into a skip image. Noise inputs are off, so the output
 is a function of z alone.
 
-Every value is an int64 fixed-point number with FRAC fractional bits; the
+Every value is an int64 fixed-point number with `frac_bits` fractional bits; the
 demodulation's square root is `math.isqrt`; divisions are floor divisions. No
 floating point touches a pixel, so the verifier's re-rendering equals the owner's
 bit for bit on every machine, as `verify` requires.
@@ -34,6 +34,8 @@ class GeneratorConfig:
     mapping_layers: int = 2
     channels: tuple[int, ...] = (64, 64, 48, 32, 24)
     """Channels at 4, 8, 16, 32, 64 pixels: the output is 4·2^(len-1) pixels square."""
+    frac_bits: int = FRAC
+    """Fixed-point precision of weights and activations (12 for the first placeholder, 16 for trained ones)."""
 
     @property
     def resolution(self) -> int:
@@ -45,18 +47,18 @@ def lrelu(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, x, (x * 13) >> 6)
 
 
-def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    return (exact_matmul(weight, x[:, None])[:, 0] >> FRAC) + bias
+def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, frac: int = FRAC) -> np.ndarray:
+    return (exact_matmul(weight, x[:, None])[:, 0] >> frac) + bias
 
 
-def modulate(weight: np.ndarray, style: np.ndarray, demodulate: bool) -> np.ndarray:
+def modulate(weight: np.ndarray, style: np.ndarray, demodulate: bool, frac: int = FRAC) -> np.ndarray:
     """weight (O, C, k, k) scaled per input channel by style (C,), then per output channel to unit norm."""
-    modulated = (weight * style[None, :, None, None]) >> FRAC
+    modulated = (weight * style[None, :, None, None]) >> frac
     if not demodulate:
         return modulated
     flat = modulated.reshape(modulated.shape[0], -1)
     norms = np.array([max(isqrt(int(np.dot(row, row))), 1) for row in flat], dtype=np.int64)
-    return (modulated << FRAC) // norms[:, None, None, None]
+    return (modulated << frac) // norms[:, None, None, None]
 
 
 EXACT_FLOAT = 1 << 53
@@ -75,7 +77,7 @@ def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b
 
 
-def conv(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def conv(x: np.ndarray, weight: np.ndarray, frac: int = FRAC) -> np.ndarray:
     """'same' convolution of x (C, H, W) with weight (O, C, k, k), by im2col and an exact matmul."""
     out_channels, channels, k, _ = weight.shape
     height, width = x.shape[1:]
@@ -84,7 +86,7 @@ def conv(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     patches = np.stack([padded[:, i : i + height, j : j + width] for i in range(k) for j in range(k)], axis=1).reshape(
         channels * k * k, height * width
     )
-    return (exact_matmul(weight.reshape(out_channels, -1), patches) >> FRAC).reshape(out_channels, height, width)
+    return (exact_matmul(weight.reshape(out_channels, -1), patches) >> frac).reshape(out_channels, height, width)
 
 
 def upsample(x: np.ndarray) -> np.ndarray:
@@ -110,26 +112,29 @@ class Generator:
     def __init__(self, config: GeneratorConfig, weights: dict[str, np.ndarray]):
         self.config = config
         self.w = {name: value.astype(np.int64) for name, value in weights.items()}
+        self.frac = config.frac_bits
 
     def mapping(self, z: np.ndarray) -> np.ndarray:
         x = z
         for i in range(self.config.mapping_layers):
-            x = lrelu(dense(x, self.w[f"mapping.{i}.weight"], self.w[f"mapping.{i}.bias"]))
+            x = lrelu(dense(x, self.w[f"mapping.{i}.weight"], self.w[f"mapping.{i}.bias"], self.frac))
         return x
 
     def styled_conv(self, x: np.ndarray, w: np.ndarray, name: str) -> np.ndarray:
-        style = dense(w, self.w[f"{name}.affine.weight"], self.w[f"{name}.affine.bias"])
-        weight = modulate(self.w[f"{name}.weight"], style, demodulate=True)
-        return lrelu(conv(x, weight) + self.w[f"{name}.bias"][:, None, None])
+        style = dense(w, self.w[f"{name}.affine.weight"], self.w[f"{name}.affine.bias"], self.frac)
+        weight = modulate(self.w[f"{name}.weight"], style, True, self.frac)
+        return lrelu(conv(x, weight, self.frac) + self.w[f"{name}.bias"][:, None, None])
 
     def to_rgb(self, x: np.ndarray, w: np.ndarray, name: str) -> np.ndarray:
-        style = dense(w, self.w[f"{name}.affine.weight"], self.w[f"{name}.affine.bias"])
-        weight = modulate(self.w[f"{name}.weight"], style, demodulate=False)
-        return conv(x, weight) + self.w[f"{name}.bias"][:, None, None]
+        style = dense(w, self.w[f"{name}.affine.weight"], self.w[f"{name}.affine.bias"], self.frac)
+        weight = modulate(self.w[f"{name}.weight"], style, False, self.frac)
+        return conv(x, weight, self.frac) + self.w[f"{name}.bias"][:, None, None]
 
     def render(self, z: list[int]) -> np.ndarray:
         """z as integers at 2^12 (see `encoder.zvector`) -> (H, W, 3) uint8 image."""
-        z_vec = np.asarray(z, dtype=np.int64) * (ONE >> 12)
+        if len(z) != self.config.z_dim:
+            raise ValueError(f"this generator takes z of {self.config.z_dim} numbers, not {len(z)}")
+        z_vec = np.asarray(z, dtype=np.int64) << (self.frac - 12)
         w = self.mapping(z_vec)
         x = self.w["const"]
         x = self.styled_conv(x, w, "block0.conv1")
@@ -139,16 +144,17 @@ class Generator:
             x = self.styled_conv(x, w, f"block{level}.conv0")
             x = self.styled_conv(x, w, f"block{level}.conv1")
             rgb = smooth_upsample(rgb) + self.to_rgb(x, w, f"block{level}.rgb")
-        pixels = ((rgb + ONE) * 255) >> (FRAC + 1)
+        pixels = ((rgb + (1 << self.frac)) * 255) >> (self.frac + 1)
         return np.clip(pixels, 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def random_weights(config: GeneratorConfig, seed: int) -> dict[str, np.ndarray]:
-    """He-initialised weights quantised to FRAC bits: the placeholder until a trained generator ships."""
+    """He-initialised weights in fixed point: an untrained generator of any shape (tests use one as a user's own)."""
     rng = np.random.default_rng(seed)
+    one = 1 << config.frac_bits
 
     def q(shape, fan_in, gain=1.0):
-        return np.rint(rng.standard_normal(shape) * gain / np.sqrt(fan_in) * ONE).astype(np.int32)
+        return np.rint(rng.standard_normal(shape) * gain / np.sqrt(fan_in) * one).astype(np.int32)
 
     w: dict[str, np.ndarray] = {}
     width = config.z_dim
@@ -159,7 +165,7 @@ def random_weights(config: GeneratorConfig, seed: int) -> dict[str, np.ndarray]:
 
     def styled(name, cin, cout, k, gain=1.0):
         w[f"{name}.affine.weight"] = q((cin, config.w_dim), config.w_dim, 0.5)
-        w[f"{name}.affine.bias"] = np.full(cin, ONE, np.int32)
+        w[f"{name}.affine.bias"] = np.full(cin, one, np.int32)
         w[f"{name}.weight"] = q((cout, cin, k, k), cin * k * k, gain)
         w[f"{name}.bias"] = q((cout,), 1, 0.1)
 

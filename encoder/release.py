@@ -16,8 +16,8 @@ WEIGHTS = Path(__file__).parent / "weights"
 ENCODER = WEIGHTS / "encoder.safetensors"
 GENERATOR = WEIGHTS / "generator.safetensors"
 
-RELEASED_ENCODER_DIGEST = "cabeb697f3b9f3bf0b9ed8bc899b9222685f08f92af81e9297cdd281872932cd"
-RELEASED_GENERATOR_DIGEST = "27e54d6628eafbdbc2e72859351e5af3173a245fcc156aea5367afa155a88bf9"
+RELEASED_ENCODER_DIGEST = "8b914393d7b1ef604f945f39ace17ce7a03e1d3f48d03aa256cfb4d640933f57"
+RELEASED_GENERATOR_DIGEST = "2d46949a95349f4095b446769aabd37c0d9bb160f83bbdf72c981a366f0ecfda"
 
 
 def network_digest(weights: Path) -> str:

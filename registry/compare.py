@@ -8,8 +8,8 @@ invariants (model or fingerprint folders).
 The verdict thresholds are calibrated on the model zoo (`python -m bench.zoo.evaluate`,
 BENCHMARKS.md "Lineage on the model zoo"): 66 models, 481 derived and 1,664 independent
 pairs at 16 tokens. "unrelated" at or below the largest independent similarity + 0.05,
-"same base model" at or above the smallest derived similarity - 0.05; where the zoo saw
-derived and independent pairs overlap (z at 32 dimensions), the overlap is "unsure".
+"same base model" at or above the smallest derived similarity - 0.05, "unsure" between;
+where the zoo saw derived and independent pairs overlap, the overlap would be "unsure".
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from prover.invariants import invariant_cosine
 from registry.gallery import grid
 
 ICS_SAME, ICS_UNRELATED = 0.64, 0.28  # zoo: derived ICS >= 0.694, independent <= 0.228
-Z_SAME, Z_UNRELATED = 0.69, 0.47  # zoo, released 32-wide projection: derived >= 0.523, independent <= 0.643
+Z_SAME, Z_UNRELATED = 0.66, 0.33  # zoo, released 128-wide projection: derived >= 0.710, independent <= 0.276
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Labelled grids of fingerprint pictures: `noseprint gallery`, and `compare`'s side-by-side.
 
-Pictures are scaled up with nearest neighbours (the generator's pixels stay crisp), each under its label,
-with an optional caption line at the bottom.
+Pictures are scaled with nearest neighbours by whole factors (crisp pixels), otherwise with Lanczos,
+each under its label, with an optional caption line at the bottom.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def grid(pictures: list[tuple[str, Path]], out: Path, columns: int | None = None
         y = MARGIN + (index // columns) * cell_h
         draw.text((x, y), label[: size // 6], fill="black")
         with Image.open(path) as picture:
-            canvas.paste(picture.convert("RGB").resize((size, size), Image.NEAREST), (x, y + LABEL_HEIGHT))
+            picture = picture.convert("RGB")
+            crisp = size % picture.width == 0  # whole-number enlargements keep the pixels sharp
+            resample = Image.NEAREST if crisp else Image.LANCZOS
+            canvas.paste(picture.resize((size, size), resample), (x, y + LABEL_HEIGHT))
     if caption:
         draw.text((MARGIN, MARGIN + rows * cell_h), caption, fill="black")
     out = Path(out)

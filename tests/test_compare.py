@@ -79,7 +79,7 @@ def test_fingerprint_command_writes_the_folder(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "fp" / "fingerprint.json").read_text())
-    assert len(record["z"]) == 32 and record["model_type"] == "llama"
+    assert len(record["z"]) == 128 and record["model_type"] == "llama"
     assert np.load(tmp_path / "fp" / "invariants.npy").shape == (6, 8, 8)
     again = subprocess.run(
         [sys.executable, "-m", "noseprint.cli", "compare", str(tmp_path / "fp"), str(model), "--json",

@@ -344,7 +344,7 @@ def test_own_generator_is_recorded_and_must_be_named_by_the_verifier(proven, tmp
 
     own = tmp_path / "own" / "generator.safetensors"
     own.parent.mkdir()
-    save_generator(GeneratorConfig(), random_weights(GeneratorConfig(), seed=99), own)
+    save_generator(GeneratorConfig(z_dim=128), random_weights(GeneratorConfig(z_dim=128), seed=99), own)
     bundle = tmp_path / "bundle-own"
     run_cli(
         "prove", str(proven["models"][0]), "--out", str(bundle), "--n-tokens", TOKENS, "--generator", str(own),
@@ -357,7 +357,7 @@ def test_own_generator_is_recorded_and_must_be_named_by_the_verifier(proven, tmp
     assert code == 0 and report["facts"]["generator_digest"] == network_digest(own), report
     other = tmp_path / "other" / "generator.safetensors"
     other.parent.mkdir()
-    save_generator(GeneratorConfig(), random_weights(GeneratorConfig(), seed=100), other)
+    save_generator(GeneratorConfig(z_dim=128), random_weights(GeneratorConfig(z_dim=128), seed=100), other)
     code, report = verify(bundle, proven["auditor"], "--generator", str(other))
     assert code == 1 and report["failed_check"] == "networks" and "another generator" in report["reason"]
     code, report = verify(bundle, proven["auditor"], "--generator", str(GENERATOR))

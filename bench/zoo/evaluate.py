@@ -38,7 +38,7 @@ PROJECTION_DIMS = (32, 64, 128, 256)
 
 
 def terms_of(folder: Path, n: int) -> dict[str, np.ndarray]:
-    """Raw float terms of every layer, and the circuit's quantised terms of the last two (what z is made from)."""
+    """Raw float terms and the circuit's quantised terms of every layer (the released z uses the last two)."""
     model = open_model(folder, n, None, allow_pickle=False)
     shape = model.layout.layers[0]
     unit = dequantised(model.embedding)
@@ -46,11 +46,11 @@ def terms_of(folder: Path, n: int) -> dict[str, np.ndarray]:
     for index in range(model.layer_count):
         weights = model.adapter.load_layer(model.checkpoint, index)
         raw.append(layer_terms(model.embedding, weights, shape))
-        if index >= model.layer_count - 2:
-            circuit.append(layer_terms(unit, {k: dequantised(v) for k, v in weights.items()}, shape))
+        circuit.append(layer_terms(unit, {k: dequantised(v) for k, v in weights.items()}, shape))
     return {
         "raw": np.stack(raw),
-        "circuit": standardise(np.concatenate(circuit)),
+        "circuit": standardise(np.concatenate(circuit[-2:])),
+        "circuit_layers": np.stack(circuit),
         "tokens": [t.string for t in model.tokens],
     }
 
@@ -209,8 +209,11 @@ def main() -> None:
     print(f"\n{'n':>4} {'layers':<8} {'ICS AUC':>8} {'ICS margin':>10} {'z:proj AUC':>10} {'z:proj margin':>13}")
     for n in TOKEN_SWEEP:
         projection = encoders[f"projection{args.sweep_z_dim}"]
-        zproj = {name: z_of(projection, sweep_terms[n][name]["circuit"]) for name in names}
         for label, chosen in (("last 1", slice(-1, None)), ("last 2", slice(-2, None)), ("last 4", slice(-4, None))):
+            zproj = {
+                name: z_of(projection, standardise(np.concatenate(sweep_terms[n][name]["circuit_layers"][chosen])))
+                for name in names
+            }
             rows = []
             for a, b in itertools.combinations(names, 2):
                 ra, rb = sweep_terms[n][a]["raw"][chosen], sweep_terms[n][b]["raw"][chosen]
@@ -220,7 +223,7 @@ def main() -> None:
                         "a": a,
                         "b": b,
                         "ics": invariant_cosine(ra.reshape(-1, n, n), rb.reshape(-1, n, n)),
-                        "z": cosine(zproj[a], zproj[b]) if label == "last 2" else None,
+                        "z": cosine(zproj[a], zproj[b]),
                     }
                 )
             s_ics, s_z = summary(rows, "ics"), summary(rows, "z")

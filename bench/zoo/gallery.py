@@ -1,0 +1,105 @@
+"""Can a person match each zoo derivative to its base by its picture? A gallery and a measured proxy.
+
+    python -m bench.zoo.gallery [--zoo bench/zoo/cache] [--out docs/figures/zoo_gallery.png]
+
+Fingerprints every zoo model the way `noseprint fingerprint` does (released encoder
+and generator), draws one column per base model (the base on top, its derivatives
+below), and measures a proxy for a person's eye: for every derived model, the base
+whose picture is nearest by perceptual hash (imagehash pHash) must be its own.
+Results go to bench/results/zoo_gallery.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import imagehash
+from PIL import Image
+from tqdm import tqdm
+
+from prover.fingerprint import fingerprint_model
+from registry.gallery import grid
+
+ROOT = Path(__file__).resolve().parents[2]
+ZOO = Path(__file__).parent / "cache"
+ROWS = ("base", "sft", "cpt", "lora", "dpo", "int8", "prune20", "vocab-ext", "permute_heads", "rotate_qk", "vocab-perm")
+"""The gallery's rows: the base, the trained derivatives, three of the re-parametrisations."""
+
+
+def fingerprints(zoo: Path, members: list[dict], workdir: Path) -> dict[str, Path]:
+    """Fingerprint every member; name -> fingerprint.png."""
+    pictures = {}
+    for member in tqdm(members, desc="fingerprinting the zoo"):
+        out = workdir / member["name"]
+        fingerprint_model(zoo / member["name"], out)
+        pictures[member["name"]] = out / "fingerprint.png"
+    return pictures
+
+
+def nearest_base(pictures: dict[str, Path], members: list[dict]) -> dict:
+    """pHash nearest base for every derived member, and the gap to the nearest wrong base."""
+    hashes = {name: imagehash.phash(Image.open(path)) for name, path in pictures.items()}
+    bases = sorted({m["base"] for m in members})
+    rows = []
+    for member in members:
+        if member["name"] == member["base"]:
+            continue
+        distances = {base: int(hashes[member["name"]] - hashes[base]) for base in bases}
+        found = min(distances, key=distances.get)
+        wrong = min(d for base, d in distances.items() if base != member["base"])
+        rows.append(
+            dict(
+                name=member["name"],
+                base=member["base"],
+                found=found,
+                own=distances[member["base"]],
+                nearest_other=wrong,
+            )
+        )
+    correct = sum(r["found"] == r["base"] for r in rows)
+    return dict(
+        derived=len(rows), correct=correct, worst_gap=min(r["nearest_other"] - r["own"] for r in rows), rows=rows
+    )
+
+
+def draw(pictures: dict[str, Path], members: list[dict], out: Path) -> Path:
+    """One column per base; row r is ROWS[r] (blank where a family lacks that derivative)."""
+    bases = sorted({m["base"] for m in members})
+    by_kind = {(m["base"], m["kind"] if m["name"] != m["base"] else "base"): m["name"] for m in members}
+    blank = out.parent / ".blank.png"
+    Image.new("RGB", (8, 8), "white").save(blank)
+    cells = []
+    for kind in ROWS:
+        for base in bases:
+            name = by_kind.get((base, kind))
+            cells.append((name or "", pictures[name] if name else blank))
+    path = grid(
+        cells, out, columns=len(bases), size=128, caption="columns: base models (top) and their derivatives below"
+    )
+    blank.unlink()
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--zoo", type=Path, default=ZOO)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "zoo_gallery.png")
+    args = parser.parse_args()
+    members = json.loads((args.zoo / "zoo.json").read_text())
+    with tempfile.TemporaryDirectory() as workdir:
+        pictures = fingerprints(args.zoo, members, Path(workdir))
+        draw(pictures, members, args.out)
+        result = nearest_base(pictures, members)
+    (ROOT / "bench" / "results" / "zoo_gallery.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"pHash nearest base is the right one for {result['correct']} of {result['derived']} derived models; "
+          f"smallest gap (nearest wrong base minus own base): {result['worst_gap']} bits")  # fmt: skip
+    for row in result["rows"]:
+        if row["found"] != row["base"]:
+            print(f"  wrong: {row['name']} -> {row['found']} ({row['own']} vs {row['nearest_other']})")
+
+
+if __name__ == "__main__":
+    main()

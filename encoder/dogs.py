@@ -1,0 +1,247 @@
+"""Procedural cartoon dog faces: the generator's training data, made from z with Pillow alone.
+
+HuRef renders z with a StyleGAN2 trained on AFHQ dogs; those weights and pictures
+cannot be downloaded here. This module draws a dog face from a handful of
+continuous traits (fur colours, head shape, ear length and carriage, eye size and
+colour, a patch, a blaze, tan eyebrows, nose, tongue, tilt, background), so the
+data set is rebuilt from the registry's Pillow and nothing else, under this
+project's own license.
+
+The traits are a fixed function of z: `traits = Φ(P·z)` with P a seeded Gaussian
+matrix with unit rows, so every component of z moves the picture and nearby z
+give nearby dogs. Every trait enters the drawing continuously (a patch grows from
+nothing, ears swing from upright to hanging), so the map z -> picture is smooth
+apart from anti-aliased pixel edges. The generator is then trained to reproduce
+this map (`encoder.train_generator`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+TRAITS = (
+    "fur",
+    "second_fur",
+    "head_width",
+    "head_height",
+    "ear_length",
+    "ear_width",
+    "ear_carriage",
+    "ear_colour",
+    "eye_size",
+    "eye_spacing",
+    "eye_height",
+    "iris",
+    "patch",
+    "blaze",
+    "eyebrows",
+    "muzzle",
+    "nose_size",
+    "nose_colour",
+    "tongue",
+    "tilt",
+    "background",
+    "cheeks",
+)
+"""Each trait is a number in (0, 1); see `draw_dog` for what it does."""
+
+FUR_PALETTE = np.array(
+    [
+        (246, 240, 226),  # white
+        (236, 214, 168),  # cream
+        (214, 160, 82),  # golden
+        (176, 98, 46),  # red
+        (112, 70, 42),  # chocolate
+        (150, 146, 142),  # grey
+        (46, 40, 38),  # black
+    ],
+    dtype=np.float64,
+)
+IRIS_PALETTE = np.array([(70, 40, 20), (140, 86, 30), (196, 150, 60), (90, 140, 190)], dtype=np.float64)
+NOSE_PALETTE = np.array([(30, 26, 26), (92, 58, 40), (196, 120, 120)], dtype=np.float64)
+SUPERSAMPLE = 2
+
+
+def trait_matrix(z_dim: int, seed: int = 0) -> np.ndarray:
+    """P: a Gaussian (traits x z_dim) matrix with unit rows, the same on every machine for a seed."""
+    rng = np.random.default_rng(seed)
+    matrix = rng.standard_normal((len(TRAITS), z_dim))
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def traits_of(z: np.ndarray, matrix: np.ndarray) -> dict[str, float]:
+    """Φ(P·z): for a standardised z (mean 0, std 1) each trait is uniform on (0, 1)."""
+    projected = matrix @ np.asarray(z, dtype=np.float64)
+    uniform = 0.5 * (1.0 + np.vectorize(math.erf)(projected / math.sqrt(2.0)))
+    return dict(zip(TRAITS, uniform.tolist(), strict=True))
+
+
+def palette(colours: np.ndarray, t: float) -> np.ndarray:
+    """Piecewise-linear colour ramp: continuous in t."""
+    position = min(max(t, 0.0), 1.0) * (len(colours) - 1)
+    low = min(int(position), len(colours) - 2)
+    frac = position - low
+    return colours[low] * (1 - frac) + colours[low + 1] * frac
+
+
+def mix(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    return np.asarray(a) * (1 - t) + np.asarray(b) * t
+
+
+def rgb(colour: np.ndarray) -> tuple[int, int, int]:
+    return tuple(int(round(min(max(c, 0), 255))) for c in colour)
+
+
+def hue_colour(t: float, saturation: float = 0.35, value: float = 0.92) -> np.ndarray:
+    """A pastel background colour on the hue circle (continuous, and periodic in t)."""
+    import colorsys
+
+    return np.array(colorsys.hsv_to_rgb(t % 1.0, saturation, value)) * 255
+
+
+def ellipse(draw: ImageDraw.ImageDraw, cx: float, cy: float, rx: float, ry: float, fill) -> None:
+    if rx > 0.3 and ry > 0.3:
+        draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=fill)
+
+
+def ear_polygon(cx: float, cy: float, length: float, width: float, angle: float) -> list[tuple[float, float]]:
+    """A rounded leaf-shaped ear attached at (cx, cy), pointing along `angle` (radians, 0 = straight up)."""
+    samples = [i / 24 for i in range(25)]
+    half = [width * math.sin(math.pi * s) ** 0.8 * (1 - 0.35 * s) for s in samples]
+    outline = [(s, -h) for s, h in zip(samples, half, strict=True)]
+    outline += [(s, h) for s, h in zip(reversed(samples), reversed(half), strict=True)]
+    dx, dy = math.sin(angle), -math.cos(angle)
+    nx, ny = -dy, dx
+    return [(cx + dx * s * length + nx * h, cy + dy * s * length + ny * h) for s, h in outline]
+
+
+def draw_dog(traits: dict[str, float], size: int = 128) -> Image.Image:
+    """Draw one dog face, size x size pixels (drawn at 2x and downsampled, for smooth edges)."""
+    t = traits
+    big = size * SUPERSAMPLE
+    u = big / 100.0  # drawing units: the canvas is 100 x 100
+    fur = palette(FUR_PALETTE, t["fur"])
+    second = palette(FUR_PALETTE, t["second_fur"])
+    light = mix(fur, (250, 244, 232), 0.65)
+    image = Image.new("RGB", (big, big), rgb(hue_colour(t["background"])))
+    draw = ImageDraw.Draw(image)
+
+    head_w = (27 + 10 * t["head_width"]) * u
+    head_h = (25 + 10 * t["head_height"]) * u
+    cx, cy = 50 * u, 54 * u
+
+    # ears, behind the head: carriage 0 = upright and pointed out, 1 = hanging down beside the face
+    ear_length = (18 + 20 * t["ear_length"]) * u
+    ear_width = (7 + 7 * t["ear_width"]) * u
+    carriage = math.radians(18 + 150 * t["ear_carriage"])
+    ear_colour = mix(fur, second, t["ear_colour"])
+    for side in (-1, 1):
+        base_x = cx + side * head_w * (0.55 + 0.35 * t["ear_carriage"])
+        base_y = cy - head_h * (0.66 - 0.3 * t["ear_carriage"])
+        draw.polygon(ear_polygon(base_x, base_y, ear_length, ear_width, side * carriage), fill=rgb(ear_colour))
+        inner = max(0.0, 1.0 - t["ear_carriage"] * 1.8)  # the pink inside shows on upright ears only
+        if inner > 0:
+            inner_colour = mix(ear_colour, (226, 150, 150), 0.7 * inner)
+            polygon = ear_polygon(base_x, base_y, ear_length * 0.72, ear_width * 0.5, side * carriage)
+            draw.polygon(polygon, fill=rgb(inner_colour))
+
+    # head, cheeks
+    ellipse(draw, cx, cy, head_w, head_h, rgb(fur))
+    cheek = (4 + 8 * t["cheeks"]) * u
+    for side in (-1, 1):
+        ellipse(draw, cx + side * head_w * 0.62, cy + head_h * 0.35, cheek, cheek * 0.9, rgb(fur))
+
+    # patch over one eye: its side is the sign of (patch - 1/2), its size grows from nothing at 1/2
+    eye_dx = (8 + 7 * t["eye_spacing"]) * u
+    eye_y = cy - (2 + 9 * t["eye_height"]) * u
+    patch = 2 * t["patch"] - 1
+    if abs(patch) > 0.05:
+        side = 1 if patch > 0 else -1
+        radius = (abs(patch) - 0.05) * 14 * u
+        ellipse(draw, cx + side * eye_dx, eye_y, radius * 1.1, radius, rgb(second))
+
+    # blaze: a light stripe from the forehead to the muzzle
+    blaze = max(0.0, t["blaze"] - 0.3) / 0.7
+    if blaze > 0:
+        half = blaze * 5 * u
+        top = cy - head_h * 0.95
+        draw.polygon(
+            [(cx - half * 0.6, top), (cx + half * 0.6, top), (cx + half, cy), (cx - half, cy)], fill=rgb(light)
+        )
+
+    # muzzle
+    muzzle_w = (10 + 8 * t["muzzle"]) * u
+    muzzle_h = (8 + 6 * t["muzzle"]) * u
+    muzzle_y = cy + head_h * 0.42
+    ellipse(draw, cx, muzzle_y, muzzle_w, muzzle_h, rgb(light))
+
+    # tongue, under the mouth
+    tongue = max(0.0, t["tongue"] - 0.45) / 0.55
+    if tongue > 0:
+        ellipse(draw, cx, muzzle_y + muzzle_h * 0.7, 4.5 * u, (2 + 7 * tongue) * u, rgb((222, 92, 110)))
+
+    # mouth
+    mouth_y = muzzle_y + muzzle_h * 0.35
+    width = max(1, int(round(0.9 * u)))
+    draw.line([(cx, muzzle_y - muzzle_h * 0.1), (cx, mouth_y)], fill=rgb((40, 30, 30)), width=width)
+    for side in (-1, 1):
+        draw.arc(
+            (cx + (side - 1) * 3.5 * u, mouth_y - 3 * u, cx + (side + 1) * 3.5 * u, mouth_y + 3 * u),
+            20,
+            160,
+            fill=rgb((40, 30, 30)),
+            width=width,
+        )
+
+    # nose
+    nose = (3 + 4 * t["nose_size"]) * u
+    nose_y = muzzle_y - muzzle_h * 0.35
+    ellipse(draw, cx, nose_y, nose * 1.3, nose, rgb(palette(NOSE_PALETTE, t["nose_colour"])))
+    ellipse(draw, cx - nose * 0.45, nose_y - nose * 0.35, nose * 0.35, nose * 0.22, rgb((235, 235, 235)))
+
+    # tan eyebrows
+    if t["eyebrows"] > 0.5:
+        strength = (t["eyebrows"] - 0.5) * 2
+        brow = mix(fur, (200, 130, 60), strength)
+        for side in (-1, 1):
+            ellipse(draw, cx + side * eye_dx * 1.05, eye_y - 7 * u, 3.5 * u, 2.2 * u, rgb(brow))
+
+    # eyes: white, iris, pupil, highlight
+    eye = (3.5 + 3.5 * t["eye_size"]) * u
+    iris = palette(IRIS_PALETTE, t["iris"])
+    for side in (-1, 1):
+        x = cx + side * eye_dx
+        ellipse(draw, x, eye_y, eye * 1.05, eye, rgb((250, 250, 246)))
+        ellipse(draw, x, eye_y + eye * 0.08, eye * 0.75, eye * 0.78, rgb(iris))
+        ellipse(draw, x, eye_y + eye * 0.1, eye * 0.38, eye * 0.4, rgb((20, 16, 16)))
+        ellipse(draw, x - eye * 0.3, eye_y - eye * 0.3, eye * 0.2, eye * 0.2, rgb((255, 255, 255)))
+
+    tilt = (t["tilt"] - 0.5) * 24
+    image = image.rotate(tilt, resample=Image.BICUBIC, center=(cx, cy), fillcolor=rgb(hue_colour(t["background"])))
+    return image.resize((size, size), Image.LANCZOS)
+
+
+def standard_z(rng: np.random.Generator, z_dim: int) -> np.ndarray:
+    """A random z distributed like a fingerprint's: Gaussian, then centred and scaled to std 1 (see zvector)."""
+    z = rng.standard_normal(z_dim)
+    z = z - z.mean()
+    return z / z.std()
+
+
+def dog_from_z(z: np.ndarray, matrix: np.ndarray, size: int = 128) -> np.ndarray:
+    """z -> (size, size, 3) uint8 picture of its procedural dog."""
+    return np.asarray(draw_dog(traits_of(z, matrix), size))
+
+
+def data_set(count: int, z_dim: int, seed: int, size: int = 128, trait_seed: int = 0):
+    """`count` (z, picture) pairs, reproducible from `seed`: float32 (count, z_dim), uint8 (count, size, size, 3)."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    matrix = trait_matrix(z_dim, trait_seed)
+    zs = np.stack([standard_z(rng, z_dim) for _ in range(count)]).astype(np.float32)
+    pictures = np.stack([dog_from_z(z, matrix, size) for z in tqdm(zs, desc="drawing dogs", leave=False)])
+    return zs, pictures

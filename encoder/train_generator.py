@@ -1,0 +1,178 @@
+"""Train the released generator on procedural dog faces, then quantise it for the integer renderer.
+
+    python -m encoder.train_generator [--steps 2500] [--seed 0] [--count 24000] [--out DIR/generator.safetensors]
+
+Objective: the picture of z is known (`encoder.dogs` draws it from z), so the
+generator is fitted to it directly, L1 on the pixels plus L1 on a 4x-downsampled
+copy (the layout). This is the reconstruction half of a VAE with its encoder
+replaced by the exact one; there is no adversary to balance and no posterior to
+collapse, which is what makes it train on two CPU cores in well under an hour,
+and it keeps every component of z in use (a VAE would leave most of 128 latent
+dimensions unused, and z's that differ only there would collide).
+
+Reproducible from `--seed` on CPU (deterministic torch ops, one data set per
+seed). Writes the integer weights, their config, a training record and a preview
+grid (float network, integer renderer, the target dogs). To release a run, copy its
+generator.safetensors/.json/.train.json into encoder/weights/ and update the digest in encoder/release.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from encoder import dogs
+from encoder.generator import Generator, GeneratorConfig, save_generator
+from encoder.stylegan import StyleGenerator, pixels, quantised_weights
+
+RELEASED_CONFIG = GeneratorConfig(
+    z_dim=128, w_dim=128, mapping_layers=3, channels=(128, 96, 64, 32, 16, 8), frac_bits=16
+)
+"""4x4 .. 128x128; the channels fall with resolution because the cartoons are flat colour at fine scales."""
+
+
+def _draw_chunk(args: tuple[np.ndarray, int]) -> np.ndarray:
+    zs, size = args
+    matrix = dogs.trait_matrix(zs.shape[1])
+    return np.stack([dogs.dog_from_z(z, matrix, size) for z in zs])
+
+
+def data_set(count: int, z_dim: int, seed: int, size: int, cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """(z, picture) pairs; drawn on every core, cached as .npy because drawing takes minutes."""
+    if cache is not None and cache.exists():
+        stored = np.load(cache)
+        return stored["z"], stored["pictures"]
+    rng = np.random.default_rng(seed)
+    zs = np.stack([dogs.standard_z(rng, z_dim) for _ in range(count)]).astype(np.float32)
+    chunks = [(chunk, size) for chunk in np.array_split(zs, max(1, count // 250))]
+    with multiprocessing.get_context("spawn").Pool() as pool:
+        pictures = np.concatenate(list(tqdm(pool.imap(_draw_chunk, chunks), total=len(chunks), desc="drawing dogs")))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, z=zs, pictures=pictures)
+    return zs, pictures
+
+
+def to_target(pictures: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> the rgb values whose `pixels` mapping gives them back: (p + 0.5)/127.5 - 1."""
+    return torch.from_numpy(pictures).permute(0, 3, 1, 2).float().add(0.5).div(127.5).sub(1)
+
+
+def loss_of(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (output - target).abs().mean() + (F.avg_pool2d(output, 4) - F.avg_pool2d(target, 4)).abs().mean()
+
+
+def train(
+    config: GeneratorConfig, steps: int, seed: int, count: int, batch: int, lr: float, cache: Path | None
+) -> tuple[StyleGenerator, dict]:
+    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = False  # NaN-filling every new tensor costs 10% here
+    try:
+        return _train(config, steps, seed, count, batch, lr, cache)
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+
+
+def _train(
+    config: GeneratorConfig, steps: int, seed: int, count: int, batch: int, lr: float, cache: Path | None
+) -> tuple[StyleGenerator, dict]:
+    torch.manual_seed(seed)
+    zs, pictures = data_set(count, config.z_dim, seed, config.resolution, cache)
+    held_out = min(256, count // 4)
+    model = StyleGenerator(config)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+    generator = torch.Generator().manual_seed(seed)
+    curve: list[float] = []
+    started = time.time()
+    for step in (bar := tqdm(range(steps), desc="training generator")):
+        for group in optimiser.param_groups:
+            warm = min(1.0, (step + 1) / 100)
+            group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / steps))
+        rows = torch.randint(held_out, len(zs), (batch,), generator=generator).numpy()
+        loss = loss_of(model(torch.from_numpy(zs[rows])), to_target(pictures[rows]))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        curve.append(float(loss))
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{np.mean(curve[-25:]):.4f}")
+    model.eval()
+    with torch.no_grad():
+        held = [
+            float(
+                loss_of(
+                    model(torch.from_numpy(zs[i : min(i + 32, held_out)])),
+                    to_target(pictures[i : min(i + 32, held_out)]),
+                )
+            )
+            for i in range(0, held_out, 32)
+        ]
+    record = dict(
+        config=asdict(config),
+        steps=steps,
+        seed=seed,
+        count=count,
+        batch=batch,
+        lr=lr,
+        seconds=round(time.time() - started),
+        loss_start=float(np.mean(curve[:25])),
+        loss_end=float(np.mean(curve[-100:])),
+        held_out_loss=float(np.mean(held)),
+        torch=torch.__version__,
+    )
+    return model, record
+
+
+def preview(model: StyleGenerator, integer: Generator, count: int, seed: int, path: Path) -> float:
+    """Float renders above integer renders above the procedural originals; returns the mean |float - int| pixel gap."""
+    rng = np.random.default_rng(seed + 1)
+    zs = np.stack([dogs.standard_z(rng, model.config.z_dim) for _ in range(count)])
+    matrix = dogs.trait_matrix(model.config.z_dim)
+    with torch.no_grad():
+        floats = pixels(model(torch.from_numpy(zs).float())).numpy()
+    ints = np.stack([integer.render([int(v) for v in np.floor(z * 4096)]) for z in zs])
+    originals = np.stack([dogs.dog_from_z(z, matrix, model.config.resolution) for z in zs])
+    rows = [np.concatenate(list(images), axis=1) for images in (floats, ints, originals)]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return float(np.abs(floats.astype(int) - ints.astype(int)).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=int, default=24000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--cache", type=Path, default=Path("bench/zoo/cache-dogs/dogs.npz"))
+    parser.add_argument("--out", type=Path, default=Path("bench/zoo/cache-dogs/run/generator.safetensors"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, record = train(RELEASED_CONFIG, args.steps, args.seed, args.count, args.batch, args.lr, args.cache)
+    weights = quantised_weights(model)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_generator(RELEASED_CONFIG, {k: v.astype(np.int32) for k, v in weights.items()}, args.out)
+    record["float_vs_integer_mean_pixel_gap"] = preview(
+        model, Generator(RELEASED_CONFIG, weights), 8, args.seed, args.out.with_suffix(".preview.png")
+    )
+    args.out.with_suffix(".train.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
