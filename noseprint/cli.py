@@ -12,10 +12,12 @@ import typer
 from rich.console import Console
 
 from noseprint.errors import NoseprintError
+from noseprint.registry_cli import registry_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Zero-knowledge-proven LLM fingerprints.")
 srs_app = typer.Typer(no_args_is_help=True, help="The SRS store this machine trusts.")
 app.add_typer(srs_app, name="srs")
+app.add_typer(registry_app, name="registry")
 err = Console(stderr=True)
 out = Console()
 
@@ -46,6 +48,7 @@ def prove(
     init_dev_srs: Annotated[bool, typer.Option(help="Generate an insecure development SRS if none.")] = False,
     generator: Annotated[Path | None, typer.Option(help="Your own generator weights (safetensors + .json).")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Load pickle (*.bin) checkpoints: runs their code.")] = False,
+    sign: Annotated[Path | None, typer.Option("--sign", help="Sign the bundle with this Ed25519 key (keygen).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing bundle and opening.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
@@ -65,6 +68,7 @@ def prove(
                 srs_file=srs,
                 init_dev_srs=init_dev_srs,
                 generator=generator,
+                sign_key=sign,
                 progress=stepper(status),
             )
     except Exception as exc:
@@ -78,6 +82,7 @@ def prove(
         "rows": m["circuit"]["num_rows"],
         "logrows": m["circuit"]["logrows"],
         "weights_committed": m["model"]["weights_committed"],
+        "signed": sign is not None,
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
     }
     if as_json:
@@ -101,6 +106,11 @@ def print_report(report, as_json: bool) -> None:
     else:
         out.print(f"[bold red]INVALID[/] ({report.failed_check}): {report.reason}", highlight=False)
     facts = report.facts
+    if facts.get("signed"):
+        how = "the key you gave" if facts.get("signer_demanded") else "the bundled key; pass --key to demand yours"
+        out.print(f"  signed by key {facts['signer_keyid']} ({how})", highlight=False)
+    elif "signed" in facts:
+        out.print("  not signed", highlight=False)
     for key in ("model_type", "fingerprinted_layers", "tokens", "model_commitment", "image_sha256", "vk_sha256"):
         if key in facts:
             out.print(f"  {key}: {facts[key]}", highlight=False)
@@ -119,6 +129,7 @@ def verify(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `noseprint prove`.")],
     srs: Annotated[Path | None, typer.Option(help="SRS file to trust instead of the local store.")] = None,
     generator: Annotated[Path | None, typer.Option(help="A generator you trust instead of the released one.")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Demand a signature by this public key.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify a bundle: exit 0 valid, 1 invalid (with the reason), 2 usage error."""
@@ -127,12 +138,65 @@ def verify(
     try:
         with err.status("verifying…") as status:
             report = verify_bundle(
-                bundle, srs_file=srs, generator=generator, progress=lambda name: status.update(f"[bold]check: {name}…")
+                bundle,
+                srs_file=srs,
+                generator=generator,
+                signer_key=key,
+                progress=lambda name: status.update(f"[bold]check: {name}…"),
             )
     except Exception as exc:
         fail(exc)
     print_report(report, as_json)
     raise typer.Exit(0 if report.valid else 1)
+
+
+@app.command()
+def keygen(
+    out_path: Annotated[Path, typer.Option("--out", help="Private key file to write (public key: OUT.pub).")],
+    force: Annotated[bool, typer.Option(help="Replace an existing key (the old one is lost).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Make an Ed25519 signing key pair: the private key owner-only (0600), the public key beside it."""
+    from signing.keys import generate
+
+    try:
+        private, public, keyid = generate(out_path, force=force)
+    except Exception as exc:
+        fail(exc)
+    if as_json:
+        print(json.dumps({"private_key": str(private), "public_key": str(public), "keyid": keyid}, indent=2))
+        return
+    out.print(f"[green]private key:[/] {private} (keep it secret)")
+    out.print(f"public key: {public}")
+    out.print(f"key id: {keyid}")
+
+
+@app.command()
+def sign(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `noseprint prove`.")],
+    key: Annotated[Path, typer.Option("--key", help="Ed25519 private key (from keygen).")],
+    force: Annotated[bool, typer.Option(help="Replace an existing signature.")] = False,
+) -> None:
+    """Sign an existing bundle (DSSE envelope around an in-toto statement); `prove --sign` does this itself."""
+    from noseprint.errors import UsageError
+    from noseprint.fileio import read_json
+    from noseprint.manifest import MANIFEST, schema_errors
+    from signing.attestation import is_signed, sign_bundle
+    from signing.keys import load_private
+
+    try:
+        private = load_private(key)
+        if not (Path(bundle) / MANIFEST).is_file():
+            raise UsageError(f"{bundle} is not a bundle folder (no {MANIFEST})")
+        errors = schema_errors(read_json(Path(bundle) / MANIFEST, "manifest"))
+        if errors:
+            raise UsageError(f"{bundle}/{MANIFEST} does not follow the bundle schema: {errors[0]}")
+        if is_signed(bundle) and not force:
+            raise UsageError(f"{bundle} is already signed (use --force to replace the signature)")
+        keyid = sign_bundle(bundle, private)
+    except Exception as exc:
+        fail(exc)
+    out.print(f"[green]signed[/] {bundle} with key {keyid}")
 
 
 @app.command("check-opening")

@@ -42,6 +42,8 @@ from prover.checkpoint import Checkpoint, open_checkpoint
 from prover.commitment import SCHEME, as_circuit_floats, quantise, random_blinding, with_blinding
 from prover.invariants import invariant_terms
 from prover.tokens import Token, load_tokenizer, read_token_file, select_tokens, tokens_to_json
+from signing.attestation import sign_bundle
+from signing.keys import load_private
 
 DEFAULT_TOKENS = 16
 FINGERPRINTED_LAYERS = 2
@@ -177,9 +179,11 @@ def prove_model(
     srs_file: Path | None = None,
     init_dev_srs: bool = False,
     generator: Path | None = None,
+    sign_key: Path | None = None,
     progress: Callable[[str], None] = lambda step: None,
 ) -> ProveResult:
     out = Path(out)
+    signer = load_private(sign_key) if sign_key else None  # fail before minutes of proving, not after
     generator_path = Path(generator) if generator else release.GENERATOR
     if not generator_path.is_file() or not generator_path.with_suffix(".json").is_file():
         raise UsageError(f"generator weights {generator_path} (and its .json config beside it) not found")
@@ -296,6 +300,9 @@ def prove_model(
                 "files": files,
             }
             (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            if signer is not None:
+                progress("signing")
+                sign_bundle(stage, signer)
         write_json_atomic(
             opening_path,
             {

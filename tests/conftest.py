@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +75,143 @@ def minilm_dir(tmp_path_factory) -> Path:
     with zipfile.ZipFile(archive) as handle:
         handle.extractall(target)
     return target
+
+
+TOKENS = "8"
+
+
+def run_cli(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess:
+    env = {"NOSEPRINT_HOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "noseprint.cli", *args], capture_output=True, text=True, env=env, timeout=1800
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def proven(tmp_path_factory):
+    """Two tiny llama models (same shape, different seeds) proven by the owner; a verifier home."""
+    root = tmp_path_factory.mktemp("e2e")
+    owner, auditor = root / "owner-home", root / "auditor-home"
+    models = [save_tiny(tiny_llama(seed=s), root / f"model{s}") for s in (0, 1)]
+    bundles = [root / f"bundle{s}" for s in (0, 1)]
+    for model, bundle in zip(models, bundles, strict=True):
+        run_cli(
+            "prove", str(model), "--out", str(bundle), "--n-tokens", TOKENS, "--init-dev-srs", home=owner, check=True
+        )
+    logrows = json.loads((bundles[0] / "manifest.json").read_text())["circuit"]["logrows"]
+    run_cli(
+        "srs", "import", str(owner / "srs" / f"k{logrows}.srs"), "--logrows", str(logrows), home=auditor, check=True
+    )
+    first = run_cli("verify", str(bundles[0]), "--json", home=auditor)
+    return {
+        "root": root,
+        "owner": owner,
+        "auditor": auditor,
+        "models": models,
+        "bundles": bundles,
+        "logrows": logrows,
+        "first_verify": (first.returncode, json.loads(first.stdout)),
+    }
+
+
+def _postgres_bin() -> Path | None:
+    import glob
+    import shutil
+
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(versions[-1]).parent if versions else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (Debian's package) started for this test run on loopback, trust auth.
+
+    As root, initdb refuses to run, so the server runs as the `postgres` user in a folder it owns.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
+    data = Path(tempfile.mkdtemp(prefix="noseprint-pg-"))
+    data.chmod(0o755)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+        os.chown(data, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    cluster = data / "cluster"
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(cluster), "--auth=trust", "-U", "postgres", "--no-sync")
+    run(
+        str(bindir / "pg_ctl"), "-D", str(cluster), "-l", str(data / "log"), "-w", "-t", "60",
+        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off",
+        "start",
+    )  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(cluster), "-m", "immediate", "stop"], check=False)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty registry database: a SQLite file, or a new database on the test run's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    import uuid
+
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"reg_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    return f"{server}/{name}"
+
+
+@pytest.fixture(scope="session")
+def signed(proven, tmp_path_factory):
+    """Signed copies of bundle0, bundle1 and a proven fine-tune-like derivative of model 0; a registry home."""
+    root = tmp_path_factory.mktemp("registry")
+    owner, home = proven["owner"], root / "registry-home"
+    run_cli("keygen", "--out", str(root / "owner.key"), home=owner, check=True)
+    derived_model = tiny_llama(seed=0)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(7)
+        for p in derived_model.parameters():
+            p.add_(0.02 * p.std() * torch.randn(p.shape, generator=generator))
+    save_tiny(derived_model, root / "model0-derived")
+    run_cli(
+        "prove", str(root / "model0-derived"), "--out", str(root / "derived"), "--n-tokens", TOKENS,
+        "--sign", str(root / "owner.key"), home=owner, check=True,
+    )  # fmt: skip
+    bundles = {"base0": root / "base0", "base1": root / "base1", "derived": root / "derived"}
+    for name, source in (("base0", proven["bundles"][0]), ("base1", proven["bundles"][1])):
+        shutil.copytree(source, bundles[name])
+        run_cli("sign", str(bundles[name]), "--key", str(root / "owner.key"), home=owner, check=True)
+    logrows = proven["logrows"]
+    srs_file = owner / "srs" / f"k{logrows}.srs"
+    run_cli("srs", "import", str(srs_file), "--logrows", str(logrows), home=home, check=True)
+    return {"root": root, "home": home, "owner": owner, "key": root / "owner.key", "bundles": bundles}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,48 +16,9 @@ import pytest
 from PIL import Image
 
 from noseprint.fileio import sha256_file
-from tests.conftest import save_tiny, tiny_llama
+from tests.conftest import TOKENS, run_cli
 
 pytestmark = pytest.mark.proof
-TOKENS = "8"
-
-
-def run_cli(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess:
-    env = {"NOSEPRINT_HOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(home)}
-    result = subprocess.run(
-        [sys.executable, "-m", "noseprint.cli", *args], capture_output=True, text=True, env=env, timeout=1800
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-@pytest.fixture(scope="session")
-def proven(tmp_path_factory):
-    """Two tiny llama models (same shape, different seeds) proven by the owner; a verifier home."""
-    root = tmp_path_factory.mktemp("e2e")
-    owner, auditor = root / "owner-home", root / "auditor-home"
-    models = [save_tiny(tiny_llama(seed=s), root / f"model{s}") for s in (0, 1)]
-    bundles = [root / f"bundle{s}" for s in (0, 1)]
-    for model, bundle in zip(models, bundles, strict=True):
-        run_cli(
-            "prove", str(model), "--out", str(bundle), "--n-tokens", TOKENS, "--init-dev-srs", home=owner, check=True
-        )
-    logrows = json.loads((bundles[0] / "manifest.json").read_text())["circuit"]["logrows"]
-    run_cli(
-        "srs", "import", str(owner / "srs" / f"k{logrows}.srs"), "--logrows", str(logrows), home=auditor, check=True
-    )
-    first = run_cli("verify", str(bundles[0]), "--json", home=auditor)
-    return {
-        "root": root,
-        "owner": owner,
-        "auditor": auditor,
-        "models": models,
-        "bundles": bundles,
-        "logrows": logrows,
-        "first_verify": (first.returncode, json.loads(first.stdout)),
-    }
 
 
 def verify(bundle: Path, home: Path, *extra: str) -> tuple[int, dict]:

@@ -74,6 +74,8 @@ class Context:
     circuit: object = None
     keys: object = None
     z: list[int] = field(default_factory=list)
+    signer: object = None
+    """The Ed25519 public key the auditor demands (--key), or None: then a signature is checked when present."""
 
 
 def _path(ctx: Context, relative: str) -> Path:
@@ -123,6 +125,24 @@ def check_files(ctx: Context) -> None:
             raise Invalid("files", f"{name} is missing from the bundle")
         if sha256_file(path) != digest:
             raise Invalid("files", f"{name} was modified: its SHA-256 differs from the manifest's")
+
+
+def check_signature(ctx: Context) -> None:
+    """The owner's DSSE-signed in-toto statement, when present (or demanded): it must sign exactly this manifest."""
+    from signing.attestation import AttestationError, check_bundle_signature, is_signed
+
+    if not is_signed(ctx.bundle):
+        if ctx.signer is not None:
+            raise Invalid("signature", "the bundle is not signed, and a signature by the given key is demanded")
+        ctx.report.facts["signed"] = False
+        return
+    try:
+        keyid, _ = check_bundle_signature(ctx.bundle, ctx.manifest, (ctx.bundle / MANIFEST).read_bytes(), ctx.signer)
+    except AttestationError as exc:
+        raise Invalid("signature", str(exc)) from None
+    ctx.report.facts["signed"] = True
+    ctx.report.facts["signer_keyid"] = keyid
+    ctx.report.facts["signer_demanded"] = ctx.signer is not None
 
 
 def check_tokens(ctx: Context) -> None:
@@ -304,6 +324,7 @@ def check_image(ctx: Context) -> None:
 CHECKS: list[tuple[str, Callable[[Context], None]]] = [
     ("manifest", check_manifest),
     ("files", check_files),
+    ("signature", check_signature),
     ("tokens", check_tokens),
     ("tool", check_tool),
     ("networks", check_networks),
@@ -322,6 +343,7 @@ def verify_bundle(
     srs_file: Path | None = None,
     progress: Callable[[str], None] = lambda s: None,
     generator: Path | None = None,
+    signer_key: Path | None = None,
 ) -> Report:
     """Run every check in order; the first failure ends verification with its reason."""
     bundle = Path(bundle)
@@ -331,6 +353,10 @@ def verify_bundle(
         raise UsageError(f"generator weights {generator} (and its .json config beside it) not found")
     report = Report()
     ctx = Context(bundle, Path(srs_file) if srs_file else None, report, Path(generator or release.GENERATOR))
+    if signer_key is not None:
+        from signing.keys import load_public
+
+        ctx.signer = load_public(signer_key)
     for name, check in CHECKS:
         progress(name)
         try:

@@ -1,6 +1,6 @@
 """Build the model zoo offline: base models from scratch, their derivatives, re-parametrisations, MiniLM.
 
-    python -m bench.zoo.build [--out bench/zoo/cache] [--bases 4] [--pretrain-steps 600]
+    python -m bench.zoo.build [--out bench/zoo/cache] [--bases 4] [--pretrain-steps 2400]
 
 Every model is a folder (`config.json`, `model.safetensors`, `tokenizer.json`) that
 `noseprint fingerprint` and `noseprint prove` read as they would any checkpoint.
@@ -268,7 +268,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--bases", type=int, default=4)
-    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--pretrain-steps", type=int, default=2400)
     parser.add_argument("--derivative-scale", type=float, default=1.0, help="multiplies every derivative's steps")
     args = parser.parse_args()
     started = time.time()

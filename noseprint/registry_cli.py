@@ -1,0 +1,241 @@
+"""`noseprint registry …`: argument parsing and printing for the registry room (`registry/`)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+registry_app = typer.Typer(no_args_is_help=True, help="Register verified fingerprints, search them, audit the log.")
+err = Console(stderr=True)
+out = Console()
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="SQLAlchemy URL (default: $NOSEPRINT_REGISTRY, else a SQLite file in the data folder)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _fail(exc: BaseException) -> None:
+    from noseprint.cli import fail
+
+    fail(exc)
+
+
+def _emit(value: dict, as_json: bool) -> bool:
+    if as_json:
+        print(json.dumps(value, indent=2))
+    return as_json
+
+
+def _matches_table(matches: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("id", "label", "z-cosine", "verdict", "signer"):
+        table.add_column(column)
+    for m in matches:
+        table.add_row(str(m["id"]), m["label"], f"{m['z_cosine']:.4f}", m["verdict"], m["signer_keyid"][:16] + "…")
+    return table
+
+
+@registry_app.command("add")
+def add(
+    bundle: Annotated[Path, typer.Argument(help="Signed bundle folder (prove --sign).")],
+    db: DbOption = None,
+    key: Annotated[
+        Path | None, typer.Option(help="The registry's signing key (default: $NOSEPRINT_REGISTRY_KEY or data folder).")
+    ] = None,
+    srs: Annotated[Path | None, typer.Option(help="SRS file to trust instead of the local store.")] = None,
+    label: Annotated[str, typer.Option(help="A name to show (default: the folder's name).")] = "",
+    top: Annotated[int, typer.Option(min=0, max=100, help="How many relatives to show.")] = 5,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify BUNDLE and append it to the registry and its log; shows its nearest registered relatives."""
+    from registry.service import add_bundle, open_registry
+
+    try:
+        registry = open_registry(db, key, writable=True)
+        with err.status("verifying the bundle…"):
+            result = add_bundle(registry, bundle, srs_file=srs, label=label, top=top)
+    except Exception as exc:
+        _fail(exc)
+    if _emit(result, as_json):
+        return
+    out.print(f"[green]added[/] entry {result['id']} at log position {result['log_index']}")
+    out.print(f"checkpoint: size {result['checkpoint']['size']} root {result['checkpoint']['root']}")
+    if result["nearest"]:
+        out.print(_matches_table(result["nearest"], "nearest registered fingerprints"))
+        flagged = [m for m in result["nearest"] if m["verdict"] == "same base model"]
+        if flagged:
+            out.print(f"[bold yellow]flagged:[/] same base model as entry {flagged[0]['id']} ({flagged[0]['label']})")
+
+
+@registry_app.command("search")
+def search(
+    source: Annotated[Path, typer.Argument(help="Bundle or fingerprint folder.")],
+    db: DbOption = None,
+    top: Annotated[int, typer.Option(min=1, max=1000, help="How many to list.")] = 5,
+    image: Annotated[Path | None, typer.Option(help="PNG of the query beside its matches.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite --image.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """The registered fingerprints nearest to SOURCE by z-cosine, with zoo-calibrated verdicts."""
+    from noseprint.errors import UsageError
+    from registry.gallery import grid, picture_of
+    from registry.service import get_entry, open_registry, search_z, z_of_source
+
+    try:
+        if image is not None and image.exists() and not force:
+            raise UsageError(f"{image} already exists (use --force to replace it)")
+        registry = open_registry(db)
+        matches = search_z(registry, z_of_source(source), top)
+        result = {"query": str(source), "matches": matches}
+        if image is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                pictures = [("query: " + Path(source).name, picture_of(source)[1])]
+                for m in matches:
+                    path = Path(tmp) / f"{m['id']}.png"
+                    path.write_bytes(get_entry(registry, m["id"]).image_png)
+                    pictures.append((f"#{m['id']} {m['z_cosine']:.2f} {m['verdict']}", path))
+                grid(pictures, image, size=192)
+            result["image"] = str(image)
+    except Exception as exc:
+        _fail(exc)
+    if _emit(result, as_json):
+        return
+    out.print(_matches_table(matches, f"nearest to {source}"))
+    if image is not None:
+        out.print(f"side by side: {image}")
+
+
+@registry_app.command("show")
+def show(
+    entry_id: Annotated[int, typer.Argument(help="Entry id.")],
+    db: DbOption = None,
+    image: Annotated[Path | None, typer.Option(help="Write the entry's picture to this PNG.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Unpack the entry's bundle into this folder.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One entry: commitment, signer, log position, inclusion proof, nearest neighbours."""
+    import numpy as np
+
+    from noseprint.errors import UsageError
+    from noseprint.fileio import write_bytes_atomic
+    from registry import archive
+    from registry.service import entry_summary, get_entry, inclusion, open_registry, search_z
+
+    try:
+        registry = open_registry(db)
+        entry = get_entry(registry, entry_id)
+        result = entry_summary(entry) | {
+            "inclusion": inclusion(registry, entry_id),
+            "nearest": search_z(registry, np.frombuffer(entry.z, dtype="<f4"), 5, exclude=entry_id),
+        }
+        if image is not None:
+            if image.exists():
+                raise UsageError(f"{image} already exists")
+            write_bytes_atomic(image, entry.image_png)
+            result["image"] = str(image)
+        if bundle is not None:
+            if bundle.exists():
+                raise UsageError(f"{bundle} already exists")
+            bundle.mkdir(parents=True)
+            archive.unpack(entry.bundle_archive, bundle)
+            result["bundle"] = str(bundle)
+    except Exception as exc:
+        _fail(exc)
+    if _emit(result, as_json):
+        return
+    for name in ("id", "label", "model_type", "commitment", "signer_keyid", "image_sha256", "added_at", "log_index"):
+        out.print(f"{name}: {result[name]}", highlight=False)
+    proof = result["inclusion"]
+    out.print(f"inclusion: position {proof['log_index']} of {proof['tree_size']}, {len(proof['proof'])} hashes")
+    if result["nearest"]:
+        out.print(_matches_table(result["nearest"], "nearest registered fingerprints"))
+
+
+@registry_app.command("list")
+def list_command(
+    db: DbOption = None,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Registered entries, newest first."""
+    from registry.service import list_entries, open_registry
+
+    try:
+        total, entries = list_entries(open_registry(db), offset, limit)
+    except Exception as exc:
+        _fail(exc)
+    if _emit({"total": total, "entries": entries}, as_json):
+        return
+    table = Table(title=f"{total} registered fingerprint(s)")
+    for column in ("id", "log", "label", "model", "signer", "added"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            str(e["id"]), str(e["log_index"]), e["label"], e["model_type"], e["signer_keyid"][:16] + "…", e["added_at"]
+        )
+    out.print(table)
+
+
+@registry_app.command("check")
+def check_command(
+    db: DbOption = None,
+    url: Annotated[str | None, typer.Option(help="A served registry (registry serve) instead of --db.")] = None,
+    registry_pub: Annotated[Path | None, typer.Option(help="Registry public key (else pinned on first use).")] = None,
+    entry: Annotated[list[int] | None, typer.Option(help="Also prove this entry's inclusion (repeatable).")] = None,
+    full: Annotated[bool, typer.Option(help="Re-hash every entry and recompute the tree (needs --db).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Audit the log: signed checkpoint, consistency with the one you kept, inclusion of named entries."""
+    from registry.audit import HttpSource, LocalSource, check
+    from signing.keys import load_public
+
+    try:
+        source = HttpSource(url) if url else LocalSource(db)
+        pinned = load_public(registry_pub) if registry_pub else None
+        report = check(source, pinned, entry or [], full)
+    except Exception as exc:
+        _fail(exc)
+    if _emit(report.to_dict(), as_json):
+        return
+    out.print(f"[bold green]CONSISTENT[/]: {report.source}, {report.size} entries, root {report.root}")
+    pinned = " (pinned now, on first use)" if report.key_pinned_now else ""
+    out.print(f"registry key {report.registry_keyid}{pinned}")
+    if report.previous_size is not None:
+        out.print(f"extends the checkpoint you kept (size {report.previous_size})")
+    for entry_id in report.entries_checked:
+        out.print(f"entry {entry_id}: included")
+    if report.full:
+        out.print("every entry re-hashed; the tree's root matches")
+
+
+@registry_app.command("serve")
+def serve_command(
+    db: DbOption = None,
+    key: Annotated[Path | None, typer.Option(help="The registry's signing key (see registry add).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8750,
+    token: Annotated[
+        str | None, typer.Option(help="API token for adding (default: $NOSEPRINT_REGISTRY_TOKEN, else a random one).")
+    ] = None,
+    srs: Annotated[Path | None, typer.Option(help="SRS file to trust instead of the local store.")] = None,
+) -> None:
+    """Serve the JSON API (/api/…, schema at /openapi.json), the gallery, entry and search pages."""
+    from registry.server import serve
+    from registry.service import open_registry
+
+    try:
+        registry = open_registry(db, key, writable=True)
+    except Exception as exc:
+        _fail(exc)
+    out.print(f"noseprint registry on http://{host}:{port}/  (API schema: /openapi.json)")
+    out.print(f"registry key {registry.keyid}")
+    serve(registry, host, port, token, srs)

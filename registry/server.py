@@ -1,0 +1,176 @@
+"""`noseprint registry serve`: the registry over HTTP (FastAPI), a JSON API and web pages.
+
+Reading is public; adding needs the API token (`Authorization: Bearer TOKEN`).
+Every refusal is a 4xx with `{"detail": reason}` and stores nothing. Bundles
+travel as a gzip'd tar of the bundle folder (`tar czf b.tar.gz -C BUNDLE .`),
+read with a size limit before anything is unpacked.
+
+Verification runs one bundle at a time per process (EZKL's verifier and the key
+cache are not shared between threads); the database writes are safe across
+threads and processes by themselves (`registry/store.py`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import threading
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from noseprint.errors import NoseprintError
+from registry import archive, pages
+from registry.service import (
+    Duplicate,
+    NotFound,
+    Registry,
+    Rejected,
+    add_archive,
+    checkpoint_at,
+    consistency,
+    entry_summary,
+    get_entry,
+    inclusion,
+    latest_checkpoint,
+    list_entries,
+    search_z,
+)
+from signing import keys as keyfiles
+
+TOKEN_ENV_VAR = "NOSEPRINT_REGISTRY_TOKEN"
+MAX_UPLOAD = archive.MAX_ARCHIVE_BYTES
+
+
+async def read_limited(request: Request, limit: int = MAX_UPLOAD) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` (a declared length is checked first)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the upload is larger than the {limit >> 20} MiB limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"the upload is larger than the {limit >> 20} MiB limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(registry: Registry, token: str, srs_file: Path | None = None) -> FastAPI:
+    app = FastAPI(
+        title="noseprint registry",
+        version="1",
+        description="Verified LLM fingerprints, a signed append-only log (RFC 6962), lineage search.",
+    )
+    verify_lock = threading.Lock()
+
+    def add_blocking(data: bytes, label: str) -> dict:
+        with verify_lock:
+            return add_archive(registry, data, srs_file=srs_file, label=label)
+
+    def entry_or_404(entry_id: int):
+        try:
+            return get_entry(registry, entry_id)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.exception_handler(NoseprintError)
+    async def _noseprint_error(_request: Request, exc: NoseprintError) -> JSONResponse:
+        status = exc.status if isinstance(exc, Rejected) else 404 if isinstance(exc, NotFound) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.get("/api/registry")
+    def registry_info() -> dict:
+        head = latest_checkpoint(registry)
+        return {
+            "origin": registry.origin,
+            "public_key": keyfiles.public_pem(registry.public).decode(),
+            "keyid": registry.keyid,
+            "size": head.size if head else 0,
+        }
+
+    @app.get("/api/checkpoint")
+    def checkpoint() -> dict:
+        head = latest_checkpoint(registry)
+        return {"checkpoint": head.to_dict() if head else None}
+
+    @app.get("/api/checkpoints/{size}")
+    def checkpoint_of_size(size: int) -> dict:
+        return {"checkpoint": checkpoint_at(registry, size).to_dict()}
+
+    @app.get("/api/log/consistency")
+    def log_consistency(old: int = Query(ge=1), new: int = Query(ge=1)) -> dict:
+        return consistency(registry, old, new)
+
+    @app.get("/api/entries")
+    def entries(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> dict:
+        total, rows = list_entries(registry, offset, limit)
+        return {"total": total, "entries": rows}
+
+    @app.post("/api/entries", status_code=201)
+    async def add(request: Request, label: str = Query("", max_length=200)) -> dict:
+        supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not supplied or not hmac.compare_digest(supplied.encode(), token.encode()):
+            raise HTTPException(401, "adding needs the registry's API token (Authorization: Bearer …)")
+        data = await read_limited(request)
+        if not data:
+            raise HTTPException(400, "the upload is empty: send the bundle as a tar.gz body")
+        try:
+            return await run_in_threadpool(add_blocking, data, label)
+        except Duplicate as exc:
+            raise HTTPException(409, exc.reason) from None
+        except Rejected as exc:
+            raise HTTPException(422, f"rejected ({exc.check}): {exc.reason}") from None
+        except archive.ArchiveError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @app.get("/api/entries/{entry_id}")
+    def entry(entry_id: int) -> dict:
+        e = entry_or_404(entry_id)
+        return entry_summary(e) | {
+            "leaf": e.leaf,
+            "z": np.frombuffer(e.z, dtype="<f4").tolist(),
+            "manifest_sha256": e.manifest_sha256,
+            "envelope": e.envelope_json,
+        }
+
+    @app.get("/api/entries/{entry_id}/inclusion")
+    def entry_inclusion(entry_id: int, size: int | None = Query(None, ge=1)) -> dict:
+        entry_or_404(entry_id)
+        return inclusion(registry, entry_id, size)
+
+    @app.get("/api/entries/{entry_id}/image.png")
+    def entry_image(entry_id: int) -> Response:
+        return Response(entry_or_404(entry_id).image_png, media_type="image/png")
+
+    @app.get("/api/entries/{entry_id}/bundle.tar.gz")
+    def entry_bundle(entry_id: int) -> Response:
+        return Response(
+            entry_or_404(entry_id).bundle_archive,
+            media_type="application/gzip",
+            headers={"Content-Disposition": f'attachment; filename="noseprint-{entry_id}.tar.gz"'},
+        )
+
+    @app.post("/api/search")
+    async def search(request: Request, top: int = Query(5, ge=1, le=100)) -> dict:
+        """Body: a bundle tar.gz (its z is read, not verified: `add` verifies) or JSON {"z": [floats]}."""
+        data = await read_limited(request)
+        z = await run_in_threadpool(pages.z_of_upload, data, request.headers.get("content-type", ""))
+        return {"matches": search_z(registry, z, top)}
+
+    pages.mount(app, registry, add_blocking)
+    return app
+
+
+def serve(registry: Registry, host: str, port: int, token: str | None, srs_file: Path | None) -> None:
+    import uvicorn
+
+    token = token or os.environ.get(TOKEN_ENV_VAR)
+    if not token:
+        token = secrets.token_urlsafe(24)
+        print(f"API token for adding (set {TOKEN_ENV_VAR} to choose one): {token}", flush=True)
+    uvicorn.run(create_app(registry, token, srs_file), host=host, port=port, log_level="warning")

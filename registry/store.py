@@ -1,0 +1,165 @@
+"""The registry's tables (SQLAlchemy 2.0) and how to open them: a SQLite file by default, PostgreSQL by URL.
+
+    entries      one per accepted bundle: its fingerprint (z), picture, manifest, signature,
+                 the packed bundle itself, and its position in the log (`log_index`)
+    log_head     one row: the log's size and frontier (roots of its perfect subtrees), so an
+                 append costs O(log n) hashes; locking this row serialises appends
+    checkpoints  every signed (size, root) the registry has published, so a client can ask
+                 for any of them later
+    meta         the registry's origin name and public key
+
+Everything an add writes goes in one transaction: a crash leaves either the whole
+entry with its log leaf and checkpoint, or nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import (
+    Engine,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+)
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from noseprint import paths
+from noseprint.errors import UsageError
+
+ENV_VAR = "NOSEPRINT_REGISTRY"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Entry(Base):
+    __tablename__ = "entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    log_index: Mapped[int] = mapped_column(Integer, unique=True, nullable=False)
+    leaf: Mapped[str] = mapped_column(Text, nullable=False)
+    """The canonical JSON whose RFC 6962 leaf hash is in the log."""
+    commitment: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    label: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    model_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    z: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    """z as little-endian float32 (the proven integers divided by 2**frac_bits)."""
+    image_png: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    image_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    manifest_json: Mapped[str] = mapped_column(Text, nullable=False)
+    manifest_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    envelope_json: Mapped[str] = mapped_column(Text, nullable=False)
+    signer_keyid: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    bundle_archive: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    added_at: Mapped[str] = mapped_column(String(32), nullable=False)
+
+
+class LogHead(Base):
+    __tablename__ = "log_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    frontier: Mapped[str] = mapped_column(Text, nullable=False)
+    """JSON list of hex subtree roots, left to right."""
+
+
+class CheckpointRow(Base):
+    __tablename__ = "checkpoints"
+
+    size: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    root: Mapped[str] = mapped_column(String(64), nullable=False)
+    signed: Mapped[str] = mapped_column(Text, nullable=False)
+    """The checkpoint as JSON (origin, size, root, keyid, signature)."""
+    created_at: Mapped[str] = mapped_column(String(32), nullable=False)
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class LogLeafIndex(Base):
+    """The leaf hash at each log position, kept apart from the entries so proofs read 32 bytes a leaf."""
+
+    __tablename__ = "log_leaves"
+
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    leaf_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id"), nullable=False, unique=True)
+
+
+def default_url() -> str:
+    return os.environ.get(ENV_VAR) or f"sqlite:///{paths.home() / 'registry.sqlite3'}"
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL (readers never block the writer), a busy timeout, and BEGIN IMMEDIATE for writes.
+
+    pysqlite's own transaction handling starts a deferred transaction lazily, which
+    can deadlock two writers that both read first; we issue BEGIN ourselves.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        writing = connection.get_execution_options().get("noseprint_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+def open_engine(url: str | None = None) -> Engine:
+    """Open (and create, when new) the registry database at `url`."""
+    url = url or default_url()
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+            _sqlite_pragmas(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
+        Base.metadata.create_all(engine)
+    except ArgumentError as exc:
+        raise UsageError(f"not a database URL: {url!r} ({exc})") from None
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"no database driver for {url.split(':', 1)[0]!r} ({exc})") from None
+    except OperationalError as exc:
+        raise UsageError(f"cannot open the registry database {safe_url(url)}: {exc.orig}") from None
+    return engine
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, with transactions that take the write lock at once (SQLite) or lock rows (PostgreSQL)."""
+    return engine.execution_options(noseprint_write=True)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparseable URL)"
+
+
+def tables(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())

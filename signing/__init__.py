@@ -1,0 +1,1 @@
+"""Owner signatures on bundles: Ed25519 keys, DSSE envelopes, in-toto Statements."""

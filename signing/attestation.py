@@ -1,0 +1,115 @@
+"""The owner's signed statement about a bundle: an in-toto Statement v1 inside a DSSE envelope.
+
+    subject        the model commitment and the fingerprint image, each by SHA-256
+    predicateType  PREDICATE_TYPE
+    predicate      the manifest's SHA-256 (which pins every other file by hash),
+                   the circuit's identity, the networks and the SRS
+
+Two files are added to the bundle, outside the manifest (they sign it):
+`attestation.dsse.json` and `signer.pub`. Anyone can check the signature with
+the bundled key, which shows integrity and names a key id; `verify --key PUB`
+demands a particular signer, which is what shows who published the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from noseprint.errors import UsageError
+from noseprint.fileio import canonical_json, sha256_bytes, write_bytes_atomic
+from noseprint.manifest import MANIFEST
+from signing import dsse
+from signing.keys import key_id, parse_public, public_pem
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://noseprint.dev/attestation/fingerprint/v1"
+ENVELOPE_FILE = "attestation.dsse.json"
+SIGNER_FILE = "signer.pub"
+COMMITMENT_SUBJECT = "model-commitment"
+
+
+class AttestationError(ValueError):
+    """The bundle's signature or statement is wrong; the message says what."""
+
+
+def statement_for(manifest: dict, manifest_bytes: bytes) -> dict:
+    image = manifest["image"]["file"]
+    circuit = manifest["circuit"]
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [
+            {"name": COMMITMENT_SUBJECT, "digest": {"sha256": manifest["commitment"]["digest"]}},
+            {"name": image, "digest": {"sha256": manifest["files"][image]}},
+        ],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "manifest": {"name": MANIFEST, "digest": {"sha256": sha256_bytes(manifest_bytes)}},
+            "circuit": {
+                "circuit_id": circuit["circuit_id"],
+                "vk_sha256": circuit["vk_sha256"],
+                "logrows": circuit["logrows"],
+            },
+            "networks": {name: net["digest"] for name, net in sorted(manifest["networks"].items())},
+            "srs_sha256": manifest["srs"]["sha256"],
+        },
+    }
+
+
+def sign_bundle(bundle: Path, private: Ed25519PrivateKey) -> str:
+    """Sign a finished bundle in place (atomic writes); returns the key id."""
+    bundle = Path(bundle)
+    manifest_bytes = (bundle / MANIFEST).read_bytes()
+    statement = statement_for(json.loads(manifest_bytes), manifest_bytes)
+    envelope = dsse.sign(canonical_json(statement), dsse.IN_TOTO_PAYLOAD_TYPE, private)
+    write_bytes_atomic(bundle / ENVELOPE_FILE, (json.dumps(envelope, indent=2) + "\n").encode())
+    write_bytes_atomic(bundle / SIGNER_FILE, public_pem(private.public_key()))
+    return key_id(private.public_key())
+
+
+def is_signed(bundle: Path) -> bool:
+    return (Path(bundle) / ENVELOPE_FILE).exists()
+
+
+def check_bundle_signature(
+    bundle: Path, manifest: dict, manifest_bytes: bytes, required: Ed25519PublicKey | None
+) -> tuple[str, dict]:
+    """Verify the envelope and that its statement describes exactly this bundle; return (key id, statement).
+
+    With `required`, only that key's signature is accepted; without, the bundled `signer.pub`.
+    """
+    bundle = Path(bundle)
+    try:
+        envelope = dsse.loads((bundle / ENVELOPE_FILE).read_bytes())
+    except OSError as exc:
+        raise AttestationError(f"{ENVELOPE_FILE} is unreadable ({exc})") from None
+    except dsse.EnvelopeError as exc:
+        raise AttestationError(str(exc)) from None
+    if required is None:
+        try:
+            public = parse_public((bundle / SIGNER_FILE).read_bytes(), SIGNER_FILE)
+        except OSError:
+            raise AttestationError(f"the bundle is signed but {SIGNER_FILE} is missing") from None
+        except UsageError as exc:
+            raise AttestationError(str(exc)) from None
+    else:
+        public = required
+    try:
+        payload_type, payload = dsse.verify(envelope, public)
+    except dsse.EnvelopeError as exc:
+        raise AttestationError(str(exc)) from None
+    if payload_type != dsse.IN_TOTO_PAYLOAD_TYPE:
+        raise AttestationError(f"the envelope carries {payload_type!r}, not an in-toto statement")
+    try:
+        statement = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise AttestationError("the signed payload is not JSON") from None
+    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
+        raise AttestationError("the signed payload is not an in-toto Statement v1")
+    if statement.get("predicateType") != PREDICATE_TYPE:
+        raise AttestationError("the signed statement is not a noseprint fingerprint attestation")
+    if statement != statement_for(manifest, manifest_bytes):
+        raise AttestationError("the signed statement describes another bundle (manifest, commitment or image differ)")
+    return key_id(public), statement
