@@ -130,9 +130,13 @@ def test_api_answers_and_refusals(signed, tmp_path):
         assert json.loads(audit.stdout)["entries_checked"] == [1]
 
 
-def test_fifty_concurrent_clients(signed, tmp_path):
-    """50 clients add and search at once; each distinct bundle is accepted once and is in the log once."""
-    db = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+def test_fifty_concurrent_clients(signed, db_url):
+    """50 clients add and search at once; each distinct bundle is accepted once, is in the log once, and every
+    checkpoint the registry signed extends the one before (SQLite and PostgreSQL)."""
+    from registry import checkpoint as cp
+    from registry import merkle
+
+    db = db_url
     names = list(signed["bundles"])
     archives = {name: pack(path) for name, path in signed["bundles"].items()}
     with serving(signed["home"], db) as (url, _):
@@ -156,6 +160,12 @@ def test_fifty_concurrent_clients(signed, tmp_path):
             "registry", "check", "--url", url, *[f"--entry={body['id']}" for _, body in accepted], home=signed["home"]
         )
         assert audit.returncode == 0, audit.stderr
+        heads = [cp.from_dict(httpx.get(f"{url}/api/checkpoints/{n}").json()["checkpoint"]) for n in (1, 2, 3)]
+        for old, new in zip(heads, heads[1:], strict=False):
+            proof = httpx.get(f"{url}/api/log/consistency", params={"old": old.size, "new": new.size}).json()
+            merkle.verify_consistency(
+                old.size, new.size, old.root, new.root, [bytes.fromhex(h) for h in proof["proof"]]
+            )
     full = run_cli("registry", "check", "--db", db, "--full", home=signed["home"])
     assert full.returncode == 0, full.stderr
 
