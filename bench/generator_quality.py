@@ -8,7 +8,9 @@
   the cosine, and a strip of pictures per cosine for a person to look at.
 - Diversity: pHash distances between all pairs of `--count` random z: the
   distribution, how many pairs fall under a near-collision threshold, and the
-  closest pair side by side.
+  closest pair side by side; the same for the colour-aware hash
+  (`bench.picture_hash`: colour pHash, 192 bits, threshold 30; pHash + colorhash,
+  106 bits, threshold 16).
 - Render time: the integer renderer (what verify runs), seconds per picture.
 
 Pictures for the statistics come from the float twin (batched torch), which matches
@@ -20,17 +22,16 @@ bench/results/generator_quality.json.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from pathlib import Path
 
-import imagehash
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from bench.picture_hash import colour_phash, grey_phash, hamming, phash_colorhash
 from encoder import release
 from encoder.dogs import standard_z
 from encoder.generator import load_generator
@@ -63,10 +64,6 @@ def render_batch(model, zs: np.ndarray) -> np.ndarray:
         )
 
 
-def phash(picture: np.ndarray) -> imagehash.ImageHash:
-    return imagehash.phash(Image.fromarray(picture))
-
-
 def smoothness(model, integer, rng: np.random.Generator, figure: Path) -> dict:
     bases = np.stack([standard_z(rng, model.config.z_dim) for _ in range(40)])
     rows = {}
@@ -74,7 +71,7 @@ def smoothness(model, integer, rng: np.random.Generator, figure: Path) -> dict:
         partners = np.stack([at_cosine(z, cosine, rng) for z in bases])
         a, b = render_batch(model, bases), render_batch(model, partners)
         pixel = np.abs(a.astype(int) - b.astype(int)).mean(axis=(1, 2, 3))
-        hashes = [phash(x) - phash(y) for x, y in zip(a, b, strict=True)]
+        hashes = [hamming(grey_phash(x), grey_phash(y)) for x, y in zip(a, b, strict=True)]
         rows[cosine] = dict(pixel_mean=float(pixel.mean()), pixel_std=float(pixel.std()),
                             phash_mean=float(np.mean(hashes)), phash_max=int(np.max(hashes)))  # fmt: skip
     strip_rows = []
@@ -112,33 +109,45 @@ def plot_smoothness(rows: dict, figure: Path) -> None:
     plt.close(fig)
 
 
+def pairwise_hamming(bits: np.ndarray) -> np.ndarray:
+    """All-pairs Hamming distances of (N, B) 0/1 rows, upper triangle, as one vector."""
+    ones = bits.astype(np.int32)
+    distances = ones @ (1 - ones).T + (1 - ones) @ ones.T
+    return distances[np.triu_indices(len(bits), k=1)]
+
+
 def diversity(model, count: int, rng: np.random.Generator, figure: Path) -> dict:
     zs = np.stack([standard_z(rng, model.config.z_dim) for _ in range(count)])
     pictures = render_batch(model, zs)
-    hashes = np.array([phash(p).hash.flatten() for p in tqdm(pictures, desc="hashing", leave=False)])
-    distances = []
-    closest = (65, None)
-    for i, j in itertools.combinations(range(count), 2):
-        distance = int(np.count_nonzero(hashes[i] != hashes[j]))
-        distances.append(distance)
-        if distance < closest[0]:
-            closest = (distance, (i, j))
-    distances = np.array(distances)
-    i, j = closest[1]
-    z_cos = float(zs[i] @ zs[j] / (np.linalg.norm(zs[i]) * np.linalg.norm(zs[j])))
-    Image.fromarray(np.concatenate([pictures[i], pictures[j]], axis=1)).save(
-        figure.with_name("generator_closest_pair.png")
+    pairs = np.triu_indices(count, k=1)
+    result = {}
+    hashes_to_try = (
+        ("phash", grey_phash, NEAR_COLLISION),
+        ("colour_phash", colour_phash, 30),
+        ("phash_colorhash", phash_colorhash, 16),
     )
-    plot_histogram(distances, figure)
-    return dict(
-        count=count,
-        pairs=int(len(distances)),
-        mean=float(distances.mean()),
-        percentiles={str(p): float(np.percentile(distances, p)) for p in (0.1, 1, 5, 50)},
-        minimum=int(distances.min()),
-        near_collisions=int((distances <= NEAR_COLLISION).sum()),
-        closest_pair_z_cosine=z_cos,
-    )
+    for label, hash_of, near in hashes_to_try:
+        hashes = np.array([hash_of(p) for p in tqdm(pictures, desc=f"hashing ({label})", leave=False)])
+        distances = pairwise_hamming(hashes)
+        k = int(np.argmin(distances))
+        i, j = int(pairs[0][k]), int(pairs[1][k])
+        Image.fromarray(np.concatenate([pictures[i], pictures[j]], axis=1)).save(
+            figure.with_name(f"generator_closest_pair_{label}.png")
+        )
+        result[label] = dict(
+            bits=int(hashes.shape[1]),
+            count=count,
+            pairs=int(len(distances)),
+            mean=float(distances.mean()),
+            percentiles={str(p): float(np.percentile(distances, p)) for p in (0.1, 1, 5, 50)},
+            minimum=int(distances.min()),
+            near_collision_threshold=near,
+            near_collisions=int((distances <= near).sum()),
+            closest_pair_z_cosine=float(zs[i] @ zs[j] / (np.linalg.norm(zs[i]) * np.linalg.norm(zs[j]))),
+        )
+        if label == "phash":
+            plot_histogram(distances, figure)
+    return result
 
 
 def plot_histogram(distances: np.ndarray, figure: Path) -> None:

@@ -110,6 +110,15 @@ BUILDER_VERSION = 2
 def cached_circuit(layout: CircuitLayout, encoder_weights: Path, encoder_digest: str) -> BuiltCircuit:
     """`build_circuit` into `NOSEPRINT_HOME/circuits/<key>`, reused when the same layout comes again."""
     folder = paths.home() / "circuits" / _build_key(layout, encoder_digest)
+    return cached_build(folder, lambda stage: build_circuit(layout, encoder_weights, stage))
+
+
+def cached_build(folder: Path, build) -> BuiltCircuit:
+    """The circuit recorded in `folder`, or `build(stage)` run in a staging folder that then replaces `folder`
+    (so an interrupted build never leaves a half-written circuit behind)."""
+    import shutil
+    import tempfile
+
     record = folder / "circuit.json"
     if record.is_file():
         data = json.loads(record.read_text())
@@ -122,17 +131,14 @@ def cached_circuit(layout: CircuitLayout, encoder_weights: Path, encoder_digest:
             num_rows=int(data["num_rows"]),
             circuit_id=str(data["circuit_id"]),
         )
-    import shutil
-    import tempfile
-
     folder.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".build-"))
     try:
-        built = build_circuit(layout, encoder_weights, stage)
+        built = build(stage)
         record_data = {"logrows": built.logrows, "num_rows": built.num_rows, "circuit_id": built.circuit_id}
         (stage / "circuit.json").write_text(json.dumps(record_data))
         shutil.rmtree(folder, ignore_errors=True)
         stage.replace(folder)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return cached_circuit(layout, encoder_weights, encoder_digest)
+    return cached_build(folder, build)

@@ -50,14 +50,16 @@ TRAITS = (
 
 FUR_PALETTE = np.array(
     [
-        (246, 240, 226),  # white
-        (236, 214, 168),  # cream
-        (214, 160, 82),  # golden
-        (176, 98, 46),  # red
-        (112, 70, 42),  # chocolate
-        (150, 146, 142),  # grey
-        (46, 40, 38),  # black
+        (244, 236, 220),  # white
+        (218, 170, 100),  # golden
+        (168, 96, 50),  # red
+        (100, 66, 44),  # chocolate
+        (44, 40, 38),  # black
     ],
+    dtype=np.float64,
+)
+BACKGROUND_PALETTE = np.array(
+    [(214, 226, 236), (222, 234, 214), (240, 230, 208), (236, 216, 222)],  # blue, green, sand, rose: pale
     dtype=np.float64,
 )
 IRIS_PALETTE = np.array([(70, 40, 20), (140, 86, 30), (196, 150, 60), (90, 140, 190)], dtype=np.float64)
@@ -79,11 +81,19 @@ def traits_of(z: np.ndarray, matrix: np.ndarray) -> dict[str, float]:
     return dict(zip(TRAITS, uniform.tolist(), strict=True))
 
 
-def palette(colours: np.ndarray, t: float) -> np.ndarray:
-    """Piecewise-linear colour ramp: continuous in t."""
+def palette(colours: np.ndarray, t: float, plateau: float = 0.0) -> np.ndarray:
+    """Colour ramp, continuous in t; with `plateau` > 0 it rests on each colour for that share of its segment.
+
+    Colour is what a person sees first, and a derived model's z moves every trait a
+    little (at z-cosine 0.93 a trait moves 0.37 standard deviations). Plateaus let
+    such a move leave the colour as it was most of the time, while independent
+    models still land on different colours; the transitions stay smooth (smoothstep)."""
     position = min(max(t, 0.0), 1.0) * (len(colours) - 1)
     low = min(int(position), len(colours) - 2)
     frac = position - low
+    if plateau > 0:
+        frac = min(max((frac - plateau / 2) / (1 - plateau), 0.0), 1.0)
+        frac = frac * frac * (3 - 2 * frac)
     return colours[low] * (1 - frac) + colours[low + 1] * frac
 
 
@@ -93,13 +103,6 @@ def mix(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 
 def rgb(colour: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(round(min(max(c, 0), 255))) for c in colour)
-
-
-def hue_colour(t: float, saturation: float = 0.35, value: float = 0.92) -> np.ndarray:
-    """A pastel background colour on the hue circle (continuous, and periodic in t)."""
-    import colorsys
-
-    return np.array(colorsys.hsv_to_rgb(t % 1.0, saturation, value)) * 255
 
 
 def ellipse(draw: ImageDraw.ImageDraw, cx: float, cy: float, rx: float, ry: float, fill) -> None:
@@ -123,10 +126,13 @@ def draw_dog(traits: dict[str, float], size: int = 128) -> Image.Image:
     t = traits
     big = size * SUPERSAMPLE
     u = big / 100.0  # drawing units: the canvas is 100 x 100
-    fur = palette(FUR_PALETTE, t["fur"])
-    second = palette(FUR_PALETTE, t["second_fur"])
+    fur = palette(FUR_PALETTE, t["fur"], plateau=0.5)
+    # the markings contrast with the fur: a light dog gets dark markings and a dark dog light ones
+    second = palette(FUR_PALETTE, 0.75 * (1 - t["fur"]) + 0.25 * t["second_fur"], plateau=0.3)
     light = mix(fur, (250, 244, 232), 0.65)
-    image = Image.new("RGB", (big, big), rgb(hue_colour(t["background"])))
+    outline = mix(fur, (30, 24, 22), 0.45)
+    background = rgb(palette(BACKGROUND_PALETTE, t["background"], plateau=0.5))
+    image = Image.new("RGB", (big, big), background)
     draw = ImageDraw.Draw(image)
 
     head_w = (27 + 10 * t["head_width"]) * u
@@ -141,14 +147,21 @@ def draw_dog(traits: dict[str, float], size: int = 128) -> Image.Image:
     for side in (-1, 1):
         base_x = cx + side * head_w * (0.55 + 0.35 * t["ear_carriage"])
         base_y = cy - head_h * (0.66 - 0.3 * t["ear_carriage"])
-        draw.polygon(ear_polygon(base_x, base_y, ear_length, ear_width, side * carriage), fill=rgb(ear_colour))
+        draw.polygon(
+            ear_polygon(base_x, base_y, ear_length, ear_width, side * carriage),
+            fill=rgb(ear_colour),
+            outline=rgb(outline),
+            width=max(1, int(round(0.8 * u))),
+        )
         inner = max(0.0, 1.0 - t["ear_carriage"] * 1.8)  # the pink inside shows on upright ears only
         if inner > 0:
             inner_colour = mix(ear_colour, (226, 150, 150), 0.7 * inner)
             polygon = ear_polygon(base_x, base_y, ear_length * 0.72, ear_width * 0.5, side * carriage)
             draw.polygon(polygon, fill=rgb(inner_colour))
 
-    # head, cheeks
+    # head (with a darker rim, so a pale dog still stands out from a pale background), cheeks
+    rim = 0.8 * u
+    ellipse(draw, cx, cy, head_w + rim, head_h + rim, rgb(outline))
     ellipse(draw, cx, cy, head_w, head_h, rgb(fur))
     cheek = (4 + 8 * t["cheeks"]) * u
     for side in (-1, 1):
@@ -220,7 +233,7 @@ def draw_dog(traits: dict[str, float], size: int = 128) -> Image.Image:
         ellipse(draw, x - eye * 0.3, eye_y - eye * 0.3, eye * 0.2, eye * 0.2, rgb((255, 255, 255)))
 
     tilt = (t["tilt"] - 0.5) * 24
-    image = image.rotate(tilt, resample=Image.BICUBIC, center=(cx, cy), fillcolor=rgb(hue_colour(t["background"])))
+    image = image.rotate(tilt, resample=Image.BICUBIC, center=(cx, cy), fillcolor=background)
     return image.resize((size, size), Image.LANCZOS)
 
 

@@ -15,9 +15,12 @@ from noseprint.fileio import sha256_bytes, sha256_file
 WEIGHTS = Path(__file__).parent / "weights"
 ENCODER = WEIGHTS / "encoder.safetensors"
 GENERATOR = WEIGHTS / "generator.safetensors"
+THUMBNAIL = WEIGHTS / "thumbnail.safetensors"
+"""The 16x16 generator proven by `prove --prove-image` (circuits.image_circuit)."""
 
 RELEASED_ENCODER_DIGEST = "8b914393d7b1ef604f945f39ace17ce7a03e1d3f48d03aa256cfb4d640933f57"
-RELEASED_GENERATOR_DIGEST = "2d46949a95349f4095b446769aabd37c0d9bb160f83bbdf72c981a366f0ecfda"
+RELEASED_GENERATOR_DIGEST = "a3f0f5e315b412b6111fe8357469fa8b88b7f6db466b66e077c514891b1a9ee3"
+RELEASED_THUMBNAIL_DIGEST = "6e5f3b58c6f13767bd02ec2576679e90aeab767c0c47ad2d6a178114ee7b6689"
 
 
 def network_digest(weights: Path) -> str:

@@ -41,6 +41,10 @@ RELEASED_CONFIG = GeneratorConfig(
 )
 """4x4 .. 128x128; the channels fall with resolution because the cartoons are flat colour at fine scales."""
 
+THUMBNAIL_CONFIG = GeneratorConfig(z_dim=128, w_dim=32, mapping_layers=1, channels=(8, 8, 8), frac_bits=16)
+"""The 16x16 thumbnail generator behind `prove --prove-image`: small enough to prove (946k rows; see
+`circuits.image_circuit`), trained on the same dogs shrunk to 16x16."""
+
 
 def _draw_chunk(args: tuple[np.ndarray, int]) -> np.ndarray:
     zs, size = args
@@ -62,6 +66,15 @@ def data_set(count: int, z_dim: int, seed: int, size: int, cache: Path | None) -
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, z=zs, pictures=pictures)
     return zs, pictures
+
+
+def shrink(pictures: np.ndarray, size: int) -> np.ndarray:
+    """Area-average (B, S, S, 3) uint8 pictures down to size x size (the thumbnail's targets); no-op at S."""
+    factor = pictures.shape[1] // size
+    if factor <= 1:
+        return pictures
+    blocks = pictures.reshape(len(pictures), size, factor, size, factor, 3).astype(np.float32)
+    return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
 
 
 def to_target(pictures: np.ndarray) -> torch.Tensor:
@@ -90,7 +103,8 @@ def _train(
     config: GeneratorConfig, steps: int, seed: int, count: int, batch: int, lr: float, cache: Path | None
 ) -> tuple[StyleGenerator, dict]:
     torch.manual_seed(seed)
-    zs, pictures = data_set(count, config.z_dim, seed, config.resolution, cache)
+    zs, pictures = data_set(count, config.z_dim, seed, max(config.resolution, 128), cache)
+    pictures = shrink(pictures, config.resolution)
     held_out = min(256, count // 4)
     model = StyleGenerator(config)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
@@ -144,7 +158,7 @@ def preview(model: StyleGenerator, integer: Generator, count: int, seed: int, pa
     with torch.no_grad():
         floats = pixels(model(torch.from_numpy(zs).float())).numpy()
     ints = np.stack([integer.render([int(v) for v in np.floor(z * 4096)]) for z in zs])
-    originals = np.stack([dogs.dog_from_z(z, matrix, model.config.resolution) for z in zs])
+    originals = shrink(np.stack([dogs.dog_from_z(z, matrix, 128) for z in zs]), model.config.resolution)
     rows = [np.concatenate(list(images), axis=1) for images in (floats, ints, originals)]
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
     return float(np.abs(floats.astype(int) - ints.astype(int)).mean())
@@ -160,15 +174,17 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("bench/zoo/cache-dogs/dogs.npz"))
     parser.add_argument("--out", type=Path, default=Path("bench/zoo/cache-dogs/run/generator.safetensors"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--thumbnail", action="store_true", help="train the 16x16 thumbnail generator instead")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, record = train(RELEASED_CONFIG, args.steps, args.seed, args.count, args.batch, args.lr, args.cache)
+    config = THUMBNAIL_CONFIG if args.thumbnail else RELEASED_CONFIG
+    model, record = train(config, args.steps, args.seed, args.count, args.batch, args.lr, args.cache)
     weights = quantised_weights(model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_generator(RELEASED_CONFIG, {k: v.astype(np.int32) for k, v in weights.items()}, args.out)
+    save_generator(config, {k: v.astype(np.int32) for k, v in weights.items()}, args.out)
     record["float_vs_integer_mean_pixel_gap"] = preview(
-        model, Generator(RELEASED_CONFIG, weights), 8, args.seed, args.out.with_suffix(".preview.png")
+        model, Generator(config, weights), 8, args.seed, args.out.with_suffix(".preview.png")
     )
     args.out.with_suffix(".train.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))

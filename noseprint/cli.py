@@ -49,6 +49,12 @@ def prove(
     generator: Annotated[Path | None, typer.Option(help="Your own generator weights (safetensors + .json).")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Load pickle (*.bin) checkpoints: runs their code.")] = False,
     sign: Annotated[Path | None, typer.Option("--sign", help="Sign the bundle with this Ed25519 key (keygen).")] = None,
+    prove_image: Annotated[
+        bool, typer.Option("--prove-image", help="Also prove the 16x16 thumbnail of z in a circuit (minutes more).")
+    ] = False,
+    thumbnail: Annotated[
+        Path | None, typer.Option(help="Thumbnail generator for --prove-image instead of the released one.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing bundle and opening.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
@@ -69,6 +75,8 @@ def prove(
                 init_dev_srs=init_dev_srs,
                 generator=generator,
                 sign_key=sign,
+                prove_image_too=prove_image,
+                thumbnail=thumbnail,
                 progress=stepper(status),
             )
     except Exception as exc:
@@ -83,6 +91,7 @@ def prove(
         "logrows": m["circuit"]["logrows"],
         "weights_committed": m["model"]["weights_committed"],
         "signed": sign is not None,
+        "image_proven": "image_proof" in m,
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
     }
     if as_json:
@@ -111,6 +120,9 @@ def print_report(report, as_json: bool) -> None:
         out.print(f"  signed by key {facts['signer_keyid']} ({how})", highlight=False)
     elif "signed" in facts:
         out.print("  not signed", highlight=False)
+    if facts.get("image_proven") and "image_proof" in facts:
+        proof = facts["image_proof"]
+        out.print(f"  thumbnail proven too: {proof['rows']:,} rows, logrows {proof['logrows']}", highlight=False)
     for key in ("model_type", "fingerprinted_layers", "tokens", "model_commitment", "image_sha256", "vk_sha256"):
         if key in facts:
             out.print(f"  {key}: {facts[key]}", highlight=False)
@@ -130,6 +142,9 @@ def verify(
     srs: Annotated[Path | None, typer.Option(help="SRS file to trust instead of the local store.")] = None,
     generator: Annotated[Path | None, typer.Option(help="A generator you trust instead of the released one.")] = None,
     key: Annotated[Path | None, typer.Option("--key", help="Demand a signature by this public key.")] = None,
+    thumbnail: Annotated[
+        Path | None, typer.Option(help="A thumbnail generator you trust for image proofs instead of the released one.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify a bundle: exit 0 valid, 1 invalid (with the reason), 2 usage error."""
@@ -142,6 +157,7 @@ def verify(
                 srs_file=srs,
                 generator=generator,
                 signer_key=key,
+                thumbnail=thumbnail,
                 progress=lambda name: status.update(f"[bold]check: {name}…"),
             )
     except Exception as exc:

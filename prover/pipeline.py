@@ -8,6 +8,7 @@ Steps, each timed for the benchmark:
   keys      EZKL setup, or the cached keys
   prove     witness + proof; z_raw is the proof's public output
   render    z from z_raw (exact integers), picture from z (released generator)
+  image_proof  with --prove-image: the 16x16 thumbnail of z, proven (circuits.image_circuit)
   bundle    manifest + files, written atomically
 """
 
@@ -27,6 +28,7 @@ import noseprint
 from circuits import srs as srs_store
 from circuits.build import cached_circuit
 from circuits.graph import choose_term_shifts
+from circuits.image_circuit import cached_image_circuit, image_run_args_dict, output_scale, prove_image
 from circuits.keys import ensure_keys
 from circuits.layout import ROW, CircuitLayout, with_term_shifts
 from circuits.proving import felt_to_signed, prove
@@ -180,6 +182,8 @@ def prove_model(
     init_dev_srs: bool = False,
     generator: Path | None = None,
     sign_key: Path | None = None,
+    prove_image_too: bool = False,
+    thumbnail: Path | None = None,
     progress: Callable[[str], None] = lambda step: None,
 ) -> ProveResult:
     out = Path(out)
@@ -187,6 +191,9 @@ def prove_model(
     generator_path = Path(generator) if generator else release.GENERATOR
     if not generator_path.is_file() or not generator_path.with_suffix(".json").is_file():
         raise UsageError(f"generator weights {generator_path} (and its .json config beside it) not found")
+    thumbnail_path = Path(thumbnail) if thumbnail else release.THUMBNAIL
+    if prove_image_too and not (thumbnail_path.is_file() and thumbnail_path.with_suffix(".json").is_file()):
+        raise UsageError(f"thumbnail generator {thumbnail_path} (and its .json config beside it) not found")
     opening_path = Path(opening_path) if opening_path else out.with_name(out.name + ".opening.json")
     if out.exists() and not force:
         raise UsageError(f"output folder already exists: {out} (use --force to replace it)")
@@ -200,6 +207,10 @@ def prove_model(
         return now
 
     t = time.perf_counter()
+    thumbnail_plan = None
+    if prove_image_too:
+        thumbnail_plan = plan_thumbnail(thumbnail_path, z_dim_of_encoder(), init_dev_srs, progress)
+        t = step("image_circuit", t)
     progress("reading checkpoint")
     model = read_model(model_dir, token_count, tokens_file, allow_pickle)
     t = step("read", t)
@@ -243,6 +254,11 @@ def prove_model(
             raise UsageError(f"generator {generator_path} does not fit the generator architecture: {exc}") from None
         t = step("render", t)
 
+        image_proof = None
+        if prove_image_too:
+            image_proof = prove_thumbnail(thumbnail_plan, z, work, progress)
+            t = step("image_proof", t)
+
         tensors = [
             {"name": piece.name, "shape": list(piece.committed_shape), "points": points}
             for piece, points in zip(layout.pieces(), artifacts.commitments, strict=True)
@@ -258,6 +274,10 @@ def prove_model(
                 json.dumps({"z_raw": z_raw, "z": z, "frac_bits": Z_FRAC_BITS, "output_scale": circuit.output_scale})
             )
             (stage / "tokens.json").write_text(json.dumps(tokens_to_json(model.tokens), indent=1))
+            if image_proof is not None:
+                (stage / "image").mkdir()
+                save_png(image_proof.pop("pixels"), stage / image_proof["file"])
+                (stage / image_proof["proof_file"]).write_bytes(image_proof.pop("proof").read_bytes())
             files = {str(p.relative_to(stage)): sha256_file(p) for p in sorted(stage.rglob("*")) if p.is_file()}
             manifest = {
                 "format": FORMAT,
@@ -299,6 +319,8 @@ def prove_model(
                 "srs": {"logrows": srs.logrows, "sha256": srs.sha256, "origin": srs.origin},
                 "files": files,
             }
+            if image_proof is not None:
+                manifest["image_proof"] = image_proof
             (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             if signer is not None:
                 progress("signing")
@@ -318,6 +340,72 @@ def prove_model(
         )
     step("bundle", t)
     return ProveResult(out, opening_path, manifest, timings)
+
+
+@dataclass
+class ThumbnailPlan:
+    """What --prove-image needs, settled before the fingerprint is proven (a missing SRS fails in seconds)."""
+
+    path: Path
+    digest: str
+    resolution: int
+    circuit: object
+    srs: object
+
+
+def plan_thumbnail(thumbnail: Path, z_dim: int, init_dev_srs: bool, progress) -> ThumbnailPlan:
+    """Check the thumbnail generator, build its circuit, find the SRS for its size (the local store's)."""
+    try:
+        config = load_generator(thumbnail).config
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        raise UsageError(f"thumbnail generator {thumbnail} does not fit the generator architecture: {exc}") from None
+    if config.z_dim != z_dim:
+        raise UsageError(f"thumbnail generator {thumbnail} takes z of {config.z_dim}, the encoder gives {z_dim}")
+    digest = release.network_digest(thumbnail)
+    progress("building the image circuit")
+    circuit = cached_image_circuit(thumbnail, digest)
+    if init_dev_srs and srs_store.load(circuit.logrows) is None:
+        progress(f"generating a development SRS for logrows {circuit.logrows} (insecure)")
+        srs = srs_store.init_dev(circuit.logrows)
+    else:
+        srs = srs_store.require(circuit.logrows)
+    return ThumbnailPlan(thumbnail, digest, config.resolution, circuit, srs)
+
+
+def prove_thumbnail(plan: ThumbnailPlan, z: list[int], work: Path, progress) -> dict:
+    """The --prove-image step: keys and a proof of the 16x16 picture of z.
+
+    Returns the manifest's `image_proof` section plus the proof file and the pixels to write."""
+    circuit, srs = plan.circuit, plan.srs
+    progress(f"deriving image-circuit keys ({circuit.num_rows:,} rows, logrows {circuit.logrows}; cached afterwards)")
+    keys = ensure_keys(circuit, srs, need_pk=True)
+    progress("proving the thumbnail")
+    try:
+        proven = prove_image(circuit, keys, srs, z, plan.resolution, work)
+    except RuntimeError as exc:
+        raise ProvingFailed(f"EZKL could not prove the thumbnail ({exc})") from None
+    return {
+        "thumbnail_digest": plan.digest,
+        "file": "image/thumbnail.png",
+        "proof_file": "image/proof.json",
+        "width": plan.resolution,
+        "height": plan.resolution,
+        "run_args": image_run_args_dict(circuit.logrows),
+        "logrows": circuit.logrows,
+        "num_rows": circuit.num_rows,
+        "circuit_id": circuit.circuit_id,
+        "vk_sha256": keys.vk_sha256,
+        "output_scale": output_scale(circuit),
+        "srs_sha256": srs.sha256,
+        "pixels": proven.pixels,
+        "proof": proven.proof,
+    }
+
+
+def z_dim_of_encoder() -> int:
+    from encoder.network import load_encoder
+
+    return int(load_encoder(release.ENCODER).config.z_dim)
 
 
 def ezkl_version() -> str:

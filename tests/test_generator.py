@@ -117,3 +117,19 @@ def test_training_is_reproducible_from_its_seed(tmp_path):
         assert record["steps"] == 3 and record["loss_end"] > 0
     assert runs[0].keys() == runs[1].keys()
     assert all(np.array_equal(runs[0][name], runs[1][name]) for name in runs[0])
+
+
+def test_the_thumbnail_generator_draws_the_small_dog_of_its_z():
+    """The --prove-image network: its 16x16 picture is close to the procedural dog of the same z, shrunk."""
+    from encoder.train_generator import shrink
+
+    thumbnail = load_generator(release.THUMBNAIL)
+    assert thumbnail.config.resolution == 16
+    matrix = dogs.trait_matrix(thumbnail.config.z_dim)
+    gaps_own, gaps_other = [], []
+    for seed in range(4):
+        z, other = z_of(seed, thumbnail.config.z_dim), z_of(100 + seed, thumbnail.config.z_dim)
+        picture = thumbnail.render(as_int(z)).astype(int)
+        gaps_own.append(np.abs(picture - shrink(dogs.dog_from_z(z, matrix)[None], 16)[0].astype(int)).mean())
+        gaps_other.append(np.abs(picture - shrink(dogs.dog_from_z(other, matrix)[None], 16)[0].astype(int)).mean())
+    assert all(own < other for own, other in zip(gaps_own, gaps_other, strict=True)), (gaps_own, gaps_other)

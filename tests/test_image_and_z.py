@@ -44,7 +44,8 @@ def test_nearby_z_give_nearby_pictures_and_far_z_differ():
 def test_shipped_networks_are_the_released_ones():
     assert release.network_digest(release.ENCODER) == release.RELEASED_ENCODER_DIGEST
     assert release.network_digest(release.GENERATOR) == release.RELEASED_GENERATOR_DIGEST
+    assert release.network_digest(release.THUMBNAIL) == release.RELEASED_THUMBNAIL_DIGEST
     assert sha256_file(release.ENCODER) != sha256_file(release.GENERATOR)
 
 
-PINNED_RENDER = "88eb6f444161b088a27a788d7e3199d6fd4e11817e2fff2f942e1116a85474d6"
+PINNED_RENDER = "fb174769912dffd6d25027e3c3d5cb680186ec29c47e78449842494b3164c60f"

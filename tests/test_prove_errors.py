@@ -111,3 +111,22 @@ def test_output_folder_exists(model, tmp_path):
 def test_no_srs(model, tmp_path, monkeypatch):
     result = prove(model, tmp_path / "out")
     assert_refused(result, "no SRS for logrows", tmp_path / "out")
+
+
+def test_prove_image_without_an_srs_for_its_circuit_fails_before_proving(model, tmp_path):
+    """The image circuit has its own size; a missing SRS for it is reported in seconds, before the main proof."""
+    out = tmp_path / "bundle"
+    result = prove(model, out, "--prove-image")
+    assert_refused(result, "no SRS for logrows", out)
+
+
+def test_prove_image_with_a_thumbnail_of_another_z_width(model, tmp_path):
+    from encoder.generator import GeneratorConfig, save_generator
+    from encoder.stylegan import StyleGenerator, quantised_weights
+
+    config = GeneratorConfig(z_dim=16, w_dim=8, mapping_layers=1, channels=(4, 4), frac_bits=16)
+    thumbnail = tmp_path / "thumb.safetensors"
+    save_generator(config, quantised_weights(StyleGenerator(config)), thumbnail)
+    out = tmp_path / "bundle"
+    result = prove(model, out, "--prove-image", "--thumbnail", str(thumbnail))
+    assert_refused(result, "takes z of 16", out)

@@ -68,6 +68,8 @@ class Context:
     report: Report
     generator: Path = release.GENERATOR
     """The generator the verifier renders with: the released one, or one the auditor names (--generator)."""
+    thumbnail: Path = release.THUMBNAIL
+    """The thumbnail generator an image proof must be about: the released one, or one named by --thumbnail."""
     manifest: dict = field(default_factory=dict)
     layout: CircuitLayout | None = None
     srs: srs_store.Srs | None = None
@@ -321,6 +323,68 @@ def check_image(ctx: Context) -> None:
     ctx.report.facts["image_sha256"] = sha256_file(image_path)
 
 
+def check_image_proof(ctx: Context) -> None:
+    """Only for bundles made with --prove-image: the thumbnail is the proven output of the thumbnail circuit
+    on the same z. Circuit, SRS and key are the verifier's own, as for the fingerprint proof."""
+    declared = ctx.manifest.get("image_proof")
+    ctx.report.facts["image_proven"] = declared is not None
+    if declared is None:
+        return
+    from circuits.image_circuit import (
+        cached_image_circuit,
+        image_run_args_dict,
+        output_scale,
+        pixels_from_outputs,
+        split_instances,
+    )
+    from circuits.keys import ensure_keys
+    from circuits.proving import verify_proof
+    from encoder.generator import load_generator, read_png_pixels
+
+    custom = ctx.thumbnail != release.THUMBNAIL
+    trusted = release.network_digest(ctx.thumbnail) if custom else release.RELEASED_THUMBNAIL_DIGEST
+    if declared["thumbnail_digest"] != trusted:
+        which = "the one given by --thumbnail" if custom else "the released one"
+        raise Invalid("image proof", f"the image proof is about a thumbnail generator that is not {which}")
+    circuit = cached_image_circuit(ctx.thumbnail, trusted)
+    if declared["logrows"] != circuit.logrows or declared["run_args"] != image_run_args_dict(circuit.logrows):
+        raise Invalid("image proof", "the image circuit's settings are not the ones noseprint derives")
+    if declared["circuit_id"] != circuit.circuit_id or declared["output_scale"] != output_scale(circuit):
+        raise Invalid("image proof", "the image circuit id is not the one derived from the thumbnail generator")
+    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == circuit.logrows else srs_store.require(circuit.logrows)
+    if declared["srs_sha256"] != srs.sha256:
+        raise Invalid("image proof", "the image proof was made with another SRS than the one this verifier trusts")
+    keys = ensure_keys(circuit, srs, need_pk=False)
+    if declared["vk_sha256"] != keys.vk_sha256:
+        raise Invalid("image proof", "the image proof's verification key is not the one derived here")
+    proof_path = _path(ctx, declared["proof_file"])
+    resolution = load_generator(ctx.thumbnail).config.resolution
+    try:
+        inputs, outputs = split_instances(proof_path, len(ctx.z))
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise Invalid("image proof", f"the image proof is not readable ({exc})") from None
+    if inputs != list(ctx.z):
+        raise Invalid("image proof", "the image proof is about another z than the fingerprint proof")
+    if len(outputs) != 3 * resolution * resolution:
+        raise Invalid(
+            "image proof", f"the image proof has {len(outputs)} outputs, not a {resolution}x{resolution} picture"
+        )
+    try:
+        shown = read_png_pixels(_path(ctx, declared["file"]))
+    except Exception as exc:  # Pillow raises several types for corrupt images
+        raise Invalid("image proof", f"the thumbnail is not a readable PNG ({exc})") from None
+    proven = pixels_from_outputs(outputs, output_scale(circuit), resolution)
+    if shown.shape != proven.shape or not (shown == proven).all():
+        raise Invalid("image proof", "the thumbnail is not the picture the image proof's outputs spell")
+    if not verify_proof(proof_path, keys, srs):
+        raise Invalid("image proof", "the image proof does not verify against the derived verification key")
+    ctx.report.facts["image_proof"] = {
+        "rows": circuit.num_rows,
+        "logrows": circuit.logrows,
+        "vk_sha256": keys.vk_sha256,
+    }
+
+
 CHECKS: list[tuple[str, Callable[[Context], None]]] = [
     ("manifest", check_manifest),
     ("files", check_files),
@@ -335,6 +399,7 @@ CHECKS: list[tuple[str, Callable[[Context], None]]] = [
     ("commitment", check_commitment),
     ("proof", check_proof),
     ("image", check_image),
+    ("image proof", check_image_proof),
 ]
 
 
@@ -344,6 +409,7 @@ def verify_bundle(
     progress: Callable[[str], None] = lambda s: None,
     generator: Path | None = None,
     signer_key: Path | None = None,
+    thumbnail: Path | None = None,
 ) -> Report:
     """Run every check in order; the first failure ends verification with its reason."""
     bundle = Path(bundle)
@@ -352,7 +418,10 @@ def verify_bundle(
     if generator is not None and not (Path(generator).is_file() and Path(generator).with_suffix(".json").is_file()):
         raise UsageError(f"generator weights {generator} (and its .json config beside it) not found")
     report = Report()
+    if thumbnail is not None and not (Path(thumbnail).is_file() and Path(thumbnail).with_suffix(".json").is_file()):
+        raise UsageError(f"thumbnail generator {thumbnail} (and its .json config beside it) not found")
     ctx = Context(bundle, Path(srs_file) if srs_file else None, report, Path(generator or release.GENERATOR))
+    ctx.thumbnail = Path(thumbnail or release.THUMBNAIL)
     if signer_key is not None:
         from signing.keys import load_public
 

@@ -5,7 +5,8 @@
 Fingerprints every zoo model the way `noseprint fingerprint` does (released encoder
 and generator), draws one column per base model (the base on top, its derivatives
 below), and measures a proxy for a person's eye: for every derived model, the base
-whose picture is nearest by perceptual hash (imagehash pHash) must be its own.
+whose picture is nearest by perceptual hash must be its own: by imagehash's pHash
+(grey levels, 64 bits) and by its colour-aware variant (`bench.picture_hash`).
 Results go to bench/results/zoo_gallery.json.
 """
 
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
-import imagehash
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from bench.picture_hash import colour_phash, grey_phash, hamming, lab_distance, lab_thumbnail, phash_colorhash
 from prover.fingerprint import fingerprint_model
 from registry.gallery import grid
 
@@ -39,15 +42,15 @@ def fingerprints(zoo: Path, members: list[dict], workdir: Path) -> dict[str, Pat
     return pictures
 
 
-def nearest_base(pictures: dict[str, Path], members: list[dict]) -> dict:
-    """pHash nearest base for every derived member, and the gap to the nearest wrong base."""
-    hashes = {name: imagehash.phash(Image.open(path)) for name, path in pictures.items()}
+def nearest_base(pictures: dict[str, Path], members: list[dict], hash_of=grey_phash, distance=hamming) -> dict:
+    """Nearest base by `hash_of` and `distance` for every derived member, and the gap to the nearest wrong base."""
+    hashes = {name: hash_of(np.asarray(Image.open(path).convert("RGB"))) for name, path in pictures.items()}
     bases = sorted({m["base"] for m in members})
     rows = []
     for member in members:
         if member["name"] == member["base"]:
             continue
-        distances = {base: int(hashes[member["name"]] - hashes[base]) for base in bases}
+        distances = {base: round(distance(hashes[member["name"]], hashes[base]), 3) for base in bases}
         found = min(distances, key=distances.get)
         wrong = min(d for base, d in distances.items() if base != member["base"])
         rows.append(
@@ -87,18 +90,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo", type=Path, default=ZOO)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "zoo_gallery.png")
+    parser.add_argument("--keep", type=Path, help="also copy every picture into this folder")
     args = parser.parse_args()
     members = json.loads((args.zoo / "zoo.json").read_text())
     with tempfile.TemporaryDirectory() as workdir:
         pictures = fingerprints(args.zoo, members, Path(workdir))
         draw(pictures, members, args.out)
-        result = nearest_base(pictures, members)
-    (ROOT / "bench" / "results" / "zoo_gallery.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"pHash nearest base is the right one for {result['correct']} of {result['derived']} derived models; "
-          f"smallest gap (nearest wrong base minus own base): {result['worst_gap']} bits")  # fmt: skip
-    for row in result["rows"]:
-        if row["found"] != row["base"]:
-            print(f"  wrong: {row['name']} -> {row['found']} ({row['own']} vs {row['nearest_other']})")
+        results = {
+            "phash": nearest_base(pictures, members),
+            "colour_phash": nearest_base(pictures, members, colour_phash),
+            "phash_colorhash": nearest_base(pictures, members, phash_colorhash),
+            "lab16_pixels": nearest_base(pictures, members, lab_thumbnail, lab_distance),
+        }
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for name, path in pictures.items():
+                shutil.copyfile(path, args.keep / f"{name}.png")
+    (ROOT / "bench" / "results" / "zoo_gallery.json").write_text(json.dumps(results, indent=1) + "\n")
+    for label, result in results.items():
+        print(f"{label}: nearest base is the right one for {result['correct']} of {result['derived']} derived "
+              f"models; smallest gap (nearest wrong base minus own base): {result['worst_gap']}")  # fmt: skip
+        for row in result["rows"]:
+            if row["found"] != row["base"]:
+                print(f"  wrong: {row['name']} -> {row['found']} ({row['own']} vs {row['nearest_other']})")
 
 
 if __name__ == "__main__":
