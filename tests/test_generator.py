@@ -69,7 +69,9 @@ def test_the_generator_draws_the_dog_of_its_z(released):
     """Trained, not random: its picture is close to the procedural dog of the same z, and far from another z's."""
     matrix = dogs.trait_matrix(released.config.z_dim)
     gaps_own, gaps_other = [], []
-    for seed in range(4):
+    # not seed 0: z_of(0) draws the same numbers as the trait matrix's first row (both default_rng(0)), a z
+    # 11 standard deviations out on one trait that no fingerprint will have
+    for seed in range(1, 5):
         z, other = z_of(seed, released.config.z_dim), z_of(100 + seed, released.config.z_dim)
         picture = released.render(as_int(z)).astype(int)
         gaps_own.append(np.abs(picture - dogs.dog_from_z(z, matrix).astype(int)).mean())
@@ -127,7 +129,7 @@ def test_the_thumbnail_generator_draws_the_small_dog_of_its_z():
     assert thumbnail.config.resolution == 16
     matrix = dogs.trait_matrix(thumbnail.config.z_dim)
     gaps_own, gaps_other = [], []
-    for seed in range(4):
+    for seed in range(1, 5):  # not seed 0: see test_the_generator_draws_the_dog_of_its_z
         z, other = z_of(seed, thumbnail.config.z_dim), z_of(100 + seed, thumbnail.config.z_dim)
         picture = thumbnail.render(as_int(z)).astype(int)
         gaps_own.append(np.abs(picture - shrink(dogs.dog_from_z(z, matrix)[None], 16)[0].astype(int)).mean())
