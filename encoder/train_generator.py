@@ -33,8 +33,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from encoder import dogs
-from encoder.generator import Generator, GeneratorConfig, save_generator
-from encoder.stylegan import StyleGenerator, pixels, quantised_weights
+from encoder.generator import Generator, GeneratorConfig, load_generator, save_generator
+from encoder.release import network_digest
+from encoder.stylegan import StyleGenerator, from_integer, pixels, quantised_weights
 
 RELEASED_CONFIG = GeneratorConfig(
     z_dim=128, w_dim=128, mapping_layers=3, channels=(128, 96, 64, 32, 16, 8), frac_bits=16
@@ -87,26 +88,44 @@ def loss_of(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def train(
-    config: GeneratorConfig, steps: int, seed: int, count: int, batch: int, lr: float, cache: Path | None
+    config: GeneratorConfig,
+    steps: int,
+    seed: int,
+    count: int,
+    batch: int,
+    lr: float,
+    cache: Path | None,
+    init: Path | None = None,
 ) -> tuple[StyleGenerator, dict]:
     previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = False  # NaN-filling every new tensor costs 10% here
     try:
-        return _train(config, steps, seed, count, batch, lr, cache)
+        return _train(config, steps, seed, count, batch, lr, cache, init)
     finally:
         torch.use_deterministic_algorithms(previous[0])
         torch.utils.deterministic.fill_uninitialized_memory = previous[1]
 
 
 def _train(
-    config: GeneratorConfig, steps: int, seed: int, count: int, batch: int, lr: float, cache: Path | None
+    config: GeneratorConfig,
+    steps: int,
+    seed: int,
+    count: int,
+    batch: int,
+    lr: float,
+    cache: Path | None,
+    init: Path | None,
 ) -> tuple[StyleGenerator, dict]:
     torch.manual_seed(seed)
     zs, pictures = data_set(count, config.z_dim, seed, max(config.resolution, 128), cache)
     pictures = shrink(pictures, config.resolution)
-    held_out = min(256, count // 4)
-    model = StyleGenerator(config)
+    # the last rows are held out, not the first: the first z's come from default_rng(seed), the stream that
+    # also draws the trait matrix for seed 0, so z[k] is row k of the matrix and sits far out on one trait
+    held_out = min(256, len(zs) // 4)
+    first_held = len(zs) - held_out
+    model = warm_start(config, init) if init is not None else StyleGenerator(config)
+    model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
     generator = torch.Generator().manual_seed(seed)
     curve: list[float] = []
@@ -115,7 +134,7 @@ def _train(
         for group in optimiser.param_groups:
             warm = min(1.0, (step + 1) / 100)
             group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / steps))
-        rows = torch.randint(held_out, len(zs), (batch,), generator=generator).numpy()
+        rows = torch.randint(0, first_held, (batch,), generator=generator).numpy()
         loss = loss_of(model(torch.from_numpy(zs[rows])), to_target(pictures[rows]))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -128,11 +147,11 @@ def _train(
         held = [
             float(
                 loss_of(
-                    model(torch.from_numpy(zs[i : min(i + 32, held_out)])),
-                    to_target(pictures[i : min(i + 32, held_out)]),
+                    model(torch.from_numpy(zs[i : min(i + 32, len(zs))])),
+                    to_target(pictures[i : min(i + 32, len(zs))]),
                 )
             )
-            for i in range(0, held_out, 32)
+            for i in range(first_held, len(zs), 32)
         ]
     record = dict(
         config=asdict(config),
@@ -146,8 +165,22 @@ def _train(
         loss_end=float(np.mean(curve[-100:])),
         held_out_loss=float(np.mean(held)),
         torch=torch.__version__,
+        init=None if init is None else {"file": Path(init).name, "digest": network_digest(Path(init))},
     )
     return model, record
+
+
+def warm_start(config: GeneratorConfig, init: Path) -> StyleGenerator:
+    """The float twin of an earlier generator of the same architecture, to train on from there.
+
+    Why: most of what a generator learns (head, ears, eyes, shading) carries over between
+    versions of the dog drawing, so fine-tuning the previous release reaches a given loss in
+    a fraction of the CPU time of a fresh start. Reproducible all the same: the earlier
+    weights are pinned by their digest in the training record."""
+    earlier = load_generator(Path(init))
+    if earlier.config != config:
+        raise SystemExit(f"--init {init}: its architecture {earlier.config} is not {config}")
+    return from_integer(earlier.config, earlier.w)
 
 
 def preview(model: StyleGenerator, integer: Generator, count: int, seed: int, path: Path) -> float:
@@ -175,11 +208,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/zoo/cache-dogs/run/generator.safetensors"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--thumbnail", action="store_true", help="train the 16x16 thumbnail generator instead")
+    parser.add_argument("--init", type=Path, default=None, help="start from this generator (same architecture)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = THUMBNAIL_CONFIG if args.thumbnail else RELEASED_CONFIG
-    model, record = train(config, args.steps, args.seed, args.count, args.batch, args.lr, args.cache)
+    model, record = train(config, args.steps, args.seed, args.count, args.batch, args.lr, args.cache, args.init)
     weights = quantised_weights(model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(config, {k: v.astype(np.int32) for k, v in weights.items()}, args.out)

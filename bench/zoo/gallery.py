@@ -6,8 +6,10 @@ Fingerprints every zoo model the way `noseprint fingerprint` does (released enco
 and generator), draws one column per base model (the base on top, its derivatives
 below), and measures a proxy for a person's eye: for every derived model, the base
 whose picture is nearest by perceptual hash must be its own: by imagehash's pHash
-(grey levels, 64 bits) and by its colour-aware variant (`bench.picture_hash`).
-Results go to bench/results/zoo_gallery.json.
+(grey levels, 64 bits) and by its colour-aware variants (`bench.picture_hash`).
+The same count on the procedural dogs of the same z's (`encoder.dogs`, what the
+generator was trained to draw) tells the generator's share of a miss from the
+data set's. Results go to bench/results/zoo_gallery.json.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.picture_hash import colour_phash, grey_phash, hamming, lab_distance, lab_thumbnail, phash_colorhash
+from encoder import dogs as dog_traits
 from prover.fingerprint import fingerprint_model
 from registry.gallery import grid
 
@@ -42,9 +45,24 @@ def fingerprints(zoo: Path, members: list[dict], workdir: Path) -> dict[str, Pat
     return pictures
 
 
-def nearest_base(pictures: dict[str, Path], members: list[dict], hash_of=grey_phash, distance=hamming) -> dict:
+def load_pictures(pictures: dict[str, Path]) -> dict[str, np.ndarray]:
+    return {name: np.asarray(Image.open(path).convert("RGB")) for name, path in pictures.items()}
+
+
+def procedural_dogs(pictures: dict[str, Path]) -> dict[str, np.ndarray]:
+    """The training data's picture of each member's z (read from fingerprint.json beside the picture)."""
+    matrix = None
+    dogs = {}
+    for name, path in pictures.items():
+        z = np.asarray(json.loads((path.parent / "fingerprint.json").read_text())["z"], dtype=np.float64) / 4096
+        matrix = dog_traits.trait_matrix(len(z)) if matrix is None else matrix
+        dogs[name] = dog_traits.dog_from_z(z, matrix)
+    return dogs
+
+
+def nearest_base(pictures: dict[str, np.ndarray], members: list[dict], hash_of=grey_phash, distance=hamming) -> dict:
     """Nearest base by `hash_of` and `distance` for every derived member, and the gap to the nearest wrong base."""
-    hashes = {name: hash_of(np.asarray(Image.open(path).convert("RGB"))) for name, path in pictures.items()}
+    hashes = {name: hash_of(picture) for name, picture in pictures.items()}
     bases = sorted({m["base"] for m in members})
     rows = []
     for member in members:
@@ -96,11 +114,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         pictures = fingerprints(args.zoo, members, Path(workdir))
         draw(pictures, members, args.out)
+        drawn, dogs = load_pictures(pictures), procedural_dogs(pictures)
         results = {
-            "phash": nearest_base(pictures, members),
-            "colour_phash": nearest_base(pictures, members, colour_phash),
-            "phash_colorhash": nearest_base(pictures, members, phash_colorhash),
-            "lab16_pixels": nearest_base(pictures, members, lab_thumbnail, lab_distance),
+            "phash": nearest_base(drawn, members),
+            "colour_phash": nearest_base(drawn, members, colour_phash),
+            "phash_colorhash": nearest_base(drawn, members, phash_colorhash),
+            "lab16_pixels": nearest_base(drawn, members, lab_thumbnail, lab_distance),
+            "procedural_dogs_phash": nearest_base(dogs, members),
+            "procedural_dogs_colour_phash": nearest_base(dogs, members, colour_phash),
         }
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
