@@ -1,6 +1,7 @@
 """Train the released generator on procedural dog faces, then quantise it for the integer renderer.
 
-    python -m encoder.train_generator [--steps 2500] [--seed 0] [--count 24000] [--out DIR/generator.safetensors]
+    python -m encoder.train_generator [--steps 2500] [--seed 0] [--count 24000] [--init G.safetensors]
+                                      [--out DIR/generator.safetensors]
 
 Objective: the picture of z is known (`encoder.dogs` draws it from z), so the
 generator is fitted to it directly, L1 on the pixels plus L1 on a 4x-downsampled
@@ -10,15 +11,19 @@ collapse, which is what makes it train on two CPU cores in well under an hour,
 and it keeps every component of z in use (a VAE would leave most of 128 latent
 dimensions unused, and z's that differ only there would collide).
 
-Reproducible from `--seed` on CPU (deterministic torch ops, one data set per
-seed). Writes the integer weights, their config, a training record and a preview
-grid (float network, integer renderer, the target dogs). To release a run, copy its
-generator.safetensors/.json/.train.json into encoder/weights/ and update the digest in encoder/release.py.
+`--init` fine-tunes an earlier generator of the same architecture instead of starting
+from random weights (the released one was warm-started twice from the second version;
+BENCHMARKS.md, "Third version"). Reproducible from `--seed` (and the `--init` weights)
+on CPU (deterministic torch ops, one data set per seed). Writes the integer weights,
+their config, a training record and a preview grid (float network, integer renderer,
+the target dogs). To release a run, copy its generator.safetensors/.json/.train.json
+into encoder/weights/ and update the digest in encoder/release.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing
@@ -87,6 +92,24 @@ def loss_of(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (output - target).abs().mean() + (F.avg_pool2d(output, 4) - F.avg_pool2d(target, 4)).abs().mean()
 
 
+def deterministic(function):
+    """Run `function` with torch's deterministic algorithms on (reproducible from the seed), then restore."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+        torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # NaN-filling every new tensor costs 10% here
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.use_deterministic_algorithms(previous[0])
+            torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+
+    return wrapper
+
+
+@deterministic
 def train(
     config: GeneratorConfig,
     steps: int,
@@ -96,26 +119,6 @@ def train(
     lr: float,
     cache: Path | None,
     init: Path | None = None,
-) -> tuple[StyleGenerator, dict]:
-    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = False  # NaN-filling every new tensor costs 10% here
-    try:
-        return _train(config, steps, seed, count, batch, lr, cache, init)
-    finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
-
-
-def _train(
-    config: GeneratorConfig,
-    steps: int,
-    seed: int,
-    count: int,
-    batch: int,
-    lr: float,
-    cache: Path | None,
-    init: Path | None,
 ) -> tuple[StyleGenerator, dict]:
     torch.manual_seed(seed)
     zs, pictures = data_set(count, config.z_dim, seed, max(config.resolution, 128), cache)

@@ -48,4 +48,4 @@ def test_shipped_networks_are_the_released_ones():
     assert sha256_file(release.ENCODER) != sha256_file(release.GENERATOR)
 
 
-PINNED_RENDER = "fb174769912dffd6d25027e3c3d5cb680186ec29c47e78449842494b3164c60f"
+PINNED_RENDER = "4bd43a0b7682c56e4036f878ebca39d9ef8903cdf27e9ef0cd72c73e8d4d8fb8"
