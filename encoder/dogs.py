@@ -257,8 +257,7 @@ def draw_dog(
     fx = cx + TURN_SHIFT * (2 * t["turn"] - 1) * u
 
     # patch over one eye: its side is the sign of (patch - 1/2), its size grows from nothing at 1/2
-    eye_dx = (8 + 7 * t["eye_spacing"]) * u
-    eye_y = cy - (2 + 9 * t["eye_height"]) * u
+    eye_dx, eye_y, eye = eye_layout(t, u, cy)
     patch = 2 * t["patch"] - 1
     if abs(patch) > 0.05:
         side = 1 if patch > 0 else -1
@@ -312,7 +311,6 @@ def draw_dog(
             ellipse(draw, fx + side * eye_dx * 1.05, eye_y - 7 * u, 3.5 * u, 2.2 * u, rgb(brow))
 
     # eyes: white, iris, pupil, highlight
-    eye = (3.5 + 3.5 * t["eye_size"]) * u
     iris = palette(IRIS_PALETTE, t["iris"])
     for side in (-1, 1):
         x = fx + side * eye_dx
@@ -325,6 +323,30 @@ def draw_dog(
     image = image.rotate(tilt, resample=Image.BICUBIC, center=(cx, cy), fillcolor=(0, 0, 0, 0))
     background.alpha_composite(image)
     return background.convert("RGB").resize((size, size), Image.LANCZOS)
+
+
+def eye_layout(t: dict[str, float], u: float, cy: float) -> tuple[float, float, float]:
+    """(half the distance between the eyes, their height, their radius), in the units `u` of `draw_dog`."""
+    return (8 + 7 * t["eye_spacing"]) * u, cy - (2 + 9 * t["eye_height"]) * u, (3.5 + 3.5 * t["eye_size"]) * u
+
+
+def eye_circles(traits: dict[str, float], size: int = 128) -> list[tuple[float, float, float]]:
+    """(x, y, radius) of both eyes in the finished size x size picture, tilt included.
+
+    Why: the eyes are a few percent of the pixels, so a plain pixel loss lets a generator
+    trade them for the background; `encoder.train_generator` weights the loss here."""
+    u = size / 100.0
+    cx, cy = 50 * u, 54 * u
+    eye_dx, eye_y, eye = eye_layout(traits, u, cy)
+    fx = cx + TURN_SHIFT * (2 * traits["turn"] - 1) * u
+    angle = math.radians((traits["tilt"] - 0.5) * TILT_DEGREES)  # Pillow turns counter-clockwise on screen
+    circles = []
+    for side in (-1, 1):
+        dx, dy = fx + side * eye_dx - cx, eye_y - cy
+        x = cx + dx * math.cos(angle) + dy * math.sin(angle)
+        y = cy - dx * math.sin(angle) + dy * math.cos(angle)
+        circles.append((x, y, eye))
+    return circles
 
 
 def standard_z(rng: np.random.Generator, z_dim: int) -> np.ndarray:

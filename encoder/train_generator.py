@@ -1,23 +1,25 @@
 """Train the released generator on procedural dog faces, then quantise it for the integer renderer.
 
     python -m encoder.train_generator [--steps 2500] [--seed 0] [--count 24000] [--init G.safetensors]
-                                      [--out DIR/generator.safetensors]
+                                      [--eye-strength 40] [--out DIR/generator.safetensors]
 
 Objective: the picture of z is known (`encoder.dogs` draws it from z), so the
 generator is fitted to it directly, L1 on the pixels plus L1 on a 4x-downsampled
-copy (the layout). This is the reconstruction half of a VAE with its encoder
+copy (the layout), both weighted up over the eyes (`--eye-strength`; without it
+the generators drew fur where the eyes belong). This is the reconstruction half of a VAE with its encoder
 replaced by the exact one; there is no adversary to balance and no posterior to
 collapse, which is what makes it train on two CPU cores in well under an hour,
 and it keeps every component of z in use (a VAE would leave most of 128 latent
 dimensions unused, and z's that differ only there would collide).
 
 `--init` fine-tunes an earlier generator of the same architecture instead of starting
-from random weights (the released one was warm-started twice from the second version;
-BENCHMARKS.md, "Third version"). Reproducible from `--seed` (and the `--init` weights)
-on CPU (deterministic torch ops, one data set per seed). Writes the integer weights,
-their config, a training record and a preview grid (float network, integer renderer,
-the target dogs). To release a run, copy its generator.safetensors/.json/.train.json
-into encoder/weights/ and update the digest in encoder/release.py.
+from random weights (the released one is a chain of warm starts from the second
+version, each pinned by digest in its record; BENCHMARKS.md, "Fourth version").
+Reproducible from `--seed` (and the `--init` weights) on CPU (deterministic torch
+ops, one data set per seed). Writes the integer weights, their config, a training
+record and a preview grid (float network, integer renderer, the target dogs). To
+release a run, copy its generator.safetensors/.json/.train.json into encoder/weights/
+and update the digest in encoder/release.py.
 """
 
 from __future__ import annotations
@@ -88,8 +90,39 @@ def to_target(pictures: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pictures).permute(0, 3, 1, 2).float().add(0.5).div(127.5).sub(1)
 
 
-def loss_of(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (output - target).abs().mean() + (F.avg_pool2d(output, 4) - F.avg_pool2d(target, 4)).abs().mean()
+def loss_of(
+    output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, weigh_layout: bool = True
+) -> torch.Tensor:
+    """L1 on the pixels plus L1 on the 4x-downsampled layout, each weighted by `weight` (normalised to its mean).
+
+    The downsampled term is what moves a misplaced feature: its error falls smoothly as the
+    feature slides towards where it belongs, where the pixel term only sees it wrong or right.
+    (`weigh_layout=False` weights the pixel term alone: the first link of the released chain.)"""
+    if weight is None:
+        weight = torch.ones_like(output[:, :1])
+    layout_weight = F.avg_pool2d(weight, 4) if weigh_layout else torch.ones_like(F.avg_pool2d(weight, 4))
+    layout = (F.avg_pool2d(output, 4), F.avg_pool2d(target, 4), layout_weight)
+    return sum(((a - b).abs() * w).sum() / (w.sum() * a.shape[1]) for a, b, w in ((output, target, weight), layout))
+
+
+def eye_table(zs: np.ndarray, size: int) -> np.ndarray:
+    """(N, 2, 3): each dog's two eyes as (x, y, radius) in size x size pixels."""
+    matrix = dogs.trait_matrix(zs.shape[1])
+    return np.array([dogs.eye_circles(dogs.traits_of(z, matrix), size) for z in zs], dtype=np.float32)
+
+
+def eye_weight(eyes: np.ndarray, size: int, strength: float) -> torch.Tensor:
+    """(B, 1, size, size): 1 everywhere plus `strength` in a Gaussian over each eye (sigma 0.8 radius).
+
+    Why: the eyes are 2 % of the pixels and move with five traits, so under a plain L1
+    loss the cheapest answer is fur where the eyes should be (the third version's first
+    generator drew none). Weighting them makes the eyes as costly as the background."""
+    grid = torch.arange(size, dtype=torch.float32) + 0.5
+    eyes_t = torch.from_numpy(eyes)
+    x, y, r = (eyes_t[..., k][..., None, None] for k in range(3))
+    distance = (grid[None, None, None, :] - x) ** 2 + (grid[None, None, :, None] - y) ** 2
+    blobs = torch.exp(-distance / (2 * (0.8 * r) ** 2)).sum(1, keepdim=True)
+    return 1 + strength * blobs
 
 
 def deterministic(function):
@@ -119,6 +152,8 @@ def train(
     lr: float,
     cache: Path | None,
     init: Path | None = None,
+    eye_strength: float = 0.0,
+    weigh_layout: bool = True,
 ) -> tuple[StyleGenerator, dict]:
     torch.manual_seed(seed)
     zs, pictures = data_set(count, config.z_dim, seed, max(config.resolution, 128), cache)
@@ -127,6 +162,7 @@ def train(
     # also draws the trait matrix for seed 0, so z[k] is row k of the matrix and sits far out on one trait
     held_out = min(256, len(zs) // 4)
     first_held = len(zs) - held_out
+    eyes = eye_table(zs, config.resolution) if eye_strength > 0 else None
     model = warm_start(config, init) if init is not None else StyleGenerator(config)
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
@@ -138,7 +174,8 @@ def train(
             warm = min(1.0, (step + 1) / 100)
             group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * step / steps))
         rows = torch.randint(0, first_held, (batch,), generator=generator).numpy()
-        loss = loss_of(model(torch.from_numpy(zs[rows])), to_target(pictures[rows]))
+        weight = None if eyes is None else eye_weight(eyes[rows], config.resolution, eye_strength)
+        loss = loss_of(model(torch.from_numpy(zs[rows])), to_target(pictures[rows]), weight, weigh_layout)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -146,16 +183,7 @@ def train(
         if step % 25 == 0:
             bar.set_postfix(loss=f"{np.mean(curve[-25:]):.4f}")
     model.eval()
-    with torch.no_grad():
-        held = [
-            float(
-                loss_of(
-                    model(torch.from_numpy(zs[i : min(i + 32, len(zs))])),
-                    to_target(pictures[i : min(i + 32, len(zs))]),
-                )
-            )
-            for i in range(first_held, len(zs), 32)
-        ]
+    held, held_eyes = held_out_errors(model, zs[first_held:], pictures[first_held:])
     record = dict(
         config=asdict(config),
         steps=steps,
@@ -163,14 +191,33 @@ def train(
         count=count,
         batch=batch,
         lr=lr,
+        eye_strength=eye_strength,
+        weigh_layout=weigh_layout,
         seconds=round(time.time() - started),
         loss_start=float(np.mean(curve[:25])),
         loss_end=float(np.mean(curve[-100:])),
-        held_out_loss=float(np.mean(held)),
+        held_out_loss=held,
+        held_out_eye_error=held_eyes,
         torch=torch.__version__,
         init=None if init is None else {"file": Path(init).name, "digest": network_digest(Path(init))},
     )
     return model, record
+
+
+def held_out_errors(model: StyleGenerator, zs: np.ndarray, pictures: np.ndarray) -> tuple[float, float]:
+    """(the plain loss, the mean |error| on the eyes alone) over held-out dogs.
+
+    The second figure is what the eye weighting is for: the plain loss hardly moves when
+    the eyes go missing (they are 2 % of the pixels)."""
+    eyes = eye_table(zs, model.config.resolution)
+    losses, eye_errors = [], []
+    with torch.no_grad():
+        for i in range(0, len(zs), 32):
+            output, target = model(torch.from_numpy(zs[i : i + 32])), to_target(pictures[i : i + 32])
+            losses.append(float(loss_of(output, target)))
+            blobs = eye_weight(eyes[i : i + 32], model.config.resolution, 1.0) - 1
+            eye_errors.append(float(((output - target).abs() * blobs).sum() / (blobs.sum() * 3)))
+    return float(np.mean(losses)), float(np.mean(eye_errors))
 
 
 def warm_start(config: GeneratorConfig, init: Path) -> StyleGenerator:
@@ -212,11 +259,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--thumbnail", action="store_true", help="train the 16x16 thumbnail generator instead")
     parser.add_argument("--init", type=Path, default=None, help="start from this generator (same architecture)")
+    parser.add_argument("--eye-strength", type=float, default=40.0, help="extra loss weight on the eyes (0: plain L1)")
+    parser.add_argument(
+        "--pixel-eyes-only", action="store_true", help="weight the eyes in the pixel term alone, not the layout term"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = THUMBNAIL_CONFIG if args.thumbnail else RELEASED_CONFIG
-    model, record = train(config, args.steps, args.seed, args.count, args.batch, args.lr, args.cache, args.init)
+    model, record = train(
+        config, args.steps, args.seed, args.count, args.batch, args.lr, args.cache, args.init, args.eye_strength,
+        weigh_layout=not args.pixel_eyes_only,
+    )  # fmt: skip
     weights = quantised_weights(model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(config, {k: v.astype(np.int32) for k, v in weights.items()}, args.out)
