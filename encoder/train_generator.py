@@ -179,7 +179,7 @@ def train(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        curve.append(float(loss))
+        curve.append(float(loss.detach()))
         if step % 25 == 0:
             bar.set_postfix(loss=f"{np.mean(curve[-25:]):.4f}")
     model.eval()
