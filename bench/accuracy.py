@@ -21,14 +21,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from circuits.build import build_circuit  # noqa: E402
+from circuits.commitment import (
+    as_circuit_floats,  # noqa: E402
+    committed_inputs,  # noqa: E402
+)
 from circuits.graph import FingerprintCircuit, choose_term_shifts  # noqa: E402
-from circuits.layout import with_term_shifts  # noqa: E402
 from circuits.settings import INPUT_SCALE  # noqa: E402
+from core.layout import with_term_shifts  # noqa: E402
 from encoder import release  # noqa: E402
 from encoder.network import load_encoder  # noqa: E402
-from prover.commitment import as_circuit_floats  # noqa: E402
-from prover.demo_model import write_demo_model  # noqa: E402
-from prover.pipeline import circuit_input_terms, committed_inputs, read_model  # noqa: E402
+from models.demo_model import write_demo_model  # noqa: E402
+from models.weights import read_model  # noqa: E402
+from prover.plan import circuit_input_terms  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +46,7 @@ def main() -> None:
         root = Path(tmp)
         for seed in range(args.seeds):
             model = read_model(write_demo_model(root / f"m{seed}", seed=seed), 16, None, False)
-            committed, _ = committed_inputs(model, model.layout)
+            committed, _ = committed_inputs(model.tensors(), model.layout)
             layout = with_term_shifts(model.layout, choose_term_shifts(circuit_input_terms(model.layout, committed)))
             circuit = build_circuit(layout, release.ENCODER, root / f"c{seed}")
             data = root / "input.json"

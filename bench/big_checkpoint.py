@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import run_measured  # noqa: E402
-from prover.demo_model import build_tokenizer  # noqa: E402
+from models.demo_model import build_tokenizer  # noqa: E402
 
 SHARD_BYTES = 2 * 2**30
 
@@ -90,9 +90,9 @@ WHOLE_MODEL = """
 import sys, numpy as np, torch
 from transformers import AutoModelForCausalLM
 sys.path.insert(0, {root!r})
-from prover.tokens import load_tokenizer, select_tokens
-from prover.invariants import invariant_terms
-from prover.architectures import llama_shape
+from models.tokens import load_tokenizer, select_tokens
+from models.invariants import invariant_terms
+from models.architectures import llama_shape
 import json
 folder = {folder!r}
 model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)

@@ -20,8 +20,8 @@ import torch  # noqa: E402
 
 from circuits.build import canonicalise_settings  # noqa: E402
 from circuits.graph import FingerprintCircuit, export_onnx  # noqa: E402
-from circuits.layout import CircuitLayout, LayerShape  # noqa: E402
 from circuits.settings import run_args_dict  # noqa: E402
+from core.layout import CircuitLayout, LayerShape  # noqa: E402
 from encoder import release  # noqa: E402
 from encoder.network import load_encoder  # noqa: E402
 

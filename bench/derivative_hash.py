@@ -12,7 +12,7 @@ unrelated models are not independent draws, their z-cosine reaches 0.21); it cou
 picture is nearest its own base's by imagehash's pHash (grey, 64 bits) and by the
 colour pHash (YCbCr, 192 bits, `bench.picture_hash`).
 
-`--pictures dogs` measures the procedural training data itself (`encoder.dogs`),
+`--pictures dogs` measures the procedural training data itself (`training.dogs`),
 which bounds what any generator trained on it can reach; `--pictures generator`
 measures the released generator (its float twin, within a grey level of the
 integer renderer). Results go to bench/results/derivative_hash_<pictures>.json, and
@@ -32,9 +32,10 @@ from tqdm import tqdm
 
 from bench.generator_quality import at_cosine, render_batch
 from bench.picture_hash import colour_phash, grey_phash, hamming
-from encoder import dogs, release
+from encoder import release
 from encoder.generator import load_generator
 from encoder.stylegan import load_float
+from training import dogs
 
 ROOT = Path(__file__).resolve().parents[1]
 COSINES = (0.85, 0.88, 0.9, 0.95)

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from circuits.build import canonicalise_settings  # noqa: E402
 from circuits.graph import export_onnx  # noqa: E402
-from circuits.layout import CircuitLayout, LayerShape  # noqa: E402
 from circuits.settings import run_args  # noqa: E402
+from core.layout import CircuitLayout, LayerShape  # noqa: E402
 from encoder.network import EncoderConfig, InvariantEncoder, load_encoder  # noqa: E402
 
 LAYER = LayerShape(hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, gated=True)

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from circuits import graph  # noqa: E402
-from circuits.layout import CircuitLayout, LayerShape  # noqa: E402
 from circuits.settings import run_args  # noqa: E402
+from core.layout import CircuitLayout, LayerShape  # noqa: E402
 from encoder import release  # noqa: E402
 from encoder.network import load_encoder  # noqa: E402
 

@@ -33,9 +33,9 @@ from tqdm import tqdm
 
 from bench.picture_hash import colour_phash, grey_phash, hamming, phash_colorhash
 from encoder import release
-from encoder.dogs import standard_z
 from encoder.generator import load_generator
 from encoder.stylegan import from_integer, pixels
+from training.dogs import standard_z
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "figures"

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoder import dogs, release
+from encoder import release
+from training import dogs
 
 
 def main() -> None:

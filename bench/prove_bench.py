@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import run_measured  # noqa: E402
-from prover.demo_model import DemoShape, write_demo_model  # noqa: E402
+from models.demo_model import DemoShape, write_demo_model  # noqa: E402
 
 
 def run(args: list[str], home: Path) -> tuple[subprocess.CompletedProcess, float, float]:

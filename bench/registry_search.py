@@ -29,7 +29,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from noseprint.fileio import canonical_json, sha256_bytes
+from core.fileio import canonical_json, sha256_bytes
 from registry import checkpoint as cp
 from registry import merkle
 from registry.service import open_registry, search_z

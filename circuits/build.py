@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuits.layout import CircuitLayout
 from circuits.settings import choose_logrows, run_args, run_args_dict
-from noseprint import paths
-from noseprint.fileio import canonical_json, sha256_bytes, sha256_file
+from core import paths
+from core.fileio import canonical_json, sha256_bytes, sha256_file
+from core.layout import CircuitLayout
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The fingerprint circuit as a torch module: committed tensors -> raw encoder output.
 
-From the committed tensors (see `circuits.layout`) it computes HuRef's three
+From the committed tensors (see `core.layout`) it computes HuRef's three
 invariant terms for each fingerprinted layer,
 
     E·Wqᵀ·Wk·Eᵀ,   E·Wvᵀ·Woᵀ·Eᵀ,   E·W1ᵀ·W2ᵀ·Eᵀ   (W1 = gate ⊙ up for a gated FFN),
@@ -29,8 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from circuits.layout import CircuitLayout, LayerShape
-from encoder.network import InvariantEncoder
+from core.layout import CircuitLayout, LayerShape
 
 STANDARDISE_EPS = 1e-6
 TERM_PEAK_BITS = 4
@@ -98,7 +97,7 @@ def standardise(term: torch.Tensor) -> torch.Tensor:
 class FingerprintCircuit(nn.Module):
     """forward(*committed tensors in `layout.pieces()` order) -> raw encoder output."""
 
-    def __init__(self, layout: CircuitLayout, encoder: InvariantEncoder):
+    def __init__(self, layout: CircuitLayout, encoder: nn.Module):
         super().__init__()
         self.layout = layout
         self.encoder = encoder
@@ -120,7 +119,7 @@ class FingerprintCircuit(nn.Module):
         return self.encoder(terms.unsqueeze(0)).squeeze(0)
 
 
-def export_onnx(layout: CircuitLayout, encoder: InvariantEncoder, path: Path) -> None:
+def export_onnx(layout: CircuitLayout, encoder: nn.Module, path: Path) -> None:
     """Export with fixed input shapes and a fixed opset, so every machine gets the same graph."""
     module = FingerprintCircuit(layout, encoder).eval()
     pieces = layout.pieces()

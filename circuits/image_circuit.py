@@ -31,9 +31,9 @@ from circuits.build import BuiltCircuit, cached_build, canonicalise_settings
 from circuits.keys import Keys
 from circuits.settings import choose_logrows
 from circuits.srs import Srs
+from core import paths
+from core.fileio import canonical_json, sha256_bytes, sha256_file
 from encoder.zvector import Z_FRAC_BITS
-from noseprint import paths
-from noseprint.fileio import canonical_json, sha256_bytes, sha256_file
 
 IMAGE_BUILDER_VERSION = 1
 """Bump when the graph or the run arguments change, so cached circuits are rebuilt."""

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from circuits.build import BuiltCircuit
 from circuits.srs import Srs
-from noseprint import paths
-from noseprint.fileio import canonical_json, sha256_bytes, sha256_file
+from core import paths
+from core.fileio import canonical_json, sha256_bytes, sha256_file
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,31 @@ def felt_to_signed(felt: str) -> int:
     return int(ezkl.felt_to_int(felt))
 
 
+def _witness(circuit: BuiltCircuit, keys: Keys, srs: Srs, inputs: list[list[float]], workdir: Path) -> Path:
+    import ezkl
+
+    data_path, witness_path = workdir / "input.json", workdir / "witness.json"
+    data_path.write_text(json.dumps({"input_data": inputs}))
+    ezkl.gen_witness(str(data_path), str(circuit.compiled), str(witness_path), str(keys.vk), str(srs.path))
+    return witness_path
+
+
+def commitments_of(circuit: BuiltCircuit, keys: Keys, srs: Srs, inputs: list[list[float]]) -> list[list[str]]:
+    """The KZG commitments of the committed inputs, without proving: the witness carries them.
+
+    This is how an opening is checked: the same integers under the same key and SRS give the same points."""
+    with tempfile.TemporaryDirectory(prefix="noseprint-commit-") as tmp:
+        witness = json.loads(_witness(circuit, keys, srs, inputs, Path(tmp)).read_text())
+    return list(witness["processed_inputs"]["polycommit"])
+
+
 def prove(circuit: BuiltCircuit, keys: Keys, srs: Srs, inputs: list[list[float]], workdir: Path) -> ProofArtifacts:
     import ezkl
 
     if keys.pk is None:
         raise ValueError("proving needs the proving key")
-    data_path, witness_path, proof_path = workdir / "input.json", workdir / "witness.json", workdir / "proof.json"
-    data_path.write_text(json.dumps({"input_data": inputs}))
-    ezkl.gen_witness(str(data_path), str(circuit.compiled), str(witness_path), str(keys.vk), str(srs.path))
+    proof_path = workdir / "proof.json"
+    witness_path = _witness(circuit, keys, srs, inputs, workdir)
     ezkl.prove(str(witness_path), str(circuit.compiled), str(keys.pk), str(proof_path), str(srs.path))
     witness = json.loads(witness_path.read_text())
     proof = json.loads(proof_path.read_text())

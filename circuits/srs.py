@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from noseprint import paths
-from noseprint.errors import UsageError
-from noseprint.fileio import sha256_file, write_json_atomic
+from core import paths
+from core.errors import UsageError
+from core.fileio import sha256_file, write_json_atomic
 
 DEV_WARNING = (
     "development SRS generated locally by `noseprint srs init`: whoever holds its secret can forge "

@@ -7,7 +7,7 @@ in without touching the proof code:
 
 - `cnn`: HuRef's design, scaled to noseprint's token counts: strided convolutions
   with ReLU, then a mean over the spatial grid (so any n works), trained with
-  HuRef's contrastive loss and Gaussian-output discriminator (`encoder.train`).
+  HuRef's contrastive loss and Gaussian-output discriminator (`training.train`).
 - `meanpool`: HuRef's simpler variant: each term averaged to a grid x grid
   summary, then one trained linear map.
 - `projection`: a fixed random ±1 projection of the flattened terms, no training.
@@ -134,14 +134,22 @@ def InvariantEncoder(config: EncoderConfig) -> nn.Module:  # noqa: N802 - reads 
     if config.kind not in DESIGNS:
         raise ValueError(f"unknown encoder design {config.kind!r}; known: {', '.join(DESIGNS)}")
     module = DESIGNS[config.kind](config)
-    module.config = config
+    module.config = config  # type: ignore[assignment]  # every design keeps its config (nn.Module types attributes loosely)
     return module
+
+
+def config_of(encoder: nn.Module) -> EncoderConfig:
+    """The config an encoder was built from (`InvariantEncoder` attaches it)."""
+    config = encoder.config
+    if not isinstance(config, EncoderConfig):
+        raise TypeError("not an encoder built by InvariantEncoder")
+    return config
 
 
 def save_encoder(encoder: nn.Module, folder: Path, name: str = "encoder") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, folder / f"{name}.safetensors")
-    (folder / f"{name}.json").write_text(json.dumps(asdict(encoder.config), indent=2, sort_keys=True) + "\n")
+    (folder / f"{name}.json").write_text(json.dumps(asdict(config_of(encoder)), indent=2, sort_keys=True) + "\n")
 
 
 def load_encoder(weights: Path) -> nn.Module:

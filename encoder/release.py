@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from noseprint.fileio import sha256_bytes, sha256_file
+from core.fileio import sha256_bytes, sha256_file
 
 WEIGHTS = Path(__file__).parent / "weights"
 ENCODER = WEIGHTS / "encoder.safetensors"

@@ -10,6 +10,8 @@ renders bit-exactly on every machine.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -77,6 +79,7 @@ class StyleGenerator(nn.Module):
         widths = [config.z_dim] + [config.w_dim] * config.mapping_layers
         self.mapping = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False))
         for layer in self.mapping:
+            assert isinstance(layer, nn.Linear)
             nn.init.normal_(layer.weight, std=1.4 / layer.in_features**0.5)
             nn.init.zeros_(layer.bias)
         self.const = nn.Parameter(torch.randn(config.channels[0], 4, 4))
@@ -88,7 +91,7 @@ class StyleGenerator(nn.Module):
         for layer in self.mapping:
             w = F.leaky_relu(layer(w), SLOPE)
         x = self.const[None].expand(z.shape[0], -1, -1, -1)
-        block = self.block0
+        block = cast(Block, self.block0)
         x = F.leaky_relu(block.conv1(x, w), SLOPE)
         rgb = block.rgb(x, w)
         for level in range(1, len(self.config.channels)):

@@ -1,8 +1,3 @@
-"""noseprint: zero-knowledge-proven HuRef fingerprints of language models.
-
-This package holds only what every room shares: the error type, file helpers,
-the data-folder convention, the bundle manifest format and the console script.
-The work itself lives in `prover`, `circuits`, `encoder` and `verifier`.
-"""
+"""noseprint's console script: the top floor, wiring only (the work lives in the packages below it)."""
 
 __version__ = "0.1.0"

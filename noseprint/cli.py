@@ -1,40 +1,30 @@
-"""The `noseprint` console script: argument parsing and output only; the work lives in the rooms."""
+"""The `noseprint` console script: arguments in, the rooms' results out. Only wiring lives here.
+
+Errors are handled once, in `noseprint.console.CatchingGroup`; every command takes `--json`.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from noseprint.errors import NoseprintError
+from noseprint.console import CatchingGroup, JsonOption, emit_json, err, out, stepper
 from noseprint.registry_cli import registry_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Zero-knowledge-proven LLM fingerprints.")
+if TYPE_CHECKING:
+    from verifier.checks import Report
+
+app = typer.Typer(
+    cls=CatchingGroup, add_completion=False, no_args_is_help=True, help="Zero-knowledge-proven LLM fingerprints."
+)
 srs_app = typer.Typer(no_args_is_help=True, help="The SRS store this machine trusts.")
 app.add_typer(srs_app, name="srs")
 app.add_typer(registry_app, name="registry")
-err = Console(stderr=True)
-out = Console()
 
-
-def fail(exc: BaseException) -> None:
-    """One line for the user instead of a traceback (NOSEPRINT_DEBUG=1 shows it)."""
-    if os.environ.get("NOSEPRINT_DEBUG"):
-        raise exc
-    if isinstance(exc, NoseprintError):
-        err.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(exc.exit_code)
-    err.print(f"[red]error:[/] unexpected failure: {type(exc).__name__}: {exc}", highlight=False)
-    raise typer.Exit(3)
-
-
-def stepper(status):
-    return lambda message: status.update(f"[bold]{message}…")
+ForceOption = Annotated[bool, typer.Option(help="Replace what is there already.")]
 
 
 @app.command()
@@ -56,47 +46,32 @@ def prove(
         Path | None, typer.Option(help="Thumbnail generator for --prove-image instead of the released one.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing bundle and opening.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Fingerprint MODEL_DIR and prove it: writes a bundle and a private opening."""
-    from prover.pipeline import prove_model
+    from prover.pipeline import ProveOptions, prove_model
 
-    try:
-        with err.status("starting…") as status:
-            result = prove_model(
-                model_dir,
-                out_dir,
-                opening_path=opening,
-                token_count=n_tokens,
-                tokens_file=tokens,
-                allow_pickle=allow_pickle,
-                force=force,
-                srs_file=srs,
-                init_dev_srs=init_dev_srs,
-                generator=generator,
-                sign_key=sign,
-                prove_image_too=prove_image,
-                thumbnail=thumbnail,
-                progress=stepper(status),
-            )
-    except Exception as exc:
-        fail(exc)
+    options = ProveOptions(
+        model_dir, out_dir, opening, n_tokens, tokens, allow_pickle, force, srs, init_dev_srs, generator, sign,
+        prove_image, thumbnail,
+    )  # fmt: skip
+    with err.status("starting…") as status:
+        result = prove_model(options, progress=stepper(status))
     m = result.manifest
     summary = {
         "bundle": str(result.bundle),
         "opening": str(result.opening),
-        "model_commitment": m["commitment"]["digest"],
-        "image_sha256": m["files"]["fingerprint.png"],
-        "rows": m["circuit"]["num_rows"],
-        "logrows": m["circuit"]["logrows"],
-        "weights_committed": m["model"]["weights_committed"],
+        "model_commitment": m.commitment_digest,
+        "image_sha256": m.files[m.image_file],
+        "rows": m.circuit["num_rows"],
+        "logrows": m.logrows,
+        "weights_committed": m.weights_committed,
         "signed": sign is not None,
-        "image_proven": "image_proof" in m,
+        "image_proven": m.image_proof is not None,
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
     }
     if as_json:
-        print(json.dumps(summary, indent=2))
-        return
+        return emit_json(summary)
     out.print(f"[green]bundle written:[/] {result.bundle}")
     out.print(f"opening (keep private): {result.opening}")
     out.print(f"model commitment: {summary['model_commitment']}")
@@ -106,10 +81,9 @@ def prove(
     out.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
 
 
-def print_report(report, as_json: bool) -> None:
+def print_report(report: Report, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
-        return
+        return emit_json(report.to_dict())
     if report.valid:
         out.print("[bold green]VALID[/]: the fingerprint was proven from the committed weights")
     else:
@@ -145,23 +119,20 @@ def verify(
     thumbnail: Annotated[
         Path | None, typer.Option(help="A thumbnail generator you trust for image proofs instead of the released one.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Verify a bundle: exit 0 valid, 1 invalid (with the reason), 2 usage error."""
     from verifier.checks import verify_bundle
 
-    try:
-        with err.status("verifying…") as status:
-            report = verify_bundle(
-                bundle,
-                srs_file=srs,
-                generator=generator,
-                signer_key=key,
-                thumbnail=thumbnail,
-                progress=lambda name: status.update(f"[bold]check: {name}…"),
-            )
-    except Exception as exc:
-        fail(exc)
+    with err.status("verifying…") as status:
+        report = verify_bundle(
+            bundle,
+            srs_file=srs,
+            generator=generator,
+            signer_key=key,
+            thumbnail=thumbnail,
+            progress=lambda name: status.update(f"[bold]check: {name}…"),
+        )
     print_report(report, as_json)
     raise typer.Exit(0 if report.valid else 1)
 
@@ -170,18 +141,14 @@ def verify(
 def keygen(
     out_path: Annotated[Path, typer.Option("--out", help="Private key file to write (public key: OUT.pub).")],
     force: Annotated[bool, typer.Option(help="Replace an existing key (the old one is lost).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Make an Ed25519 signing key pair: the private key owner-only (0600), the public key beside it."""
     from signing.keys import generate
 
-    try:
-        private, public, keyid = generate(out_path, force=force)
-    except Exception as exc:
-        fail(exc)
+    private, public, keyid = generate(out_path, force=force)
     if as_json:
-        print(json.dumps({"private_key": str(private), "public_key": str(public), "keyid": keyid}, indent=2))
-        return
+        return emit_json({"private_key": str(private), "public_key": str(public), "keyid": keyid})
     out.print(f"[green]private key:[/] {private} (keep it secret)")
     out.print(f"public key: {public}")
     out.print(f"key id: {keyid}")
@@ -192,26 +159,24 @@ def sign(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `noseprint prove`.")],
     key: Annotated[Path, typer.Option("--key", help="Ed25519 private key (from keygen).")],
     force: Annotated[bool, typer.Option(help="Replace an existing signature.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Sign an existing bundle (DSSE envelope around an in-toto statement); `prove --sign` does this itself."""
-    from noseprint.errors import UsageError
-    from noseprint.fileio import read_json
-    from noseprint.manifest import MANIFEST, schema_errors
+    from core.bundle import BundleError, Manifest
+    from core.errors import UsageError
     from signing.attestation import is_signed, sign_bundle
     from signing.keys import load_private
 
+    private = load_private(key)
     try:
-        private = load_private(key)
-        if not (Path(bundle) / MANIFEST).is_file():
-            raise UsageError(f"{bundle} is not a bundle folder (no {MANIFEST})")
-        errors = schema_errors(read_json(Path(bundle) / MANIFEST, "manifest"))
-        if errors:
-            raise UsageError(f"{bundle}/{MANIFEST} does not follow the bundle schema: {errors[0]}")
-        if is_signed(bundle) and not force:
-            raise UsageError(f"{bundle} is already signed (use --force to replace the signature)")
-        keyid = sign_bundle(bundle, private)
-    except Exception as exc:
-        fail(exc)
+        Manifest.read(bundle)
+    except BundleError as exc:
+        raise UsageError(f"{bundle} is not a bundle folder: {exc}") from None
+    if is_signed(bundle) and not force:
+        raise UsageError(f"{bundle} is already signed (use --force to replace the signature)")
+    keyid = sign_bundle(bundle, private)
+    if as_json:
+        return emit_json({"bundle": str(bundle), "keyid": keyid})
     out.print(f"[green]signed[/] {bundle} with key {keyid}")
 
 
@@ -221,45 +186,45 @@ def check_opening_command(
     model_dir: Annotated[Path, typer.Argument(help="The open-weight model the bundle claims.")],
     opening: Annotated[Path, typer.Option(help="The owner's opening file (blinding lines).")],
     srs: Annotated[Path | None, typer.Option(help="SRS file to trust instead of the local store.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Check that the bundle's commitment opens to MODEL_DIR's weights: exit 0 yes, 1 no."""
     from verifier.opening import check_opening
 
-    try:
-        with err.status("recomputing the commitment…"):
-            result = check_opening(bundle, model_dir, opening, srs_file=srs)
-    except Exception as exc:
-        fail(exc)
-    if result.matches:
+    with err.status("recomputing the commitment…"):
+        result = check_opening(bundle, model_dir, opening, srs_file=srs)
+    if as_json:
+        emit_json({"matches": result.matches, "mismatched": result.mismatched})
+    elif result.matches:
         out.print("[bold green]MATCH[/]: the commitment opens to this model's weights")
-        raise typer.Exit(0)
-    out.print(f"[bold red]NO MATCH[/]: commitments differ for {', '.join(result.mismatched)}", highlight=False)
-    raise typer.Exit(1)
+    else:
+        out.print(f"[bold red]NO MATCH[/]: commitments differ for {', '.join(result.mismatched)}", highlight=False)
+    raise typer.Exit(0 if result.matches else 1)
 
 
 @app.command()
 def demo(
     work: Annotated[Path, typer.Option(help="Folder for the demo model and bundle.")] = Path("demo"),
     force: Annotated[bool, typer.Option(help="Replace an earlier demo.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Make the embedded default model, prove it with a development SRS, and verify the bundle."""
-    from prover.demo_model import write_demo_model
-    from prover.pipeline import prove_model
+    from models.demo_model import write_demo_model
+    from prover.pipeline import ProveOptions, prove_model
     from verifier.checks import verify_bundle
 
-    try:
-        model_dir, bundle = work / "model", work / "bundle"
-        with err.status("writing the demo model…") as status:
-            if not (model_dir / "config.json").exists() or force:
-                write_demo_model(model_dir)
-            result = prove_model(model_dir, bundle, force=force, init_dev_srs=True, progress=stepper(status))
-            status.update("[bold]verifying…")
-            report = verify_bundle(bundle)
-    except Exception as exc:
-        fail(exc)
-    out.print(f"[green]demo bundle:[/] {result.bundle}  (picture: {result.bundle / 'fingerprint.png'})")
-    out.print("prove time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
-    print_report(report, as_json=False)
+    model_dir, bundle = work / "model", work / "bundle"
+    with err.status("writing the demo model…") as status:
+        if not (model_dir / "config.json").exists() or force:
+            write_demo_model(model_dir)
+        options = ProveOptions(model_dir, bundle, force=force, init_dev_srs=True)
+        result = prove_model(options, progress=stepper(status))
+        status.update("[bold]verifying…")
+        report = verify_bundle(bundle)
+    if not as_json:
+        out.print(f"[green]demo bundle:[/] {result.bundle}  (picture: {result.bundle / 'fingerprint.png'})")
+        out.print("prove time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    print_report(report, as_json)
     raise typer.Exit(0 if report.valid else 1)
 
 
@@ -268,16 +233,17 @@ def make_demo_model(
     folder: Annotated[Path, typer.Argument(help="Where to write the checkpoint.")],
     seed: Annotated[int, typer.Option(help="Weight seed (different seeds: independent models).")] = 0,
     force: Annotated[bool, typer.Option(help="Overwrite an existing folder.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Write the embedded default model (tiny LLaMA, random weights) to FOLDER."""
-    from prover.demo_model import write_demo_model
+    from core.errors import UsageError
+    from models.demo_model import write_demo_model
 
     if folder.exists() and not force:
-        fail(NoseprintError(f"folder already exists: {folder} (use --force)"))
-    try:
-        write_demo_model(folder, seed=seed)
-    except Exception as exc:
-        fail(exc)
+        raise UsageError(f"folder already exists: {folder} (use --force)")
+    write_demo_model(folder, seed=seed)
+    if as_json:
+        return emit_json({"model": str(folder), "seed": seed})
     out.print(f"demo model written to {folder}")
 
 
@@ -288,14 +254,14 @@ def fingerprint(
     n_tokens: Annotated[int, typer.Option(min=4, max=4096, help="How many tokens to fingerprint.")] = 16,
     tokens: Annotated[Path | None, typer.Option(help="Token ids to use instead of the tokenizer's.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Picture, z and raw invariants in seconds, without a proof (the invariants stay private)."""
-    from prover.fingerprint import fingerprint_model
+    from lineage.fingerprint import fingerprint_model
 
-    try:
-        record = fingerprint_model(model_dir, out_dir, token_count=n_tokens, tokens_file=tokens, force=force)
-    except Exception as exc:
-        fail(exc)
+    record = fingerprint_model(model_dir, out_dir, token_count=n_tokens, tokens_file=tokens, force=force)
+    if as_json:
+        return emit_json({"folder": str(out_dir)} | record)
     out.print(f"fingerprint written to {out_dir} ({record['model_type']}, layers {record['fingerprinted_layers']})")
 
 
@@ -304,18 +270,14 @@ def compare(
     a: Annotated[Path, typer.Argument(help="Model folder, fingerprint folder or bundle.")],
     b: Annotated[Path, typer.Argument(help="Model folder, fingerprint folder or bundle.")],
     image: Annotated[Path, typer.Option(help="Side-by-side picture to write.")] = Path("comparison.png"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Compare two fingerprints: z-cosine, ICS when both invariants are at hand, a verdict."""
-    from registry.compare import compare as run_compare
+    from lineage.compare import compare as run_compare
 
-    try:
-        result = run_compare(a, b, image_out=image)
-    except Exception as exc:
-        fail(exc)
+    result = run_compare(a, b, image_out=image)
     if as_json:
-        print(json.dumps(result, indent=2))
-        return
+        return emit_json(result)
     ics = "n/a" if result["ics"] is None else f"{result['ics']:.4f}"
     verdict = result["verdict"]
     out.print(f"z-cosine {result['z_cosine']:.4f}   ICS {ics}   verdict: [bold]{verdict}[/] (zoo-calibrated)")
@@ -328,41 +290,48 @@ def gallery(
     out_file: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("gallery.png"),
     columns: Annotated[int | None, typer.Option(min=1, help="Pictures per row (default: one row).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Draw the fingerprints side by side, each labelled, into one PNG."""
-    from registry.gallery import grid, picture_of
+    from core.errors import UsageError
+    from lineage.gallery import grid, picture_of
 
     if out_file.exists() and not force:
-        fail(NoseprintError(f"{out_file} already exists (use --force to replace it)"))
-    try:
-        grid([picture_of(source) for source in sources], out_file, columns=columns)
-    except Exception as exc:
-        fail(exc)
+        raise UsageError(f"{out_file} already exists (use --force to replace it)")
+    grid([picture_of(source) for source in sources], out_file, columns=columns)
+    if as_json:
+        return emit_json({"gallery": str(out_file), "pictures": len(sources)})
     out.print(f"gallery of {len(sources)} fingerprint(s) written to {out_file}")
 
 
 @app.command()
-def architectures() -> None:
+def architectures(as_json: JsonOption = False) -> None:
     """List the model_type values noseprint can fingerprint."""
-    from prover.architectures import ADAPTERS
+    from models.architectures import ADAPTERS
 
+    if as_json:
+        return emit_json({adapter.family: list(adapter.model_types) for adapter in ADAPTERS})
     for adapter in ADAPTERS:
         out.print(f"{adapter.family}: {', '.join(adapter.model_types)}")
+
+
+def _srs_summary(entry: Any) -> dict[str, Any]:
+    return {"logrows": entry.logrows, "path": str(entry.path), "sha256": entry.sha256, "origin": entry.origin}
 
 
 @srs_app.command("init")
 def srs_init(
     logrows: Annotated[int, typer.Option(min=10, max=24, help="Circuit size the SRS serves.")] = 17,
     force: Annotated[bool, typer.Option(help="Replace an existing SRS of this size.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Generate an INSECURE development SRS into the local store."""
     from circuits import srs as store
 
-    try:
-        entry = store.init_dev(logrows, force=force)
-    except Exception as exc:
-        fail(exc)
+    entry = store.init_dev(logrows, force=force)
     err.print(f"[yellow]warning:[/] {store.DEV_WARNING}")
+    if as_json:
+        return emit_json(_srs_summary(entry))
     out.print(f"SRS logrows {entry.logrows}: {entry.path} sha256 {entry.sha256}")
 
 
@@ -371,23 +340,26 @@ def srs_import(
     file: Annotated[Path, typer.Argument(help="SRS file obtained from a ceremony.")],
     logrows: Annotated[int, typer.Option(min=10, max=26, help="Circuit size it serves.")],
     force: Annotated[bool, typer.Option(help="Replace an existing SRS of this size.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Copy an SRS file into the local store (trusted from now on)."""
     from circuits import srs as store
 
-    try:
-        entry = store.import_file(file, logrows, force=force)
-    except Exception as exc:
-        fail(exc)
+    entry = store.import_file(file, logrows, force=force)
+    if as_json:
+        return emit_json(_srs_summary(entry))
     out.print(f"SRS logrows {entry.logrows}: {entry.path} sha256 {entry.sha256}")
 
 
 @srs_app.command("list")
-def srs_list() -> None:
+def srs_list(as_json: JsonOption = False) -> None:
     """Show the SRS files this machine trusts."""
     from circuits import srs as store
 
-    for entry in store.listing():
+    entries = store.listing()
+    if as_json:
+        return emit_json([_srs_summary(entry) for entry in entries])
+    for entry in entries:
         label = "DEV, insecure" if entry.is_dev else entry.origin
         out.print(f"logrows {entry.logrows}: sha256 {entry.sha256} ({label})")
 

@@ -2,39 +2,46 @@
 
 from __future__ import annotations
 
-import json
+import sys
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from core.errors import UsageError
+from noseprint.console import JsonOption, emit_json, err, out
+
+REGISTRY_EXTRA = ("sqlalchemy", "psycopg", "fastapi", "uvicorn", "httpx")
+
 registry_app = typer.Typer(no_args_is_help=True, help="Register verified fingerprints, search them, audit the log.")
-err = Console(stderr=True)
-out = Console()
 
 DbOption = Annotated[
     str | None,
     typer.Option("--db", help="SQLAlchemy URL (default: $NOSEPRINT_REGISTRY, else a SQLite file in the data folder)."),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _fail(exc: BaseException) -> None:
-    from noseprint.cli import fail
+@registry_app.callback()
+def need_registry_extra() -> None:
+    """The web and database stack is the optional `registry` extra: say so instead of failing on an import."""
+    missing = [module for module in REGISTRY_EXTRA if find_spec(module) is None]
+    if missing:
+        raise UsageError(
+            f"the registry needs the optional extra ({', '.join(missing)} not installed): "
+            "pip install 'noseprint[registry]'"
+        )
 
-    fail(exc)
 
-
-def _emit(value: dict, as_json: bool) -> bool:
+def _emit(value: dict[str, Any], as_json: bool) -> bool:
     if as_json:
-        print(json.dumps(value, indent=2))
+        emit_json(value)
     return as_json
 
 
-def _matches_table(matches: list[dict], title: str) -> Table:
+def _matches_table(matches: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for column in ("id", "label", "z-cosine", "verdict", "signer"):
         table.add_column(column)
@@ -58,12 +65,9 @@ def add(
     """Verify BUNDLE and append it to the registry and its log; shows its nearest registered relatives."""
     from registry.service import add_bundle, open_registry
 
-    try:
-        registry = open_registry(db, key, writable=True)
-        with err.status("verifying the bundle…"):
-            result = add_bundle(registry, bundle, srs_file=srs, label=label, top=top)
-    except Exception as exc:
-        _fail(exc)
+    registry = open_registry(db, key, writable=True)
+    with err.status("verifying the bundle…"):
+        result = add_bundle(registry, bundle, srs_file=srs, label=label, top=top)
     if _emit(result, as_json):
         return
     out.print(f"[green]added[/] entry {result['id']} at log position {result['log_index']}")
@@ -85,27 +89,23 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """The registered fingerprints nearest to SOURCE by z-cosine, with zoo-calibrated verdicts."""
-    from noseprint.errors import UsageError
-    from registry.gallery import grid, picture_of
+    from lineage.gallery import grid, picture_of
     from registry.service import get_entry, open_registry, search_z, z_of_source
 
-    try:
-        if image is not None and image.exists() and not force:
-            raise UsageError(f"{image} already exists (use --force to replace it)")
-        registry = open_registry(db)
-        matches = search_z(registry, z_of_source(source), top)
-        result = {"query": str(source), "matches": matches}
-        if image is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                pictures = [("query: " + Path(source).name, picture_of(source)[1])]
-                for m in matches:
-                    path = Path(tmp) / f"{m['id']}.png"
-                    path.write_bytes(get_entry(registry, m["id"]).image_png)
-                    pictures.append((f"#{m['id']} {m['z_cosine']:.2f} {m['verdict']}", path))
-                grid(pictures, image, size=192)
-            result["image"] = str(image)
-    except Exception as exc:
-        _fail(exc)
+    if image is not None and image.exists() and not force:
+        raise UsageError(f"{image} already exists (use --force to replace it)")
+    registry = open_registry(db)
+    matches = search_z(registry, z_of_source(source), top)
+    result = {"query": str(source), "matches": matches}
+    if image is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            pictures = [("query: " + Path(source).name, picture_of(source)[1])]
+            for m in matches:
+                path = Path(tmp) / f"{m['id']}.png"
+                path.write_bytes(get_entry(registry, m["id"]).image_png)
+                pictures.append((f"#{m['id']} {m['z_cosine']:.2f} {m['verdict']}", path))
+            grid(pictures, image, size=192)
+        result["image"] = str(image)
     if _emit(result, as_json):
         return
     out.print(_matches_table(matches, f"nearest to {source}"))
@@ -124,31 +124,27 @@ def show(
     """One entry: commitment, signer, log position, inclusion proof, nearest neighbours."""
     import numpy as np
 
-    from noseprint.errors import UsageError
-    from noseprint.fileio import write_bytes_atomic
+    from core.fileio import write_bytes_atomic
     from registry import archive
     from registry.service import entry_summary, get_entry, inclusion, open_registry, search_z
 
-    try:
-        registry = open_registry(db)
-        entry = get_entry(registry, entry_id)
-        result = entry_summary(entry) | {
-            "inclusion": inclusion(registry, entry_id),
-            "nearest": search_z(registry, np.frombuffer(entry.z, dtype="<f4"), 5, exclude=entry_id),
-        }
-        if image is not None:
-            if image.exists():
-                raise UsageError(f"{image} already exists")
-            write_bytes_atomic(image, entry.image_png)
-            result["image"] = str(image)
-        if bundle is not None:
-            if bundle.exists():
-                raise UsageError(f"{bundle} already exists")
-            bundle.mkdir(parents=True)
-            archive.unpack(entry.bundle_archive, bundle)
-            result["bundle"] = str(bundle)
-    except Exception as exc:
-        _fail(exc)
+    registry = open_registry(db)
+    entry = get_entry(registry, entry_id)
+    result = entry_summary(entry) | {
+        "inclusion": inclusion(registry, entry_id),
+        "nearest": search_z(registry, np.frombuffer(entry.z, dtype="<f4"), 5, exclude=entry_id),
+    }
+    if image is not None:
+        if image.exists():
+            raise UsageError(f"{image} already exists")
+        write_bytes_atomic(image, entry.image_png)
+        result["image"] = str(image)
+    if bundle is not None:
+        if bundle.exists():
+            raise UsageError(f"{bundle} already exists")
+        bundle.mkdir(parents=True)
+        archive.unpack(entry.bundle_archive, bundle)
+        result["bundle"] = str(bundle)
     if _emit(result, as_json):
         return
     for name in ("id", "label", "model_type", "commitment", "signer_keyid", "image_sha256", "added_at", "log_index"):
@@ -169,10 +165,7 @@ def list_command(
     """Registered entries, newest first."""
     from registry.service import list_entries, open_registry
 
-    try:
-        total, entries = list_entries(open_registry(db), offset, limit)
-    except Exception as exc:
-        _fail(exc)
+    total, entries = list_entries(open_registry(db), offset, limit)
     if _emit({"total": total, "entries": entries}, as_json):
         return
     table = Table(title=f"{total} registered fingerprint(s)")
@@ -198,17 +191,14 @@ def check_command(
     from registry.audit import HttpSource, LocalSource, check
     from signing.keys import load_public
 
-    try:
-        source = HttpSource(url) if url else LocalSource(db)
-        pinned = load_public(registry_pub) if registry_pub else None
-        report = check(source, pinned, entry or [], full)
-    except Exception as exc:
-        _fail(exc)
+    source = HttpSource(url) if url else LocalSource(db)
+    pinned = load_public(registry_pub) if registry_pub else None
+    report = check(source, pinned, entry or [], full)
     if _emit(report.to_dict(), as_json):
         return
     out.print(f"[bold green]CONSISTENT[/]: {report.source}, {report.size} entries, root {report.root}")
-    pinned = " (pinned now, on first use)" if report.key_pinned_now else ""
-    out.print(f"registry key {report.registry_keyid}{pinned}")
+    pinned_now = " (pinned now, on first use)" if report.key_pinned_now else ""
+    out.print(f"registry key {report.registry_keyid}{pinned_now}")
     if report.previous_size is not None:
         out.print(f"extends the checkpoint you kept (size {report.previous_size})")
     for entry_id in report.entries_checked:
@@ -227,15 +217,22 @@ def serve_command(
         str | None, typer.Option(help="API token for adding (default: $NOSEPRINT_REGISTRY_TOKEN, else a random one).")
     ] = None,
     srs: Annotated[Path | None, typer.Option(help="SRS file to trust instead of the local store.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Serve the JSON API (/api/…, schema at /openapi.json), the gallery, entry and search pages."""
-    from registry.server import serve
+    from registry.server import TOKEN_ENV_VAR, resolve_token, serve
     from registry.service import open_registry
 
-    try:
-        registry = open_registry(db, key, writable=True)
-    except Exception as exc:
-        _fail(exc)
-    out.print(f"noseprint registry on http://{host}:{port}/  (API schema: /openapi.json)")
-    out.print(f"registry key {registry.keyid}")
+    registry = open_registry(db, key, writable=True)
+    token, generated = resolve_token(token)
+    url = f"http://{host}:{port}/"
+    started = {"url": url, "api_schema": url + "openapi.json", "registry_keyid": registry.keyid}
+    if generated:
+        started["token"] = token
+    if not _emit(started, as_json):
+        out.print(f"noseprint registry on {url}  (API schema: /openapi.json)")
+        out.print(f"registry key {registry.keyid}")
+        if generated:
+            out.print(f"API token for adding (set {TOKEN_ENV_VAR} to choose one): {token}")
+    sys.stdout.flush()
     serve(registry, host, port, token, srs)

@@ -1,1 +1,1 @@
-"""The owner's side: read a checkpoint, select tokens, compute invariants, commit, prove, write the bundle."""
+"""The owner's side: `noseprint prove` as plan -> prove -> write (see `prover/pipeline.py`)."""

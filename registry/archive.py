@@ -12,7 +12,7 @@ import io
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from noseprint.errors import UsageError
+from core.errors import UsageError
 
 MAX_ARCHIVE_BYTES = 32 << 20
 MAX_UNPACKED_BYTES = 64 << 20

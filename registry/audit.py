@@ -25,9 +25,9 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from noseprint import paths
-from noseprint.errors import NoseprintError, UsageError
-from noseprint.fileio import sha256_bytes, write_json_atomic
+from core import paths
+from core.errors import NoseprintError, UsageError
+from core.fileio import sha256_bytes, write_json_atomic
 from registry import checkpoint as cp
 from registry import merkle
 from signing import keys as keyfiles
@@ -188,8 +188,10 @@ def _check_leaf_matches(entry_id: int, leaf: dict, data: dict) -> None:
 
 
 def _parse_hashes(values: object, what: str) -> list[bytes]:
+    if not isinstance(values, list):
+        raise AuditFailed(f"the {what} is malformed")
     try:
-        hashes = [bytes.fromhex(v) for v in values]  # type: ignore[union-attr]
+        hashes = [bytes.fromhex(v) for v in values]
     except (TypeError, ValueError):
         raise AuditFailed(f"the {what} is malformed") from None
     if any(len(h) != 32 for h in hashes):
@@ -197,16 +199,13 @@ def _parse_hashes(values: object, what: str) -> list[bytes]:
     return hashes
 
 
-def check(
-    source: Source,
-    pinned_public: Ed25519PublicKey | None = None,
-    entries: list[int] | None = None,
-    full: bool = False,
-    remember: bool = True,
-) -> AuditReport:
-    state_file = state_path(source.name)
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    served = keyfiles.parse_public(source.public_key_pem(), "the registry's public key")
+def _pinned_key(
+    state: dict, state_file: Path, served: Ed25519PublicKey, pinned_public: Ed25519PublicKey | None
+) -> tuple[Ed25519PublicKey, bool]:
+    """The key the registry must sign with (given, remembered, or pinned now: True) and checked against the served one.
+
+    A registry that swaps its key could sign any history, so a changed key ends the check.
+    """
     pinned_now = False
     if pinned_public is None:
         if "public_key" in state:
@@ -218,6 +217,11 @@ def check(
             f"the registry now presents key {keyfiles.key_id(served)[:16]}…, not the pinned "
             f"{keyfiles.key_id(pinned_public)[:16]}…"
         )
+    return pinned_public, pinned_now
+
+
+def _verified_head(source: Source, pinned_public: Ed25519PublicKey) -> cp.Checkpoint:
+    """The registry's newest checkpoint, refused unless the pinned key signed it (step 1)."""
     head_dict = source.checkpoint()
     if head_dict is None:
         raise AuditFailed("the registry has published no checkpoint yet (it is empty)")
@@ -226,63 +230,105 @@ def check(
         cp.verify(head, pinned_public)
     except cp.CheckpointError as exc:
         raise AuditFailed(str(exc)) from None
-    previous = cp.from_dict(state["checkpoint"]) if "checkpoint" in state else None
-    if previous is not None:
-        if previous.size > head.size:
-            raise AuditFailed(f"the log shrank: it had {previous.size} entries, it now claims {head.size}")
-        proof = (
-            _parse_hashes(source.consistency(previous.size, head.size)["proof"], "consistency proof")
-            if previous.size < head.size
-            else []
+    return head
+
+
+def _check_extends(source: Source, previous: cp.Checkpoint, head: cp.Checkpoint) -> None:
+    """Step 2: the new checkpoint must extend the remembered one, or the log rewrote what we saw."""
+    if previous.size > head.size:
+        raise AuditFailed(f"the log shrank: it had {previous.size} entries, it now claims {head.size}")
+    proof = (
+        _parse_hashes(source.consistency(previous.size, head.size)["proof"], "consistency proof")
+        if previous.size < head.size
+        else []
+    )
+    try:
+        merkle.verify_consistency(previous.size, head.size, previous.root, head.root, proof)
+    except merkle.ProofError as exc:
+        raise AuditFailed(f"the registry's log is not consistent with the checkpoint you kept: {exc}") from None
+
+
+def _check_inclusion(source: Source, entry_id: int, head: cp.Checkpoint) -> None:
+    """Step 3 for one entry: it is in the signed tree where it says, and its served data hashes to its leaf."""
+    answer = source.inclusion(entry_id, head.size)
+    leaf_text = str(answer.get("leaf", ""))
+    leaf_hash = merkle.leaf_hash(leaf_text.encode())
+    try:
+        merkle.verify_inclusion(
+            int(answer["log_index"]),
+            head.size,
+            leaf_hash,
+            _parse_hashes(answer["proof"], "inclusion proof"),
+            head.root,
         )
-        try:
-            merkle.verify_consistency(previous.size, head.size, previous.root, head.root, proof)
-        except merkle.ProofError as exc:
-            raise AuditFailed(f"the registry's log is not consistent with the checkpoint you kept: {exc}") from None
+    except (merkle.ProofError, KeyError, ValueError) as exc:
+        raise AuditFailed(f"entry {entry_id} is not in the log as the checkpoint states: {exc}") from None
+    leaf = json.loads(leaf_text)
+    if leaf.get("log_index") != answer["log_index"]:
+        raise AuditFailed(f"entry {entry_id}: the logged position differs from the served one")
+    _check_leaf_matches(entry_id, leaf, source.entry_data(entry_id))
+
+
+def _check_inclusions(source: Source, entries: list[int] | None, head: cp.Checkpoint) -> list[int]:
+    """Step 3: every named entry, in order; the ids checked."""
     checked: list[int] = []
     for entry_id in entries or []:
-        answer = source.inclusion(entry_id, head.size)
-        leaf_text = str(answer.get("leaf", ""))
-        leaf_hash = merkle.leaf_hash(leaf_text.encode())
-        try:
-            merkle.verify_inclusion(
-                int(answer["log_index"]),
-                head.size,
-                leaf_hash,
-                _parse_hashes(answer["proof"], "inclusion proof"),
-                head.root,
-            )
-        except (merkle.ProofError, KeyError, ValueError) as exc:
-            raise AuditFailed(f"entry {entry_id} is not in the log as the checkpoint states: {exc}") from None
-        leaf = json.loads(leaf_text)
-        if leaf.get("log_index") != answer["log_index"]:
-            raise AuditFailed(f"entry {entry_id}: the logged position differs from the served one")
-        _check_leaf_matches(entry_id, leaf, source.entry_data(entry_id))
+        _check_inclusion(source, entry_id, head)
         checked.append(entry_id)
+    return checked
+
+
+def _check_full(source: Source, head: cp.Checkpoint) -> None:
+    """Step 4 (--full): re-hash every stored entry and recompute the whole tree; needs the database itself."""
+    if not isinstance(source, LocalSource):
+        raise UsageError("--full needs the database itself (--db), not a served registry")
+    leaves = source.all_leaves()
+    if len(leaves) != head.size:
+        raise AuditFailed(f"the database holds {len(leaves)} entries but the checkpoint says {head.size}")
+    hashes = []
+    for position, (entry_id, leaf_text) in enumerate(leaves):
+        leaf = json.loads(leaf_text)
+        if leaf.get("log_index") != position:
+            raise AuditFailed(f"entry {entry_id} is logged at {leaf.get('log_index')} but stored at {position}")
+        _check_leaf_matches(entry_id, leaf, source.entry_data(entry_id))
+        hashes.append(merkle.leaf_hash(leaf_text.encode()))
+    if merkle.root(hashes) != head.root:
+        raise AuditFailed("the entries in the database do not hash to the signed checkpoint's root")
+
+
+def _remember(state_file: Path, source: Source, pinned_public: Ed25519PublicKey, head: cp.Checkpoint) -> None:
+    """Keep the pinned key and the checkpoint just checked: the next check must extend it."""
+    write_json_atomic(
+        state_file,
+        {
+            "source": source.name,
+            "public_key": keyfiles.public_pem(pinned_public).decode(),
+            "checkpoint": head.to_dict(),
+        },
+    )
+
+
+def check(
+    source: Source,
+    pinned_public: Ed25519PublicKey | None = None,
+    entries: list[int] | None = None,
+    full: bool = False,
+    remember: bool = True,
+) -> AuditReport:
+    """Hold `source` to its log (steps 1-4 of the module docstring); remember the new checkpoint only if all pass."""
+    state_file = state_path(source.name)
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    served = keyfiles.parse_public(source.public_key_pem(), "the registry's public key")
+    pinned_public, pinned_now = _pinned_key(state, state_file, served, pinned_public)
+    head = _verified_head(source, pinned_public)
+    previous = cp.from_dict(state["checkpoint"]) if "checkpoint" in state else None
+    if previous is not None:
+        _check_extends(source, previous, head)
+    checked = _check_inclusions(source, entries, head)
     if full:
-        if not isinstance(source, LocalSource):
-            raise UsageError("--full needs the database itself (--db), not a served registry")
-        leaves = source.all_leaves()
-        if len(leaves) != head.size:
-            raise AuditFailed(f"the database holds {len(leaves)} entries but the checkpoint says {head.size}")
-        hashes = []
-        for position, (entry_id, leaf_text) in enumerate(leaves):
-            leaf = json.loads(leaf_text)
-            if leaf.get("log_index") != position:
-                raise AuditFailed(f"entry {entry_id} is logged at {leaf.get('log_index')} but stored at {position}")
-            _check_leaf_matches(entry_id, leaf, source.entry_data(entry_id))
-            hashes.append(merkle.leaf_hash(leaf_text.encode()))
-        if merkle.root(hashes) != head.root:
-            raise AuditFailed("the entries in the database do not hash to the signed checkpoint's root")
+        _check_full(source, head)
     if remember:
-        write_json_atomic(
-            state_file,
-            {
-                "source": source.name,
-                "public_key": keyfiles.public_pem(pinned_public).decode(),
-                "checkpoint": head.to_dict(),
-            },
-        )
+        _remember(state_file, source, pinned_public, head)
     return AuditReport(
         source.name,
         keyfiles.key_id(pinned_public),

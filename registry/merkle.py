@@ -125,8 +125,11 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], exp
         raise ProofError("the inclusion proof does not lead to the checkpoint's root")
 
 
-def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> None:
-    """RFC 9162 2.1.4.2: raise ProofError unless the tree (new_size, new_root) extends (old_size, old_root)."""
+def _trivially_consistent(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> bool:
+    """Settle the cases RFC 9162 answers without a path walk: a shrunk log, equal sizes, an empty old tree.
+
+    True means (new_size, new_root) extends (old_size, old_root) and nothing is left to check.
+    """
     if old_size > new_size:
         raise ProofError(f"the log shrank from {old_size} to {new_size} entries")
     if old_size == new_size:
@@ -134,19 +137,27 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
             raise ProofError("a consistency proof between equal sizes must be empty")
         if old_root != new_root:
             raise ProofError("same size, different root: the log was rewritten")
-        return
-    if old_size == 0:
-        return  # every tree extends the empty one
+        return True
+    return old_size == 0  # every tree extends the empty one
+
+
+def _consistency_path(old_size: int, old_root: bytes, proof: list[bytes]) -> list[bytes]:
+    """The path to walk: the proof, led by the old root when old_size is a power of two (RFC 9162 step 1)."""
     if old_size & (old_size - 1) == 0:  # a power of two: the old root is the first node of the path
         proof = [old_root, *proof]
     if not proof:
         raise ProofError("the consistency proof is empty")
+    return proof
+
+
+def _walk_consistency_path(old_size: int, new_size: int, path: list[bytes]) -> tuple[bytes, bytes]:
+    """RFC 9162 2.1.4.2 steps 2-7: fold the path into the (old root, new root) it reproduces."""
     fn, sn = old_size - 1, new_size - 1
     while fn & 1:
         fn >>= 1
         sn >>= 1
-    fr = sr = proof[0]
-    for c in proof[1:]:
+    fr = sr = path[0]
+    for c in path[1:]:
         if sn == 0:
             raise ProofError("the consistency proof is longer than the tree is deep")
         if fn & 1 or fn == sn:
@@ -162,6 +173,14 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
         sn >>= 1
     if sn != 0:
         raise ProofError("the consistency proof is too short for the tree sizes")
+    return fr, sr
+
+
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> None:
+    """RFC 9162 2.1.4.2: raise ProofError unless the tree (new_size, new_root) extends (old_size, old_root)."""
+    if _trivially_consistent(old_size, new_size, old_root, new_root, proof):
+        return
+    fr, sr = _walk_consistency_path(old_size, new_size, _consistency_path(old_size, old_root, proof))
     if fr != old_root:
         raise ProofError("the consistency proof does not reproduce the old root: the log rewrote history")
     if sr != new_root:

@@ -17,7 +17,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from noseprint.errors import NoseprintError
+from core.errors import NoseprintError
 from registry import archive
 from registry.service import NotFound, Registry, get_entry, inclusion, list_entries, search_z
 
@@ -28,7 +28,7 @@ PAGE_SIZE = 48
 def query_of_upload(data: bytes, content_type: str) -> tuple[np.ndarray, bytes | None, str]:
     """(z, picture or None, label) of an upload: JSON {"z": [...]} or a bundle/fingerprint tar.gz."""
     from encoder.zvector import as_floats
-    from registry.compare import load
+    from lineage.compare import load
 
     if content_type.startswith("application/json"):
         try:

@@ -16,6 +16,7 @@ import hmac
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from noseprint.errors import NoseprintError
+from core.errors import NoseprintError
 from registry import archive, pages
 from registry.service import (
     Duplicate,
@@ -40,6 +41,7 @@ from registry.service import (
     list_entries,
     search_z,
 )
+from registry.store import Entry
 from signing import keys as keyfiles
 
 TOKEN_ENV_VAR = "NOSEPRINT_REGISTRY_TOKEN"
@@ -60,28 +62,40 @@ async def read_limited(request: Request, limit: int = MAX_UPLOAD) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(registry: Registry, token: str, srs_file: Path | None = None) -> FastAPI:
-    app = FastAPI(
-        title="noseprint registry",
-        version="1",
-        description="Verified LLM fingerprints, a signed append-only log (RFC 6962), lineage search.",
-    )
+def _serialised_adder(registry: Registry, srs_file: Path | None) -> Callable[[bytes, str], dict]:
+    """`add_archive` behind one lock: EZKL's verifier and the key cache are not shared between threads."""
     verify_lock = threading.Lock()
 
     def add_blocking(data: bytes, label: str) -> dict:
         with verify_lock:
             return add_archive(registry, data, srs_file=srs_file, label=label)
 
-    def entry_or_404(entry_id: int):
-        try:
-            return get_entry(registry, entry_id)
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+    return add_blocking
 
-    @app.exception_handler(NoseprintError)
-    async def _noseprint_error(_request: Request, exc: NoseprintError) -> JSONResponse:
-        status = exc.status if isinstance(exc, Rejected) else 404 if isinstance(exc, NotFound) else 400
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+def _entry_or_404(registry: Registry, entry_id: int) -> Entry:
+    """The entry, or the 404 an HTTP client expects for an id the registry does not hold."""
+    try:
+        return get_entry(registry, entry_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+async def _noseprint_error(_request: Request, exc: NoseprintError) -> JSONResponse:
+    """Any noseprint refusal as `{"detail": reason}`: a rejection's own status, 404 for missing, else 400."""
+    status = exc.status if isinstance(exc, Rejected) else 404 if isinstance(exc, NotFound) else 400
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+def _require_token(request: Request, token: str) -> None:
+    """Refuse (401) an add without the API token; compared in constant time so timing leaks nothing."""
+    supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not supplied or not hmac.compare_digest(supplied.encode(), token.encode()):
+        raise HTTPException(401, "adding needs the registry's API token (Authorization: Bearer …)")
+
+
+def _log_routes(app: FastAPI, registry: Registry) -> None:
+    """The registry's identity and its signed log: checkpoints and consistency proofs."""
 
     @app.get("/api/registry")
     def registry_info() -> dict:
@@ -106,6 +120,12 @@ def create_app(registry: Registry, token: str, srs_file: Path | None = None) -> 
     def log_consistency(old: int = Query(ge=1), new: int = Query(ge=1)) -> dict:
         return consistency(registry, old, new)
 
+
+def _entry_collection_routes(
+    app: FastAPI, registry: Registry, token: str, add_blocking: Callable[[bytes, str], dict]
+) -> None:
+    """Listing entries (public) and adding one (token only; verified before anything is stored)."""
+
     @app.get("/api/entries")
     def entries(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> dict:
         total, rows = list_entries(registry, offset, limit)
@@ -113,9 +133,7 @@ def create_app(registry: Registry, token: str, srs_file: Path | None = None) -> 
 
     @app.post("/api/entries", status_code=201)
     async def add(request: Request, label: str = Query("", max_length=200)) -> dict:
-        supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not supplied or not hmac.compare_digest(supplied.encode(), token.encode()):
-            raise HTTPException(401, "adding needs the registry's API token (Authorization: Bearer …)")
+        _require_token(request, token)
         data = await read_limited(request)
         if not data:
             raise HTTPException(400, "the upload is empty: send the bundle as a tar.gz body")
@@ -128,9 +146,13 @@ def create_app(registry: Registry, token: str, srs_file: Path | None = None) -> 
         except archive.ArchiveError as exc:
             raise HTTPException(400, str(exc)) from None
 
+
+def _entry_routes(app: FastAPI, registry: Registry) -> None:
+    """One entry: its summary, inclusion proof, image and bundle, each 404 for an unknown id."""
+
     @app.get("/api/entries/{entry_id}")
     def entry(entry_id: int) -> dict:
-        e = entry_or_404(entry_id)
+        e = _entry_or_404(registry, entry_id)
         return entry_summary(e) | {
             "leaf": e.leaf,
             "z": np.frombuffer(e.z, dtype="<f4").tolist(),
@@ -140,20 +162,24 @@ def create_app(registry: Registry, token: str, srs_file: Path | None = None) -> 
 
     @app.get("/api/entries/{entry_id}/inclusion")
     def entry_inclusion(entry_id: int, size: int | None = Query(None, ge=1)) -> dict:
-        entry_or_404(entry_id)
+        _entry_or_404(registry, entry_id)
         return inclusion(registry, entry_id, size)
 
     @app.get("/api/entries/{entry_id}/image.png")
     def entry_image(entry_id: int) -> Response:
-        return Response(entry_or_404(entry_id).image_png, media_type="image/png")
+        return Response(_entry_or_404(registry, entry_id).image_png, media_type="image/png")
 
     @app.get("/api/entries/{entry_id}/bundle.tar.gz")
     def entry_bundle(entry_id: int) -> Response:
         return Response(
-            entry_or_404(entry_id).bundle_archive,
+            _entry_or_404(registry, entry_id).bundle_archive,
             media_type="application/gzip",
             headers={"Content-Disposition": f'attachment; filename="noseprint-{entry_id}.tar.gz"'},
         )
+
+
+def _search_routes(app: FastAPI, registry: Registry) -> None:
+    """Lineage search by z; public, and nothing is verified or stored."""
 
     @app.post("/api/search")
     async def search(request: Request, top: int = Query(5, ge=1, le=100)) -> dict:
@@ -162,15 +188,36 @@ def create_app(registry: Registry, token: str, srs_file: Path | None = None) -> 
         z = await run_in_threadpool(pages.z_of_upload, data, request.headers.get("content-type", ""))
         return {"matches": search_z(registry, z, top)}
 
+
+def create_app(registry: Registry, token: str, srs_file: Path | None = None) -> FastAPI:
+    """The registry app: JSON API routes first (in this order), then the web pages."""
+    app = FastAPI(
+        title="noseprint registry",
+        version="1",
+        description="Verified LLM fingerprints, a signed append-only log (RFC 6962), lineage search.",
+    )
+    add_blocking = _serialised_adder(registry, srs_file)
+    app.exception_handler(NoseprintError)(_noseprint_error)
+    _log_routes(app, registry)
+    _entry_collection_routes(app, registry, token, add_blocking)
+    _entry_routes(app, registry)
+    _search_routes(app, registry)
     pages.mount(app, registry, add_blocking)
     return app
 
 
-def serve(registry: Registry, host: str, port: int, token: str | None, srs_file: Path | None) -> None:
+TOKEN_BYTES = 24
+
+
+def resolve_token(token: str | None) -> tuple[str, bool]:
+    """The API token: given, else $NOSEPRINT_REGISTRY_TOKEN, else a fresh random one (True: generated)."""
+    chosen = token or os.environ.get(TOKEN_ENV_VAR)
+    if chosen:
+        return chosen, False
+    return secrets.token_urlsafe(TOKEN_BYTES), True
+
+
+def serve(registry: Registry, host: str, port: int, token: str, srs_file: Path | None) -> None:
     import uvicorn
 
-    token = token or os.environ.get(TOKEN_ENV_VAR)
-    if not token:
-        token = secrets.token_urlsafe(24)
-        print(f"API token for adding (set {TOKEN_ENV_VAR} to choose one): {token}", flush=True)
     uvicorn.run(create_app(registry, token, srs_file), host=host, port=port, log_level="warning")

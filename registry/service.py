@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,12 +22,13 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from noseprint import paths
-from noseprint.errors import NoseprintError, UsageError
-from noseprint.fileio import canonical_json, sha256_bytes
+from core import paths
+from core.bundle import Bundle, BundleError, Manifest
+from core.errors import NoseprintError, UsageError
+from core.fileio import canonical_json, sha256_bytes
+from lineage.verdict import verdict
 from registry import archive, merkle
 from registry import checkpoint as cp
-from registry.compare import Z_SAME, Z_UNRELATED
 from registry.search import ZIndex
 from registry.store import CheckpointRow, Entry, LogHead, LogLeafIndex, Meta, open_engine, writer
 from signing import keys as keyfiles
@@ -66,6 +68,9 @@ class Registry:
     public: Ed25519PublicKey
     key: Ed25519PrivateKey | None = None
     index: ZIndex = field(default_factory=ZIndex)
+    before_commit: Callable[[], None] | None = None
+    """A seam for the crash test (tests/fault_server.py): runs inside an add's transaction, just before it
+    commits. Production code never sets it."""
 
     @property
     def keyid(self) -> str:
@@ -137,16 +142,15 @@ def verify_for_registry(bundle: Path, srs_file: Path | None = None) -> Verified:
     report = verify_bundle(bundle, srs_file=srs_file)
     if not report.valid:
         raise Rejected(f"{report.failed_check}: {report.reason}", report.failed_check or "bundle")
-    manifest_bytes = (bundle / "manifest.json").read_bytes()
-    manifest = json.loads(manifest_bytes)
+    verified = Bundle.open(bundle)
     z = np.asarray(report.facts["z"], dtype="<f4")
     return Verified(
-        manifest,
-        manifest_bytes,
+        verified.manifest.data,
+        verified.manifest_bytes(),
         (bundle / ENVELOPE_FILE).read_bytes(),
         report.facts["signer_keyid"],
         z,
-        (bundle / manifest["image"]["file"]).read_bytes(),
+        verified.picture.read_bytes(),
         archive.pack(bundle),
     )
 
@@ -213,7 +217,8 @@ def append(reg: Registry, v: Verified, label: str = "") -> tuple[int, int, cp.Ch
                 )
             )
             entry_id = entry.id
-            _fault_pause_before_commit()
+            if reg.before_commit is not None:
+                reg.before_commit()
     except IntegrityError:
         # a concurrent add of the same commitment won the race (PostgreSQL reports it at commit)
         found = existing_entry(reg, commitment)
@@ -223,30 +228,16 @@ def append(reg: Registry, v: Verified, label: str = "") -> tuple[int, int, cp.Ch
     return entry_id, index, signed
 
 
-FAULT_ENV_VAR = "NOSEPRINT_FAULT_PAUSE_BEFORE_COMMIT"
-
-
-def _fault_pause_before_commit() -> None:
-    """Fault injection for the crash test: with $NOSEPRINT_FAULT_PAUSE_BEFORE_COMMIT set to a path, an add
-    touches that file and stops just before its commit, so the test can SIGKILL the server mid-transaction."""
-    marker = os.environ.get(FAULT_ENV_VAR)
-    if marker:
-        import time
-
-        Path(marker).touch()
-        time.sleep(3600)
-
-
 def add_bundle(reg: Registry, bundle: Path, srs_file: Path | None = None, label: str = "", top: int = 5) -> dict:
     """Verify and register a bundle folder; returns the entry and its nearest earlier relatives."""
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise UsageError(f"bundle folder not found: {bundle}")
     try:
-        commitment = json.loads((bundle / "manifest.json").read_text())["commitment"]["digest"]
-    except (OSError, ValueError, KeyError, TypeError):
-        commitment = None
-    if isinstance(commitment, str) and (found := existing_entry(reg, commitment)) is not None:
+        commitment: str | None = Manifest.read(bundle).commitment_digest
+    except BundleError:
+        commitment = None  # verification will say what is wrong with it
+    if commitment is not None and (found := existing_entry(reg, commitment)) is not None:
         raise Duplicate(found)  # before minutes of verification
     verified = verify_for_registry(bundle, srs_file)
     entry_id, index, signed = append(reg, verified, label or bundle.name)
@@ -266,14 +257,10 @@ def add_archive(reg: Registry, data: bytes, srs_file: Path | None = None, label:
         root = archive.unpack(data, Path(tmp))
         if not label:
             try:
-                label = "bundle " + json.loads((root / "manifest.json").read_text())["commitment"]["digest"][:12]
-            except (OSError, ValueError, KeyError, TypeError):
+                label = "bundle " + Manifest.read(root).commitment_digest[:12]
+            except BundleError:
                 label = "bundle"  # verification will say what is wrong with it
         return add_bundle(reg, root, srs_file, label, top)
-
-
-def verdict(z_cosine: float) -> str:
-    return "same base model" if z_cosine >= Z_SAME else "unrelated" if z_cosine <= Z_UNRELATED else "unsure"
 
 
 def search_z(reg: Registry, z: np.ndarray, top: int = 5, exclude: int | None = None) -> list[dict]:
@@ -301,7 +288,7 @@ def search_z(reg: Registry, z: np.ndarray, top: int = 5, exclude: int | None = N
             "signer_keyid": rows[m.entry_id].signer_keyid,
             "log_index": rows[m.entry_id].log_index,
             "z_cosine": round(m.z_cosine, 6),
-            "verdict": verdict(m.z_cosine),
+            "verdict": verdict(None, m.z_cosine),
         }
         for m in matches
     ]
@@ -310,7 +297,7 @@ def search_z(reg: Registry, z: np.ndarray, top: int = 5, exclude: int | None = N
 def z_of_source(source: Path) -> np.ndarray:
     """z of a bundle or fingerprint folder, as floats (searching does not verify: `add` does)."""
     from encoder.zvector import as_floats
-    from registry.compare import load
+    from lineage.compare import load
 
     with tempfile.TemporaryDirectory() as tmp:
         fingerprint = load(Path(source), Path(tmp))

@@ -31,8 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from noseprint import paths
-from noseprint.errors import UsageError
+from core import paths
+from core.errors import UsageError
 
 ENV_VAR = "NOSEPRINT_REGISTRY"
 

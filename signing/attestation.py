@@ -18,9 +18,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from noseprint.errors import UsageError
-from noseprint.fileio import canonical_json, sha256_bytes, write_bytes_atomic
-from noseprint.manifest import MANIFEST
+from core.bundle import MANIFEST
+from core.errors import UsageError
+from core.fileio import canonical_json, sha256_bytes, write_bytes_atomic
 from signing import dsse
 from signing.keys import key_id, parse_public, public_pem
 

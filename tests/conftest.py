@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prover.demo_model import build_tokenizer
+from models.demo_model import build_tokenizer
 
 
 def save_tiny(model, folder: Path, with_tokenizer: bool = True) -> Path:
@@ -86,6 +86,7 @@ def run_cli(*args: str, home: Path, check: bool = False) -> subprocess.Completed
         [sys.executable, "-m", "noseprint.cli", *args], capture_output=True, text=True, env=env, timeout=1800
     )
     assert "Traceback" not in result.stderr, result.stderr
+    assert "Warning:" not in result.stderr, f"a library's warning reached the user: {result.stderr}"
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from noseprint.errors import NoseprintError
+from core.errors import NoseprintError
 from registry import archive
 from registry import checkpoint as cp
 from signing import dsse

@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from prover.invariants import invariant_terms
-from prover.pipeline import read_model
+from models.invariants import invariant_terms
+from models.weights import read_model
 from tests.conftest import save_tiny
 
 TOKENS = 8

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from noseprint.errors import UsageError
-from prover.checkpoint import open_checkpoint
-from prover.tokens import load_tokenizer, read_token_file, select_tokens
+from core.errors import UsageError
+from models.checkpoint import open_checkpoint
+from models.tokens import load_tokenizer, read_token_file, select_tokens
 from tests.conftest import save_tiny, tiny_llama
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from registry.compare import compare
+from lineage.compare import compare
 from tests.conftest import save_tiny, tiny_llama
 
 
@@ -92,7 +92,7 @@ def test_fingerprint_command_writes_the_folder(tmp_path):
 
 
 def test_gallery_draws_a_labelled_grid(tmp_path):
-    from registry.gallery import grid
+    from lineage.gallery import grid
 
     pictures = []
     for seed in range(5):

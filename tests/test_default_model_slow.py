@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from prover.demo_model import write_demo_model
+from models.demo_model import write_demo_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.proof]
 

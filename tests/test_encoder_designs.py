@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from encoder.network import DESIGNS, EncoderConfig, InvariantEncoder, load_encoder, rademacher_matrix, save_encoder
-from encoder.train import train
+from training.train import train
 
 
 def config_for(kind: str) -> EncoderConfig:

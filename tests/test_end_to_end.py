@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from noseprint.fileio import sha256_file
+from core.fileio import sha256_file
 from tests.conftest import TOKENS, run_cli
 
 pytestmark = pytest.mark.proof
@@ -124,7 +124,7 @@ def test_z_edited(proven, copy):
 
 
 def test_commitment_edited(proven, copy):
-    from noseprint.fileio import canonical_json, sha256_bytes
+    from core.fileio import canonical_json, sha256_bytes
 
     bundle = copy()
 
@@ -280,7 +280,7 @@ def test_opening_checks_the_committed_model(proven):
 
 
 def test_fast_fingerprint_agrees_with_the_proven_one(proven, tmp_path):
-    from registry.compare import compare
+    from lineage.compare import compare
 
     result = compare(proven["models"][0], proven["bundles"][0], image_out=tmp_path / "c.png")
     assert result["z_cosine"] > 0.99, result

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from circuits.generator_graph import export_generator_onnx
-from encoder import dogs, release
+from encoder import release
 from encoder.generator import GeneratorConfig, load_generator
 from encoder.network import load_encoder
 from encoder.stylegan import from_integer, pixels, quantised_weights
-from encoder.train_generator import RELEASED_CONFIG, train
+from training import dogs
+from training.train_generator import RELEASED_CONFIG, train
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,8 @@ def test_a_derivatives_picture_is_nearest_its_base_by_perceptual_hash(released, 
     """What a person does with the gallery, measured as the issue asks: a derivative at z-cosine 0.9 (the
     zoo's continued pretraining and LoRA merges sit at 0.88-0.96) against its base and four unrelated bases at
     z-cosine 0.2 (the zoo's unrelated models reach 0.21). Its picture is nearest its own base's, by
-    imagehash's pHash or by the colour pHash, in at least 90 % of trials (BENCHMARKS.md, "Third version")."""
+    imagehash's pHash or by the colour pHash, in at least 90 % of trials (docs/history/BENCHMARKS-history.md,
+    "Third version")."""
     from bench.generator_quality import at_cosine, render_batch
     from bench.picture_hash import colour_phash, grey_phash, hamming
 
@@ -119,7 +121,7 @@ def test_dogs_are_deterministic_continuous_and_use_every_component_of_z():
 
 
 def test_the_background_pattern_and_coat_are_linear_in_z():
-    """The background pattern and the coat follow plain projections of z (see encoder.dogs), so the share of
+    """The background pattern and the coat follow plain projections of z (see training.dogs), so the share of
     them that changes grows with the angle between two z's, as random-hyperplane hashing does."""
     matrix = dogs.trait_matrix(128)
     z, other = z_of(1, 128), z_of(2, 128)
@@ -177,7 +179,7 @@ def test_training_is_reproducible_from_its_seed(tmp_path):
 
 def test_the_thumbnail_generator_draws_the_small_dog_of_its_z():
     """The --prove-image network: its 16x16 picture is close to the procedural dog of the same z, shrunk."""
-    from encoder.train_generator import shrink
+    from training.train_generator import shrink
 
     thumbnail = load_generator(release.THUMBNAIL)
     assert thumbnail.config.resolution == 16
@@ -217,7 +219,7 @@ def test_eye_circles_find_the_drawn_pupils():
 def test_the_released_generator_draws_eyes(released):
     """A face needs eyes: inside nearly every eye circle the rendered picture has both a near-white pixel (the
     eye's white) and a near-black one (the pupil). The third version's first generator, trained without the
-    eye weighting, drew fur there (BENCHMARKS.md, "Eyes")."""
+    eye weighting, drew fur there (BENCHMARKS.md, "Fourth version")."""
     matrix = dogs.trait_matrix(released.config.z_dim)
     seen, eyes = 0, 0
     for seed in range(1, 21):

@@ -6,10 +6,10 @@ import hashlib
 
 import numpy as np
 
+from core.fileio import sha256_file
 from encoder import release
 from encoder.generator import load_generator
 from encoder.zvector import Z_FRAC_BITS, as_floats, standardise_exact
-from noseprint.fileio import sha256_file
 
 
 def test_exact_standardisation_matches_float():

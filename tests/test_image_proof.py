@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from circuits.proving import felt_to_signed
+from core.fileio import sha256_file
 from encoder.generator import GeneratorConfig, read_png_pixels, save_generator
 from encoder.stylegan import StyleGenerator, from_integer, pixels, quantised_weights
-from noseprint.fileio import sha256_file
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.proof

@@ -8,11 +8,12 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import repeat_kv
 
+from circuits.commitment import committed_inputs
 from circuits.graph import FingerprintCircuit, choose_term_shifts
-from circuits.layout import ROW, CircuitLayout, with_term_shifts
+from core.layout import ROW, CircuitLayout, with_term_shifts
 from encoder.network import EncoderConfig, InvariantEncoder
-from prover.invariants import invariant_cosine, invariant_terms, standardise
-from prover.pipeline import committed_inputs, read_model
+from models.invariants import invariant_cosine, invariant_terms, standardise
+from models.weights import read_model
 from tests.conftest import save_tiny, tiny_gpt2, tiny_llama
 
 TOKENS = 8
@@ -97,7 +98,7 @@ def test_circuit_graph_computes_the_reference_terms(tmp_path, kv_heads):
     folder = save_tiny(tiny_llama(heads=4, kv_heads=kv_heads), tmp_path / "m")
     model = read_model(folder, TOKENS, None, allow_pickle=False)
     layout = model.layout
-    committed, blinding = committed_inputs(model, layout)
+    committed, blinding = committed_inputs(model.tensors(), layout)
     # The circuit sees quantised unit-RMS tensors; compare with the reference on the same values.
     pieces = layout.pieces()
     unblinded = {}
@@ -115,8 +116,8 @@ def test_circuit_graph_computes_the_reference_terms(tmp_path, kv_heads):
 def test_blinding_lines_do_not_change_the_circuit_output(tmp_path):
     folder = save_tiny(tiny_llama(), tmp_path / "m")
     model = read_model(folder, TOKENS, None, allow_pickle=False)
-    first, _ = committed_inputs(model, model.layout)
-    second, _ = committed_inputs(model, model.layout)
+    first, _ = committed_inputs(model.tensors(), model.layout)
+    second, _ = committed_inputs(model.tensors(), model.layout)
     assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True)), "blinding must be fresh"
     np.testing.assert_array_equal(circuit_terms(model.layout, first), circuit_terms(model.layout, second))
 
@@ -125,7 +126,7 @@ def test_quantised_circuit_terms_stay_close_to_float_terms(tmp_path):
     folder = save_tiny(tiny_llama(hidden=32, heads=4, kv_heads=2, ffn=64), tmp_path / "m")
     model = read_model(folder, TOKENS, None, allow_pickle=False)
     floats = invariant_terms(model.embedding, model.layers, list(model.layout.layers))
-    committed, _ = committed_inputs(model, model.layout)
+    committed, _ = committed_inputs(model.tensors(), model.layout)
     assert invariant_cosine(floats, circuit_terms(model.layout, committed)) > 0.999
 
 
@@ -146,7 +147,7 @@ def random_layer(rng, d=16, heads=4, hd=4, f=24):
 
 @pytest.fixture
 def setting():
-    from circuits.layout import LayerShape
+    from core.layout import LayerShape
 
     rng = np.random.default_rng(0)
     shape = LayerShape(hidden=16, heads=4, kv_heads=4, head_dim=4, ffn=24, gated=True)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from noseprint.errors import UsageError
+from core.errors import UsageError
 from registry import archive, merkle
 from registry import checkpoint as cp
 from signing import dsse, keys

@@ -21,6 +21,7 @@ def prove(model: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
         timeout=300,
     )
     assert "Traceback" not in result.stderr, result.stderr
+    assert "Warning:" not in result.stderr, result.stderr
     return result
 
 
@@ -130,3 +131,11 @@ def test_prove_image_with_a_thumbnail_of_another_z_width(model, tmp_path):
     out = tmp_path / "bundle"
     result = prove(model, out, "--prove-image", "--thumbnail", str(thumbnail))
     assert_refused(result, "takes z of 16", out)
+
+
+def test_hidden_size_too_small_to_blind(tmp_path):
+    """Every blinding line is as long as the hidden size; under 16 values it would not hide the weights."""
+    narrow = save_tiny(tiny_llama(hidden=8, heads=2, kv_heads=1), tmp_path / "narrow")
+    out = tmp_path / "bundle"
+    result = prove(narrow, out, "--init-dev-srs")
+    assert_refused(result, "blinding line of fewer than 16 values", out)

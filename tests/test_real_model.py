@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from transformers import AutoModel
 
-from prover.invariants import invariant_terms
-from prover.pipeline import read_model
+from models.invariants import invariant_terms
+from models.weights import read_model
 from tests.test_architectures import direct_bert
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from noseprint.fileio import canonical_json
+from core.fileio import canonical_json
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.proof

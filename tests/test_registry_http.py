@@ -29,11 +29,17 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @contextmanager
-def serving(home: Path, db: str, **env: str):
+def serving(home: Path, db: str, pause_marker: Path | None = None):
+    """A `registry serve` process on loopback; with `pause_marker`, the crash test's server (tests/fault_server.py)."""
     port = _free_port()
-    environment = {"NOSEPRINT_HOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(home), **env}
+    environment = {"NOSEPRINT_HOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(home)}
+    if pause_marker is None:
+        command = ["-m", "noseprint.cli", "registry", "serve", "--db", db, "--port", str(port), "--token", TOKEN]
+    else:
+        command = [str(Path(__file__).with_name("fault_server.py")), db, str(port), TOKEN, str(pause_marker)]
+        environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     process = subprocess.Popen(
-        [sys.executable, "-m", "noseprint.cli", "registry", "serve", "--db", db, "--port", str(port), "--token", TOKEN],
+        [sys.executable, *command],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -176,7 +182,7 @@ def test_sigkill_in_the_middle_of_an_add(signed, tmp_path):
         assert add(url, pack(signed["bundles"]["base0"]), label="base0").status_code == 201
     assert run_cli("registry", "check", "--db", db, home=signed["home"]).returncode == 0  # the client keeps size 1
     marker = tmp_path / "paused"
-    with serving(signed["home"], db, NOSEPRINT_FAULT_PAUSE_BEFORE_COMMIT=str(marker)) as (url, process):
+    with serving(signed["home"], db, pause_marker=marker) as (url, process):
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(add, url, pack(signed["bundles"]["base1"]))
             for _ in range(600):

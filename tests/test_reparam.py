@@ -16,9 +16,9 @@ from bench.zoo.reparam import (
     max_logit_change,
     permute_vocabulary,
 )
-from prover.architectures import llama_shape
-from prover.demo_model import build_tokenizer
-from prover.invariants import invariant_cosine, invariant_terms
+from models.architectures import llama_shape
+from models.demo_model import build_tokenizer
+from models.invariants import invariant_cosine, invariant_terms
 
 ROLES = {
     "q": "self_attn.q_proj",
@@ -64,7 +64,7 @@ def input_ids():
 
 
 def layer_weights(model) -> list[dict[str, np.ndarray]]:
-    """The adapter's roles (prover.architectures.llama_layer), read from the live modules."""
+    """The adapter's roles (models.architectures.llama_layer), read from the live modules."""
     return [
         {role: layer.get_submodule(name).weight.detach().double().numpy() for role, name in ROLES.items()}
         for layer in decoder_layers(model)
@@ -155,7 +155,7 @@ def encode(folder) -> list[int]:
 def test_permute_vocabulary(tmp_path, vocab, tie):
     from transformers import AutoModelForCausalLM
 
-    from prover.fingerprint import fingerprint_model
+    from lineage.fingerprint import fingerprint_model
 
     src = write_tiny(tmp_path / "src", vocab, tie)
     new_id_of = permute_vocabulary(src, tmp_path / "dst", seed=7)

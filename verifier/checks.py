@@ -14,15 +14,20 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from circuits import srs as srs_store
-from circuits.layout import CircuitLayout
+from circuits.build import BuiltCircuit
+from circuits.keys import Keys
 from circuits.settings import run_args_dict
+from core.bundle import MANIFEST, BundleError, Manifest
+from core.errors import UsageError
+from core.fileio import canonical_json, sha256_bytes, sha256_file
+from core.layout import CircuitLayout
 from encoder import release
 from encoder.zvector import Z_FRAC_BITS, standardise_exact
-from noseprint.errors import UsageError
-from noseprint.fileio import canonical_json, sha256_bytes, sha256_file
-from noseprint.manifest import MANIFEST, schema_errors
 
 Z_RAW_BOUND = 1 << 48
 """The circuit's output integers are far below this; the verifier bounds them itself
@@ -47,10 +52,10 @@ class Report:
     failed_check: str | None = None
     reason: str | None = None
     checks_passed: list[str] = field(default_factory=list)
-    facts: dict = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "valid": self.valid,
             "failed_check": self.failed_check,
@@ -70,14 +75,24 @@ class Context:
     """The generator the verifier renders with: the released one, or one the auditor names (--generator)."""
     thumbnail: Path = release.THUMBNAIL
     """The thumbnail generator an image proof must be about: the released one, or one named by --thumbnail."""
-    manifest: dict = field(default_factory=dict)
-    layout: CircuitLayout | None = None
+    manifest_: Manifest | None = None
     srs: srs_store.Srs | None = None
-    circuit: object = None
-    keys: object = None
+    circuit: BuiltCircuit | None = None
+    keys: Keys | None = None
     z: list[int] = field(default_factory=list)
-    signer: object = None
+    signer: Ed25519PublicKey | None = None
     """The Ed25519 public key the auditor demands (--key), or None: then a signature is checked when present."""
+
+    @property
+    def manifest(self) -> Manifest:
+        """The validated manifest; every check after the first may rely on it."""
+        if self.manifest_ is None:
+            raise RuntimeError("the manifest check has not run")
+        return self.manifest_
+
+    @property
+    def layout(self) -> CircuitLayout:
+        return self.manifest.layout
 
 
 def _path(ctx: Context, relative: str) -> Path:
@@ -85,40 +100,16 @@ def _path(ctx: Context, relative: str) -> Path:
 
 
 def check_manifest(ctx: Context) -> None:
-    path = ctx.bundle / MANIFEST
-    if not path.is_file():
-        raise Invalid("manifest", f"{MANIFEST} is missing from the bundle")
+    """Well-formed by the bundle format's own reader (schema, then the layout's rules)."""
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Invalid("manifest", f"{MANIFEST} is not valid JSON ({exc})") from None
-    errors = schema_errors(manifest)
-    if errors:
-        raise Invalid("manifest", f"{MANIFEST} does not follow the bundle schema: {errors[0]}")
-    ctx.manifest = manifest
-    try:
-        ctx.layout = CircuitLayout.from_dict(manifest["circuit"]["layout"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise Invalid("manifest", f"circuit layout is unusable: {exc}") from None
-    for layer in ctx.layout.layers:
-        if layer.heads % layer.kv_heads or layer.hidden != ctx.layout.hidden:
-            raise Invalid("manifest", "circuit layout is inconsistent (heads, kv_heads, hidden)")
-    if len(ctx.layout.term_shifts) != 3 * len(ctx.layout.layers):
-        raise Invalid("manifest", "circuit layout has the wrong number of term shifts")
+        ctx.manifest_ = Manifest.read(ctx.bundle)
+    except BundleError as exc:
+        raise Invalid("manifest", str(exc)) from None
 
 
 def check_files(ctx: Context) -> None:
-    files: dict[str, str] = ctx.manifest["files"]
-    m = ctx.manifest
-    referenced = [
-        m["tokens"]["file"],
-        m["circuit"]["settings_file"],
-        m["circuit"]["vk_file"],
-        m["proof"]["file"],
-        m["z"]["file"],
-        m["image"]["file"],
-    ]
-    for name in referenced:
+    files = ctx.manifest.files
+    for name in ctx.manifest.referenced_files():
         if name not in files:
             raise Invalid("files", f"{name} is used by the manifest but not listed with its hash")
     for name, digest in files.items():
@@ -139,7 +130,9 @@ def check_signature(ctx: Context) -> None:
         ctx.report.facts["signed"] = False
         return
     try:
-        keyid, _ = check_bundle_signature(ctx.bundle, ctx.manifest, (ctx.bundle / MANIFEST).read_bytes(), ctx.signer)
+        keyid, _ = check_bundle_signature(
+            ctx.bundle, ctx.manifest.data, (ctx.bundle / MANIFEST).read_bytes(), ctx.signer
+        )
     except AttestationError as exc:
         raise Invalid("signature", str(exc)) from None
     ctx.report.facts["signed"] = True
@@ -153,15 +146,14 @@ def check_tokens(ctx: Context) -> None:
     Which tokens were used is the owner's statement (README, "Soundness notes"); `check-opening` binds it to
     an open-weight model.
     """
-    assert ctx.layout is not None
     try:
-        data = json.loads(_path(ctx, ctx.manifest["tokens"]["file"]).read_text())
+        data = json.loads(_path(ctx, ctx.manifest.tokens_file).read_text())
         ids = [int(t["id"]) for t in data["tokens"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise Invalid("tokens", f"tokens.json is unreadable ({exc})") from None
     if len(set(ids)) != len(ids):
         raise Invalid("tokens", "tokens.json repeats a token id")
-    if not len(ids) == ctx.manifest["tokens"]["count"] == ctx.layout.tokens:
+    if not len(ids) == ctx.manifest.token_count == ctx.layout.tokens:
         raise Invalid("tokens", "tokens.json, the manifest and the circuit layout disagree on the number of tokens")
     ctx.report.facts["token_strings"] = [str(t.get("string", "")) for t in data["tokens"]]
 
@@ -169,17 +161,16 @@ def check_tokens(ctx: Context) -> None:
 def check_tool(ctx: Context) -> None:
     from importlib.metadata import version
 
-    theirs, ours = ctx.manifest["tool"]["ezkl"], version("ezkl")
+    theirs, ours = ctx.manifest.data["tool"]["ezkl"], version("ezkl")
     if theirs != ours:
         raise Invalid("tool", f"the bundle was proven with EZKL {theirs}; this verifier runs EZKL {ours}")
 
 
 def check_networks(ctx: Context) -> None:
-    networks = ctx.manifest["networks"]
-    if networks["encoder"]["digest"] != release.RELEASED_ENCODER_DIGEST:
+    if ctx.manifest.encoder_digest != release.RELEASED_ENCODER_DIGEST:
         raise Invalid("networks", "the bundle was made with an encoder that is not the released one")
     if ctx.generator == release.GENERATOR:
-        if networks["generator"]["digest"] != release.RELEASED_GENERATOR_DIGEST:
+        if ctx.manifest.generator_digest != release.RELEASED_GENERATOR_DIGEST:
             raise Invalid(
                 "networks",
                 "the bundle was made with a generator that is not the released one (name it with --generator)",
@@ -187,16 +178,16 @@ def check_networks(ctx: Context) -> None:
         trusted = release.RELEASED_GENERATOR_DIGEST
     else:
         trusted = release.network_digest(ctx.generator)
-        if networks["generator"]["digest"] != trusted:
+        if ctx.manifest.generator_digest != trusted:
             raise Invalid("networks", "the bundle was made with another generator than the one given by --generator")
     ctx.report.facts["encoder_digest"] = release.RELEASED_ENCODER_DIGEST
     ctx.report.facts["generator_digest"] = trusted
 
 
 def check_srs(ctx: Context) -> None:
-    logrows = int(ctx.manifest["circuit"]["logrows"])
+    logrows = ctx.manifest.logrows
     ctx.srs = srs_store.from_file(ctx.srs_file, logrows) if ctx.srs_file else srs_store.require(logrows)
-    claimed = ctx.manifest["srs"]["sha256"]
+    claimed = ctx.manifest.srs_sha256
     if claimed != ctx.srs.sha256:
         raise Invalid(
             "srs",
@@ -211,9 +202,8 @@ def check_srs(ctx: Context) -> None:
 def check_circuit(ctx: Context) -> None:
     from circuits.build import cached_circuit
 
-    assert ctx.layout is not None
     ctx.circuit = circuit = cached_circuit(ctx.layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
-    declared = ctx.manifest["circuit"]
+    declared = ctx.manifest.circuit
     if declared["logrows"] != circuit.logrows or declared["run_args"] != run_args_dict(circuit.logrows):
         raise Invalid("circuit", "the circuit settings in the manifest are not the ones noseprint derives")
     if declared["circuit_id"] != circuit.circuit_id:
@@ -229,23 +219,24 @@ def check_circuit(ctx: Context) -> None:
 def check_keys(ctx: Context) -> None:
     from circuits.keys import ensure_keys
 
-    assert ctx.srs is not None
+    assert ctx.srs is not None and ctx.circuit is not None
     ctx.keys = keys = ensure_keys(ctx.circuit, ctx.srs, need_pk=False)
-    bundled = sha256_file(_path(ctx, ctx.manifest["circuit"]["vk_file"]))
-    if bundled != keys.vk_sha256 or ctx.manifest["circuit"]["vk_sha256"] != keys.vk_sha256:
+    declared = ctx.manifest.circuit
+    bundled = sha256_file(_path(ctx, declared["vk_file"]))
+    if bundled != keys.vk_sha256 or declared["vk_sha256"] != keys.vk_sha256:
         raise Invalid("keys", "the bundle's verification key is not the one derived from the released circuit")
     ctx.report.facts["vk_sha256"] = keys.vk_sha256
     ctx.report.facts["vk_derived_now"] = keys.derived_now
 
 
-def _proof_json(ctx: Context) -> dict:
+def _proof_json(ctx: Context) -> dict[str, Any]:
     try:
-        proof = json.loads(_path(ctx, ctx.manifest["proof"]["file"]).read_text())
+        proof = json.loads(_path(ctx, ctx.manifest.proof_file).read_text())
         instances = proof["instances"]
         if not isinstance(proof["proof"], list) or not isinstance(instances, list) or len(instances) != 1:
             raise ValueError("unexpected structure")
-        return proof
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        return dict(proof)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise Invalid("proof", f"the proof file is not an EZKL proof ({exc})") from None
 
 
@@ -260,18 +251,18 @@ def check_public_output(ctx: Context) -> None:
             raise
         raise Invalid("public output", "the proof's public values are not field elements") from None
     try:
-        zfile = json.loads(_path(ctx, ctx.manifest["z"]["file"]).read_text())
+        zfile = json.loads(_path(ctx, ctx.manifest.z_file).read_text())
         claimed_raw, claimed_z = [int(v) for v in zfile["z_raw"]], [int(v) for v in zfile["z"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise Invalid("public output", f"z.json is unreadable ({exc})") from None
-    if len(z_raw) != ctx.manifest["z"]["dim"]:
+    if len(z_raw) != ctx.manifest.z_dim:
         raise Invalid("public output", "the proof's output does not have the dimension the manifest states")
     if any(abs(v) >= Z_RAW_BOUND for v in z_raw):
         raise Invalid("public output", "the proof's output is out of the range the circuit can produce")
     if claimed_raw != z_raw:
         raise Invalid("public output", "z in z.json differs from the proof's public output")
     z = standardise_exact(z_raw)
-    if claimed_z != z or ctx.manifest["z"]["frac_bits"] != Z_FRAC_BITS:
+    if claimed_z != z or ctx.manifest.z_frac_bits != Z_FRAC_BITS:
         raise Invalid("public output", "z in z.json is not the standardisation of the proven output")
     ctx.z = z
     ctx.report.facts["z"] = [v / (1 << Z_FRAC_BITS) for v in z]
@@ -280,8 +271,7 @@ def check_public_output(ctx: Context) -> None:
 def check_commitment(ctx: Context) -> None:
     from circuits.proving import commitments_in_proof
 
-    assert ctx.layout is not None
-    commitment = ctx.manifest["commitment"]
+    commitment = ctx.manifest.data["commitment"]
     tensors = commitment["tensors"]
     if sha256_bytes(canonical_json(tensors)) != commitment["digest"]:
         raise Invalid("commitment", "the commitment digest does not match the committed tensors listed")
@@ -289,7 +279,7 @@ def check_commitment(ctx: Context) -> None:
     if [(t["name"], t["shape"]) for t in tensors] != expected:
         raise Invalid("commitment", "the committed tensors do not match the circuit layout")
     try:
-        same = commitments_in_proof(_path(ctx, ctx.manifest["proof"]["file"]), [t["points"] for t in tensors])
+        same = commitments_in_proof(_path(ctx, ctx.manifest.proof_file), [t["points"] for t in tensors])
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -303,7 +293,8 @@ def check_proof(ctx: Context) -> None:
     from circuits.proving import verify_proof
 
     _proof_json(ctx)
-    if not verify_proof(_path(ctx, ctx.manifest["proof"]["file"]), ctx.keys, ctx.srs):
+    assert ctx.keys is not None and ctx.srs is not None
+    if not verify_proof(_path(ctx, ctx.manifest.proof_file), ctx.keys, ctx.srs):
         raise Invalid("proof", "the zk-SNARK proof does not verify against the derived verification key")
 
 
@@ -313,7 +304,7 @@ def check_image(ctx: Context) -> None:
     from encoder.generator import load_generator, read_png_pixels
 
     rendered = load_generator(ctx.generator).render(ctx.z)
-    image_path = _path(ctx, ctx.manifest["image"]["file"])
+    image_path = _path(ctx, ctx.manifest.image_file)
     try:
         pixels = read_png_pixels(image_path)
     except Exception as exc:  # Pillow raises several types for corrupt images
@@ -323,23 +314,13 @@ def check_image(ctx: Context) -> None:
     ctx.report.facts["image_sha256"] = sha256_file(image_path)
 
 
-def check_image_proof(ctx: Context) -> None:
-    """Only for bundles made with --prove-image: the thumbnail is the proven output of the thumbnail circuit
-    on the same z. Circuit, SRS and key are the verifier's own, as for the fingerprint proof."""
-    declared = ctx.manifest.get("image_proof")
-    ctx.report.facts["image_proven"] = declared is not None
-    if declared is None:
-        return
-    from circuits.image_circuit import (
-        cached_image_circuit,
-        image_run_args_dict,
-        output_scale,
-        pixels_from_outputs,
-        split_instances,
-    )
+def _image_proof_keys(ctx: Context, declared: dict[str, Any]) -> tuple[BuiltCircuit, srs_store.Srs, Keys]:
+    """The thumbnail circuit, SRS and verification key, derived here; the manifest's claims must match each.
+
+    Nothing of these is taken from the bundle: a prover that picked its own circuit or key could prove anything.
+    """
+    from circuits.image_circuit import cached_image_circuit, image_run_args_dict, output_scale
     from circuits.keys import ensure_keys
-    from circuits.proving import verify_proof
-    from encoder.generator import load_generator, read_png_pixels
 
     custom = ctx.thumbnail != release.THUMBNAIL
     trusted = release.network_digest(ctx.thumbnail) if custom else release.RELEASED_THUMBNAIL_DIGEST
@@ -357,7 +338,14 @@ def check_image_proof(ctx: Context) -> None:
     keys = ensure_keys(circuit, srs, need_pk=False)
     if declared["vk_sha256"] != keys.vk_sha256:
         raise Invalid("image proof", "the image proof's verification key is not the one derived here")
-    proof_path = _path(ctx, declared["proof_file"])
+    return circuit, srs, keys
+
+
+def _check_image_proof_pixels(ctx: Context, declared: dict[str, Any], circuit: BuiltCircuit, proof_path: Path) -> None:
+    """The proof's public values: its inputs are the proven z, its outputs spell exactly the thumbnail shown."""
+    from circuits.image_circuit import output_scale, pixels_from_outputs, split_instances
+    from encoder.generator import load_generator, read_png_pixels
+
     resolution = load_generator(ctx.thumbnail).config.resolution
     try:
         inputs, outputs = split_instances(proof_path, len(ctx.z))
@@ -376,6 +364,20 @@ def check_image_proof(ctx: Context) -> None:
     proven = pixels_from_outputs(outputs, output_scale(circuit), resolution)
     if shown.shape != proven.shape or not (shown == proven).all():
         raise Invalid("image proof", "the thumbnail is not the picture the image proof's outputs spell")
+
+
+def check_image_proof(ctx: Context) -> None:
+    """Only for bundles made with --prove-image: the thumbnail is the proven output of the thumbnail circuit
+    on the same z. Circuit, SRS and key are the verifier's own, as for the fingerprint proof."""
+    declared = ctx.manifest.image_proof
+    ctx.report.facts["image_proven"] = declared is not None
+    if declared is None:
+        return
+    from circuits.proving import verify_proof
+
+    circuit, srs, keys = _image_proof_keys(ctx, declared)
+    proof_path = _path(ctx, declared["proof_file"])
+    _check_image_proof_pixels(ctx, declared, circuit, proof_path)
     if not verify_proof(proof_path, keys, srs):
         raise Invalid("image proof", "the image proof does not verify against the derived verification key")
     ctx.report.facts["image_proof"] = {
@@ -434,12 +436,11 @@ def verify_bundle(
             report.failed_check, report.reason = failure.check, failure.reason
             return report
         report.checks_passed.append(name)
-    m = ctx.manifest
     report.facts.update(
         {
-            "model_type": m["model"]["model_type"],
-            "fingerprinted_layers": m["model"]["fingerprinted_layers"],
-            "tokens": m["tokens"]["count"],
+            "model_type": ctx.manifest.model_type,
+            "fingerprinted_layers": ctx.manifest.fingerprinted_layers,
+            "tokens": ctx.manifest.token_count,
         }
     )
     report.warnings.append(SUBSTITUTION_NOTE)

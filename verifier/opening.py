@@ -17,14 +17,15 @@ from pathlib import Path
 
 from circuits import srs as srs_store
 from circuits.build import cached_circuit
+from circuits.commitment import as_circuit_floats, committed_inputs
 from circuits.keys import ensure_keys
-from circuits.layout import CircuitLayout
+from circuits.proving import commitments_of
 from circuits.settings import INPUT_SCALE
+from core.bundle import Manifest
+from core.errors import UsageError
+from core.fileio import read_json
 from encoder import release
-from noseprint.errors import UsageError
-from noseprint.fileio import read_json
-from prover.commitment import as_circuit_floats
-from prover.pipeline import committed_inputs, read_model
+from models.weights import read_model
 
 
 @dataclass
@@ -34,34 +35,27 @@ class OpeningResult:
 
 
 def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: Path | None = None) -> OpeningResult:
-    import ezkl
-
-    manifest = read_json(Path(bundle) / "manifest.json", "bundle manifest")
+    manifest = Manifest.read(Path(bundle))
     opening = read_json(opening_path, "opening file")
     try:
-        layout = CircuitLayout.from_dict(manifest["circuit"]["layout"])
         blinding: dict[str, list[int]] = opening["blinding"]
         token_ids: list[int] = [int(i) for i in opening["token_ids"]]
-        published = {t["name"]: t["points"] for t in manifest["commitment"]["tensors"]}
     except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"bundle or opening is malformed: {exc}") from None
+        raise UsageError(f"the opening file is malformed: {exc}") from None
     if opening.get("input_scale") != INPUT_SCALE:
         raise UsageError("the opening was made with another input scale")
+    layout = manifest.layout
+    published = {t.name: list(t.points) for t in manifest.committed_tensors}
 
     with tempfile.TemporaryDirectory(prefix="noseprint-open-") as tmp:
         tokens_file = Path(tmp) / "tokens.json"
         tokens_file.write_text(json.dumps(token_ids))
         model = read_model(model_dir, len(token_ids), tokens_file, allow_pickle=False)
-        committed, _ = committed_inputs(model, layout, blinding)
-        inputs = [as_circuit_floats(c, INPUT_SCALE) for c in committed]
-
-        circuit = cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
-        srs = srs_store.from_file(srs_file, circuit.logrows) if srs_file else srs_store.require(circuit.logrows)
-        keys = ensure_keys(circuit, srs, need_pk=False)
-        data = Path(tmp) / "input.json"
-        data.write_text(json.dumps({"input_data": inputs}))
-        ezkl.gen_witness(str(data), str(circuit.compiled), str(Path(tmp) / "w.json"), str(keys.vk), str(srs.path))
-        computed = json.loads((Path(tmp) / "w.json").read_text())["processed_inputs"]["polycommit"]
+    committed, _ = committed_inputs(model.tensors(), layout, blinding)
+    circuit = cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
+    srs = srs_store.from_file(srs_file, circuit.logrows) if srs_file else srs_store.require(circuit.logrows)
+    keys = ensure_keys(circuit, srs, need_pk=False)
+    computed = commitments_of(circuit, keys, srs, [as_circuit_floats(c, INPUT_SCALE) for c in committed])
     mismatched = [
         p.name for p, points in zip(layout.pieces(), computed, strict=True) if published.get(p.name) != points
     ]

@@ -26,15 +26,17 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from encoder.network import EncoderConfig, InvariantEncoder, load_encoder
-from prover.fingerprint import dequantised, z_from_raw_float
-from prover.invariants import invariant_cosine, layer_terms, standardise
-from prover.pipeline import open_model
+from lineage.fingerprint import dequantised, z_from_raw_float
+from models.invariants import invariant_cosine, layer_terms, standardise
+from models.weights import open_model
 
 ZOO = Path(__file__).parent / "cache"
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 FIGURES = Path(__file__).resolve().parents[2] / "docs" / "figures"
 TOKEN_SWEEP = (4, 8, 16, 32, 64)
 PROJECTION_DIMS = (32, 64, 128, 256)
+SWEEP_LAYERS = (("last 1", slice(-1, None)), ("last 2", slice(-2, None)), ("last 4", slice(-4, None)))
+"""The layer choices the sweep compares, as (label, slice over the per-layer terms)."""
 
 
 def terms_of(folder: Path, n: int) -> dict[str, np.ndarray]:
@@ -133,26 +135,19 @@ def load_candidates(folder: Path) -> dict:
     return encoders
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo", type=Path, default=ZOO)
     parser.add_argument("--candidates", type=Path, default=Path("encoder/weights/candidates"))
     parser.add_argument("--figures", type=Path, default=FIGURES)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--sweep-z-dim", type=int, default=128, choices=PROJECTION_DIMS)
-    args = parser.parse_args()
-    members = json.loads((args.zoo / "zoo.json").read_text())
-    names = [m["name"] for m in members]
-    base_of = {m["name"]: m["base"] for m in members}
-    encoders = load_candidates(args.candidates)
+    return parser.parse_args()
 
-    sweep_terms = {n: {} for n in TOKEN_SWEEP}
-    for name in tqdm(names, desc="invariants"):
-        for n in TOKEN_SWEEP:
-            sweep_terms[n][name] = terms_of(args.zoo / name, n)
-    terms = sweep_terms[args.tokens]
+
+def _score_pairs(zoo: Path, names: list[str], base_of: dict[str, str], terms: dict, encoders: dict) -> list[dict]:
+    """Every pair's PCS, ICS and z-cosine per encoder, labelled derived (same base) or independent."""
     zs = {e: {name: z_of(enc, terms[name]["circuit"]) for name in names} for e, enc in encoders.items()}
-
     pairs = []
     for a, b in tqdm(list(itertools.combinations(names, 2)), desc="pairs"):
         ta, tb = terms[a], terms[b]
@@ -160,7 +155,7 @@ def main() -> None:
             "a": a,
             "b": b,
             "derived": base_of[a] == base_of[b],
-            "pcs": parameter_cosine(args.zoo / a, args.zoo / b),
+            "pcs": parameter_cosine(zoo / a, zoo / b),
         }
         pair["ics"] = invariant_cosine(
             ta["raw"][-2:].reshape(-1, *ta["raw"].shape[-2:]), tb["raw"][-2:].reshape(-1, *tb["raw"].shape[-2:])
@@ -168,12 +163,14 @@ def main() -> None:
         for e in encoders:
             pair[f"z:{e}"] = cosine(zs[e][a], zs[e][b])
         pairs.append(pair)
+    return pairs
 
-    keys = ["pcs", "ics", *[f"z:{e}" for e in encoders]]
-    table = {key: summary(pairs, key) for key in keys}
+
+def _print_table(names: list[str], pairs: list[dict], table: dict, tokens: int) -> None:
+    """AUC and margin of each measure: the headline of the zoo."""
     print(
         f"\n{len(names)} models, {sum(p['derived'] for p in pairs)} derived pairs, "
-        f"{sum(not p['derived'] for p in pairs)} independent pairs, n = {args.tokens}"
+        f"{sum(not p['derived'] for p in pairs)} independent pairs, n = {tokens}"
     )
     print(f"{'measure':<16} {'AUC':>6} {'margin':>7} {'derived min':>11} {'indep. max':>10} {'|indep.| mean':>13}")
     for key, row in table.items():
@@ -183,6 +180,9 @@ def main() -> None:
                 f"{row['independent_max']:10.3f} {row['independent_mean_abs']:13.3f}"
             )
 
+
+def _print_thresholds(table: dict) -> None:
+    """The verdict thresholds each measure would give registry/compare.py."""
     print(
         "\nverdict thresholds (registry/compare.py): unrelated <= max independent + 0.05, "
         "same base >= min derived - 0.05, unsure between"
@@ -192,7 +192,9 @@ def main() -> None:
             unrelated, same = calibrated_thresholds(row)
             print(f"{key:<16} unrelated <= {unrelated:.2f}   same base >= {same:.2f}")
 
-    # by derivative kind: the lowest similarity each kind keeps with its base
+
+def _print_by_kind(members: list[dict], names: list[str], pairs: list[dict], encoders: dict) -> None:
+    """By derivative kind: the lowest similarity each kind keeps with its base (which edits hurt which measure)."""
     kinds = {m["name"]: m["kind"] for m in members}
     print(f"\n{'derivative':<26} {'PCS min':>8} {'ICS min':>8} " + " ".join(f"{'z:' + e:>14}" for e in encoders))
     for kind in sorted({kinds[n] for n in names if kinds[n] != "base"}):
@@ -204,35 +206,47 @@ def main() -> None:
                 + " ".join(f"{min(p[f'z:{e}'] for p in rows):14.3f}" for e in encoders)
             )
 
-    # the sweep: tokens x layers, ICS and projection z
+
+def _sweep_rows(
+    n: int, chosen: slice, names: list[str], base_of: dict[str, str], sweep_terms: dict, projection: torch.nn.Module
+) -> list[dict]:
+    """Every pair's ICS and projection-z cosine for n tokens and the chosen layers."""
+    zproj = {
+        name: z_of(projection, standardise(np.concatenate(sweep_terms[n][name]["circuit_layers"][chosen])))
+        for name in names
+    }
+    rows = []
+    for a, b in itertools.combinations(names, 2):
+        ra, rb = sweep_terms[n][a]["raw"][chosen], sweep_terms[n][b]["raw"][chosen]
+        rows.append(
+            {
+                "derived": base_of[a] == base_of[b],
+                "a": a,
+                "b": b,
+                "ics": invariant_cosine(ra.reshape(-1, n, n), rb.reshape(-1, n, n)),
+                "z": cosine(zproj[a], zproj[b]),
+            }
+        )
+    return rows
+
+
+def _sweep(names: list[str], base_of: dict[str, str], sweep_terms: dict, encoders: dict, z_dim: int) -> list[dict]:
+    """The sweep: tokens x layers, ICS and projection z; printed as it goes, returned for the results file."""
     sweep = []
     print(f"\n{'n':>4} {'layers':<8} {'ICS AUC':>8} {'ICS margin':>10} {'z:proj AUC':>10} {'z:proj margin':>13}")
     for n in TOKEN_SWEEP:
-        projection = encoders[f"projection{args.sweep_z_dim}"]
-        for label, chosen in (("last 1", slice(-1, None)), ("last 2", slice(-2, None)), ("last 4", slice(-4, None))):
-            zproj = {
-                name: z_of(projection, standardise(np.concatenate(sweep_terms[n][name]["circuit_layers"][chosen])))
-                for name in names
-            }
-            rows = []
-            for a, b in itertools.combinations(names, 2):
-                ra, rb = sweep_terms[n][a]["raw"][chosen], sweep_terms[n][b]["raw"][chosen]
-                rows.append(
-                    {
-                        "derived": base_of[a] == base_of[b],
-                        "a": a,
-                        "b": b,
-                        "ics": invariant_cosine(ra.reshape(-1, n, n), rb.reshape(-1, n, n)),
-                        "z": cosine(zproj[a], zproj[b]),
-                    }
-                )
+        projection = encoders[f"projection{z_dim}"]
+        for label, chosen in SWEEP_LAYERS:
+            rows = _sweep_rows(n, chosen, names, base_of, sweep_terms, projection)
             s_ics, s_z = summary(rows, "ics"), summary(rows, "z")
             sweep.append({"n": n, "layers": label, "ics": s_ics, "z_projection": s_z})
             z_text = f"{s_z['auc']:10.3f} {s_z['margin']:13.3f}" if s_z else f"{'':>10} {'':>13}"
             print(f"{n:>4} {label:<8} {s_ics['auc']:8.3f} {s_ics['margin']:10.3f} {z_text}")
+    return sweep
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "zoo.json").write_text(json.dumps({"table": table, "pairs": pairs, "sweep": sweep}, indent=1))
+
+def _similarity_matrices(names: list[str], pairs: list[dict], table: dict, encoders: dict) -> dict[str, np.ndarray]:
+    """Symmetric all-pairs matrices for PCS, ICS and the best encoder's z-cosine (NaN where PCS has no value)."""
     index = {name: i for i, name in enumerate(names)}
     matrices = {}
     for key, title in (
@@ -247,7 +261,33 @@ def main() -> None:
                 np.nan if value is None else value
             )
         matrices[f"{title} [{key}]"] = matrix
-    heat_map(names, matrices, args.figures / "zoo_similarity.png")
+    return matrices
+
+
+def main() -> None:
+    args = _parse_args()
+    members = json.loads((args.zoo / "zoo.json").read_text())
+    names = [m["name"] for m in members]
+    base_of = {m["name"]: m["base"] for m in members}
+    encoders = load_candidates(args.candidates)
+
+    sweep_terms = {n: {} for n in TOKEN_SWEEP}
+    for name in tqdm(names, desc="invariants"):
+        for n in TOKEN_SWEEP:
+            sweep_terms[n][name] = terms_of(args.zoo / name, n)
+    terms = sweep_terms[args.tokens]
+    pairs = _score_pairs(args.zoo, names, base_of, terms, encoders)
+
+    keys = ["pcs", "ics", *[f"z:{e}" for e in encoders]]
+    table = {key: summary(pairs, key) for key in keys}
+    _print_table(names, pairs, table, args.tokens)
+    _print_thresholds(table)
+    _print_by_kind(members, names, pairs, encoders)
+    sweep = _sweep(names, base_of, sweep_terms, encoders, args.sweep_z_dim)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "zoo.json").write_text(json.dumps({"table": table, "pairs": pairs, "sweep": sweep}, indent=1))
+    heat_map(names, _similarity_matrices(names, pairs, table, encoders), args.figures / "zoo_similarity.png")
     print(f"\nheat map: {args.figures / 'zoo_similarity.png'}; table: {RESULTS / 'zoo.json'}")
 
 

@@ -7,7 +7,7 @@ and generator), draws one column per base model (the base on top, its derivative
 below), and measures a proxy for a person's eye: for every derived model, the base
 whose picture is strictly nearest by perceptual hash must be its own (a tie counts as a miss): by imagehash's pHash
 (grey levels, 64 bits) and by its colour-aware variants (`bench.picture_hash`).
-The same count on the procedural dogs of the same z's (`encoder.dogs`, what the
+The same count on the procedural dogs of the same z's (`training.dogs`, what the
 generator was trained to draw) tells the generator's share of a miss from the
 data set's. Results go to bench/results/zoo_gallery.json.
 """
@@ -25,9 +25,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.picture_hash import colour_phash, grey_phash, hamming, lab_distance, lab_thumbnail, phash_colorhash
-from encoder import dogs as dog_traits
-from prover.fingerprint import fingerprint_model
-from registry.gallery import grid
+from lineage.fingerprint import fingerprint_model
+from lineage.gallery import grid
+from training import dogs as dog_traits
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = Path(__file__).parent / "cache"

@@ -389,6 +389,60 @@ def permute_tokenizer_json(data: dict, new_id_of: list[int]) -> dict:
     return data
 
 
+def _source_tokenizer(src_dir: Path, dst_dir: Path) -> dict:
+    """The source's tokenizer.json, read before any work: without it there are no ids to permute."""
+    if src_dir.resolve() == dst_dir.resolve():
+        raise ValueError("permute_vocabulary writes a new folder; src_dir and dst_dir are the same")
+    tokenizer_path = src_dir / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise FileNotFoundError(f"{tokenizer_path} is needed: it is the tokenizer whose ids are permuted")
+    return json.loads(tokenizer_path.read_text())
+
+
+@torch.no_grad()
+def _move_embedding_rows(inp: nn.Module, out: nn.Module | None, old_of_new: torch.Tensor) -> None:
+    """New row r of embed_tokens and lm_head (weight, bias) is old row old_of_new[r]; a tied matrix moves once."""
+    rows = inp.weight.shape[0]
+    tied = out is not None and out.weight is inp.weight
+    _store(inp.weight, inp.weight.index_select(0, old_of_new))
+    if out is not None and not tied:
+        if out.weight.shape[0] != rows:
+            raise ValueError(f"lm_head has {out.weight.shape[0]} rows, embed_tokens {rows}")
+        _store(out.weight, out.weight.index_select(0, old_of_new))
+    if out is not None and getattr(out, "bias", None) is not None:
+        _store(out.bias, out.bias.index_select(0, old_of_new))
+
+
+def _remap_config_ids(model: nn.Module, ids: list[int]) -> None:
+    """bos/eos/pad/unk ids in config.json and generation_config.json must name the same tokens after the shuffle."""
+    for holder in (model.config, getattr(model, "generation_config", None)):
+        for name in SPECIAL_ID_FIELDS:
+            if holder is not None and getattr(holder, name, None) is not None:
+                setattr(holder, name, _remap_id(getattr(holder, name), ids))
+
+
+def _write_tokenizer_config(src_dir: Path, dst_dir: Path, ids: list[int]) -> None:
+    """tokenizer_config.json, if any, with its added_tokens_decoder keys and special ids remapped."""
+    config_path = src_dir / "tokenizer_config.json"
+    if not config_path.is_file():
+        return
+    tok_config = json.loads(config_path.read_text())
+    decoder = tok_config.get("added_tokens_decoder")
+    if isinstance(decoder, dict):
+        tok_config["added_tokens_decoder"] = {str(ids[int(k)]): v for k, v in decoder.items()}
+    for name in SPECIAL_ID_FIELDS:
+        if isinstance(tok_config.get(name), int):
+            tok_config[name] = ids[tok_config[name]]
+    (dst_dir / "tokenizer_config.json").write_text(json.dumps(tok_config, ensure_ascii=False, indent=2) + "\n")
+
+
+def _copy_id_free_files(src_dir: Path, dst_dir: Path) -> None:
+    """Files that hold token strings, not ids, are valid as they are."""
+    for name in COPIED_FILES:
+        if (src_dir / name).is_file():
+            shutil.copyfile(src_dir / name, dst_dir / name)
+
+
 @torch.no_grad()
 def permute_vocabulary(src_dir: Path, dst_dir: Path, seed: int) -> torch.Tensor:
     """Write to `dst_dir` the model in `src_dir` with its vocabulary ids shuffled; return new_id_of[old_id].
@@ -408,51 +462,23 @@ def permute_vocabulary(src_dir: Path, dst_dir: Path, seed: int) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
-    if src_dir.resolve() == dst_dir.resolve():
-        raise ValueError("permute_vocabulary writes a new folder; src_dir and dst_dir are the same")
-    tokenizer_path = src_dir / "tokenizer.json"
-    if not tokenizer_path.is_file():
-        raise FileNotFoundError(f"{tokenizer_path} is needed: it is the tokenizer whose ids are permuted")
-    tokenizer = json.loads(tokenizer_path.read_text())
+    tokenizer = _source_tokenizer(src_dir, dst_dir)
 
     model = AutoModelForCausalLM.from_pretrained(str(src_dir), dtype="auto", local_files_only=True)
     inp, out = model.get_input_embeddings(), model.get_output_embeddings()
-    rows = inp.weight.shape[0]
-    new_id_of = torch.randperm(rows, generator=_generator(seed))
+    new_id_of = torch.randperm(inp.weight.shape[0], generator=_generator(seed))
     old_of_new = torch.argsort(new_id_of)  # new row r holds old row old_of_new[r]
     ids = new_id_of.tolist()
 
     tokenizer = permute_tokenizer_json(tokenizer, ids)  # validates before anything is written
-    tied = out is not None and out.weight is inp.weight
-    _store(inp.weight, inp.weight.index_select(0, old_of_new))
-    if out is not None and not tied:
-        if out.weight.shape[0] != rows:
-            raise ValueError(f"lm_head has {out.weight.shape[0]} rows, embed_tokens {rows}")
-        _store(out.weight, out.weight.index_select(0, old_of_new))
-    if out is not None and getattr(out, "bias", None) is not None:
-        _store(out.bias, out.bias.index_select(0, old_of_new))
-
-    for holder in (model.config, getattr(model, "generation_config", None)):
-        for name in SPECIAL_ID_FIELDS:
-            if holder is not None and getattr(holder, name, None) is not None:
-                setattr(holder, name, _remap_id(getattr(holder, name), ids))
+    _move_embedding_rows(inp, out, old_of_new)
+    _remap_config_ids(model, ids)
 
     dst_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(dst_dir), safe_serialization=True)
     (dst_dir / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False, indent=2))
-    config_path = src_dir / "tokenizer_config.json"
-    if config_path.is_file():
-        tok_config = json.loads(config_path.read_text())
-        decoder = tok_config.get("added_tokens_decoder")
-        if isinstance(decoder, dict):
-            tok_config["added_tokens_decoder"] = {str(ids[int(k)]): v for k, v in decoder.items()}
-        for name in SPECIAL_ID_FIELDS:
-            if isinstance(tok_config.get(name), int):
-                tok_config[name] = ids[tok_config[name]]
-        (dst_dir / "tokenizer_config.json").write_text(json.dumps(tok_config, ensure_ascii=False, indent=2) + "\n")
-    for name in COPIED_FILES:
-        if (src_dir / name).is_file():
-            shutil.copyfile(src_dir / name, dst_dir / name)
+    _write_tokenizer_config(src_dir, dst_dir, ids)
+    _copy_id_free_files(src_dir, dst_dir)
     return new_id_of
 
 

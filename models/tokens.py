@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from noseprint.errors import UsageError
+from core.errors import UsageError
 
 WORD_SOURCE = "wordfreq:en:top_n_list"
 CANDIDATE_WORDS = 30_000

@@ -1,6 +1,6 @@
 """Train an invariant encoder the way HuRef does, at noseprint's sizes, on CPU.
 
-    python -m encoder.train --kind cnn --out encoder/weights/candidates [--steps 1500 --seed 0]
+    python -m training.train --kind cnn --out encoder/weights/candidates [--steps 1500 --seed 0]
 
 Data are synthetic products shaped like the invariant terms, X·A·Bᵀ·Xᵀ with X an
 n x d "embedding" and A, B d x h "weights" (HuRef's `GenDataset`, at n = 16,

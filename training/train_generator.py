@@ -1,9 +1,9 @@
 """Train the released generator on procedural dog faces, then quantise it for the integer renderer.
 
-    python -m encoder.train_generator [--steps 2500] [--seed 0] [--count 24000] [--init G.safetensors]
+    python -m training.train_generator [--steps 2500] [--seed 0] [--count 24000] [--init G.safetensors]
                                       [--eye-strength 40] [--out DIR/generator.safetensors]
 
-Objective: the picture of z is known (`encoder.dogs` draws it from z), so the
+Objective: the picture of z is known (`training.dogs` draws it from z), so the
 generator is fitted to it directly, L1 on the pixels plus L1 on a 4x-downsampled
 copy (the layout), both weighted up over the eyes (`--eye-strength`; without it
 the generators drew fur where the eyes belong). This is the reconstruction half of a VAE with its encoder
@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from encoder import dogs
 from encoder.generator import Generator, GeneratorConfig, load_generator, save_generator
 from encoder.release import network_digest
 from encoder.stylegan import StyleGenerator, from_integer, pixels, quantised_weights
+from training import dogs
 
 RELEASED_CONFIG = GeneratorConfig(
     z_dim=128, w_dim=128, mapping_layers=3, channels=(128, 96, 64, 32, 16, 8), frac_bits=16

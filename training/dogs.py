@@ -12,7 +12,7 @@ matrix with unit rows, so every component of z moves the picture and nearby z
 give nearby dogs. Every trait enters the drawing continuously (a patch grows from
 nothing, ears swing from upright to hanging), so the map z -> picture is smooth
 apart from anti-aliased pixel edges. The generator is then trained to reproduce
-this map (`encoder.train_generator`).
+this map (`training.train_generator`).
 
 Two parts of the picture are *linear* in z rather than traits: the background's
 pattern (two shades of its colour, dark where an 8x8-grid field of blobs, each as
@@ -24,7 +24,7 @@ independent dogs stay alike. A field that is linear in z behaves like random-
 hyperplane hashing: the share of it that changes grows with the angle between two
 z's (14 % at z-cosine 0.9, 50 % for independent z), which is what a fingerprint
 picture wants. On the model zoo the second version's dogs put 6 of 61 derived
-models nearest a wrong base by pHash; these put 1 (BENCHMARKS.md, "Third version").
+models nearest a wrong base by pHash; these put 1 (docs/history/BENCHMARKS-history.md, "Third version").
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ def eye_circles(traits: dict[str, float], size: int = 128) -> list[tuple[float, 
     """(x, y, radius) of both eyes in the finished size x size picture, tilt included.
 
     Why: the eyes are a few percent of the pixels, so a plain pixel loss lets a generator
-    trade them for the background; `encoder.train_generator` weights the loss here."""
+    trade them for the background; `training.train_generator` weights the loss here."""
     u = size / 100.0
     cx, cy = 50 * u, 54 * u
     eye_dx, eye_y, eye = eye_layout(traits, u, cy)

@@ -1,10 +1,10 @@
 """Write the released encoder to `encoder/weights/`: the seeded ±1 projection, 128 numbers wide.
 
-    python -m encoder.make_encoder
+    python -m training.make_encoder
 
 The projection was chosen on the model zoo (issue 3, BENCHMARKS.md) over HuRef's
 trained CNN and mean pooling; it has no weights to train, only a seed. Its width,
-128, is the generator's input width (`encoder.train_generator`). After a change,
+128, is the generator's input width (`training.train_generator`). After a change,
 update the pinned digest in `encoder.release`.
 """
 

@@ -11,9 +11,10 @@ Why separate inputs: slicing one long input costs EZKL rows proportional to the
 whole input on every slice (measured: 15 slices of a 19k vector tripled the rows),
 while separate inputs cost nothing to split.
 
-This module is the single definition of the inputs, shared by the prover (which
-fills them), the circuit (which consumes them) and the verifier (which rebuilds the
-circuit from the shapes alone).
+This module is the single definition of the inputs, shared by the model adapters
+(which read them), the prover (which fills them), the circuit (which consumes them)
+and the verifier (which rebuilds the circuit from the shapes alone); it is part of
+the bundle format (the manifest's `circuit.layout`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class CircuitLayout:
     def weight_count(self) -> int:
         """Fingerprinted weight values (what the commitment binds, blinding excluded)."""
         return sum(piece.weight_count for piece in self.pieces())
+
+    def short_blinding_lines(self) -> list[str]:
+        """Pieces whose blinding line has fewer than MIN_BLINDING_VALUES values (too little entropy to hide)."""
+        return [piece.name for piece in self.pieces() if piece.blinding_count < MIN_BLINDING_VALUES]
 
     @property
     def committed_count(self) -> int:

@@ -7,7 +7,7 @@ Scheme `noseprint-kzg-blinded/v1` (README, "Commitment"):
    Unit RMS gives every tensor the same precision; HuRef's standardised terms do not
    change under a positive rescaling of any tensor, so nothing is lost.
 2. A blinding line of uniformly random integers in [-2^15, 2^15) is appended
-   (`circuits.layout`), drawn from the operating system's CSPRNG.
+   (`core.layout`), drawn from the operating system's CSPRNG.
 3. The commitment to a tensor is EZKL's KZG commitment (`polycommit`) of that
    integer matrix, row-major, under the circuit's verification key and the SRS.
 
@@ -21,7 +21,9 @@ import secrets
 
 import numpy as np
 
-from circuits.layout import BLINDING_BITS, ROW, Piece
+from circuits.settings import INPUT_SCALE
+from core.errors import UsageError
+from core.layout import BLINDING_BITS, MIN_BLINDING_VALUES, ROW, CircuitLayout, Piece
 
 SCHEME = "noseprint-kzg-blinded/v1"
 
@@ -53,3 +55,29 @@ def as_circuit_floats(committed: np.ndarray, scale: int) -> list[float]:
     if np.abs(committed).max(initial=0) >= 1 << 52:
         raise ValueError("committed integers exceed float64's exact range")
     return (committed.astype(np.float64) / float(1 << scale)).ravel().tolist()
+
+
+def committed_inputs(
+    tensors: dict[str, np.ndarray], layout: CircuitLayout, blinding: dict[str, list[int]] | None = None
+) -> tuple[list[np.ndarray], dict[str, list[int]]]:
+    """Quantised, blinded tensors in circuit order, and the blinding lines (the opening).
+
+    Fresh blinding is drawn unless `blinding` is given (re-opening a commitment).
+    """
+    short = layout.short_blinding_lines()
+    if short:
+        raise UsageError(
+            f"{short[0]} would get a blinding line of fewer than {MIN_BLINDING_VALUES} values, too few to hide "
+            f"the weights (hidden size {layout.hidden}; the commitment needs at least {MIN_BLINDING_VALUES})"
+        )
+    committed, opening = [], {}
+    for piece in layout.pieces():
+        if piece.name not in tensors or (blinding is not None and piece.name not in blinding):
+            raise UsageError(f"no tensor {piece.name} to commit to")
+        if tuple(tensors[piece.name].shape) != piece.shape:
+            shape = tensors[piece.name].shape
+            raise UsageError(f"tensor {piece.name} has shape {shape}, the layout says {piece.shape}")
+        line = blinding[piece.name] if blinding is not None else random_blinding(piece.blinding_count)
+        committed.append(with_blinding(quantise(tensors[piece.name], INPUT_SCALE), piece, line))
+        opening[piece.name] = line
+    return committed, opening

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from noseprint.errors import UsageError
+from core.errors import UsageError
 
 
 def sha256_file(path: Path) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from circuits.layout import LayerShape
+from core.layout import LayerShape
 
 
 def repeat_kv(w: np.ndarray, shape: LayerShape) -> np.ndarray:

@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from circuits.commitment import quantise
 from circuits.settings import INPUT_SCALE
+from core.bundle import TOKENS_FILE
+from core.fileio import staged_directory
+from core.sources import FINGERPRINT_FORMAT, FINGERPRINT_PICTURE, FINGERPRINT_RECORD, INVARIANTS_FILE
 from encoder import release
 from encoder.generator import load_generator, save_png
 from encoder.network import load_encoder
 from encoder.zvector import Z_FRAC_BITS
-from noseprint.fileio import staged_directory
-from prover.commitment import quantise
-from prover.invariants import layer_terms, standardise
-from prover.pipeline import DEFAULT_TOKENS, open_model
-from prover.tokens import tokens_to_json
-
-FORMAT = "noseprint-fingerprint"
+from models.invariants import layer_terms, standardise
+from models.tokens import tokens_to_json
+from models.weights import DEFAULT_TOKENS, open_model
 
 
 def dequantised(weights: np.ndarray) -> np.ndarray:
@@ -64,7 +64,7 @@ def fingerprint_model(
     terms = np.concatenate(raw_terms)
     image = load_generator(release.GENERATOR).render(z)
     record = {
-        "format": FORMAT,
+        "format": FINGERPRINT_FORMAT,
         "version": 1,
         "model_type": model.model_type,
         "fingerprinted_layers": model.layer_indices,
@@ -74,8 +74,8 @@ def fingerprint_model(
         "z_frac_bits": Z_FRAC_BITS,
     }
     with staged_directory(out, force) as stage:
-        save_png(image, stage / "fingerprint.png")
-        np.save(stage / "invariants.npy", terms)
-        (stage / "tokens.json").write_text(json.dumps(tokens_to_json(model.tokens), indent=1))
-        (stage / "fingerprint.json").write_text(json.dumps(record, indent=2) + "\n")
+        save_png(image, stage / FINGERPRINT_PICTURE)
+        np.save(stage / INVARIANTS_FILE, terms)
+        (stage / TOKENS_FILE).write_text(json.dumps(tokens_to_json(model.tokens), indent=1))
+        (stage / FINGERPRINT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record

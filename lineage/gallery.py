@@ -10,6 +10,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from core.bundle import Bundle
+from core.errors import UsageError
+from core.sources import FINGERPRINT_PICTURE, SourceKind, source_kind
+
 LABEL_HEIGHT = 20
 MARGIN = 10
 
@@ -29,11 +33,11 @@ def grid(pictures: list[tuple[str, Path]], out: Path, columns: int | None = None
         x = MARGIN + (index % columns) * cell_w
         y = MARGIN + (index // columns) * cell_h
         draw.text((x, y), label[: size // 6], fill="black")
-        with Image.open(path) as picture:
-            picture = picture.convert("RGB")
-            crisp = size % picture.width == 0  # whole-number enlargements keep the pixels sharp
-            resample = Image.NEAREST if crisp else Image.LANCZOS
-            canvas.paste(picture.resize((size, size), resample), (x, y + LABEL_HEIGHT))
+        with Image.open(path) as opened:
+            picture = opened.convert("RGB")
+        crisp = size % picture.width == 0  # whole-number enlargements keep the pixels sharp
+        resample = Image.Resampling.NEAREST if crisp else Image.Resampling.LANCZOS
+        canvas.paste(picture.resize((size, size), resample), (x, y + LABEL_HEIGHT))
     if caption:
         draw.text((MARGIN, MARGIN + rows * cell_h), caption, fill="black")
     out = Path(out)
@@ -44,13 +48,10 @@ def grid(pictures: list[tuple[str, Path]], out: Path, columns: int | None = None
 
 def picture_of(source: Path) -> tuple[str, Path]:
     """The picture of a bundle or a fingerprint folder, labelled with the folder's name."""
-    import json
-
     source = Path(source)
-    if (source / "manifest.json").is_file():
-        return source.name, source / json.loads((source / "manifest.json").read_text())["image"]["file"]
-    if (source / "fingerprint.png").is_file():
-        return source.name, source / "fingerprint.png"
-    from noseprint.errors import UsageError
-
-    raise UsageError(f"{source} is neither a bundle nor a fingerprint folder")
+    kind = source_kind(source)
+    if kind is SourceKind.BUNDLE:
+        return source.name, Bundle.open(source).picture
+    if kind is SourceKind.FINGERPRINT:
+        return source.name, source / FINGERPRINT_PICTURE
+    raise UsageError(f"{source} is a model folder: fingerprint it first (noseprint fingerprint)")

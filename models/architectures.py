@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuits.layout import LayerShape
-from noseprint.errors import UsageError
-from prover.checkpoint import Checkpoint
+from core.errors import UsageError
+from core.layout import LayerShape
+from models.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
-from noseprint.errors import UsageError
+from core.errors import UsageError
 
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -100,11 +100,11 @@ def _index_safetensors(folder: Path) -> dict[str, Path]:
             weight_map = json.loads(index_path.read_text())["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{INDEX_FILE} in {folder} is unreadable: {exc}") from None
-        files = {name: folder / shard for name, shard in weight_map.items()}
-        missing = sorted({p.name for p in files.values() if not p.is_file()})
+        sharded = {name: folder / shard for name, shard in weight_map.items()}
+        missing = sorted({p.name for p in sharded.values() if not p.is_file()})
         if missing:
             raise UsageError(f"shards named in {INDEX_FILE} are missing: {', '.join(missing)}")
-        return files
+        return sharded
     files: dict[str, Path] = {}
     for path in sorted(folder.glob("*.safetensors")):
         try:

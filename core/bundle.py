@@ -1,0 +1,285 @@
+"""The bundle format, version 1: one owner, with the reader and the writer side by side.
+
+    BUNDLE/
+      manifest.json          what was proven, about which model, with which networks, circuit and SRS
+      fingerprint.png        the picture (re-rendered and compared by verify)
+      z.json                 the proven encoder output (raw integers) and z
+      tokens.json            the selected token ids and strings
+      proof.json             the EZKL proof (public instances: z_raw; committed columns: the weights)
+      circuit/settings.json  EZKL settings (informative: verify derives its own)
+      circuit/vk.key         verification key (a hint: verify derives its own and compares)
+      image/thumbnail.png    with --prove-image: the proven 16x16 thumbnail of z
+      image/proof.json       with --prove-image: its EZKL proof
+      attestation.dsse.json  optional: the owner's signature (signing/attestation.py)
+
+Every file but the manifest (and the signature, which signs the manifest) is listed in `files` with its
+SHA-256. Like sigstore-python's `Bundle.from_json`, a `Manifest` validates when it is made (the JSON
+schema `manifest.schema.json`, then the typed sections) and raises one exception type, `BundleError`;
+`Manifest.to_json` is the only writer of the format, `Bundle.open` its only reader of folders.
+Whether the manifest's claims are *true* is the verifier's business (`verifier/checks.py`); this module
+only says whether it is a well-formed manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from core.errors import NoseprintError
+from core.fileio import sha256_file
+from core.layout import MIN_BLINDING_VALUES, CircuitLayout
+
+FORMAT = "noseprint-bundle"
+VERSION = 1
+MANIFEST = "manifest.json"
+SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
+
+PICTURE_FILE = "fingerprint.png"
+Z_FILE = "z.json"
+TOKENS_FILE = "tokens.json"
+PROOF_FILE = "proof.json"
+SETTINGS_FILE = "circuit/settings.json"
+VK_FILE = "circuit/vk.key"
+THUMBNAIL_FILE = "image/thumbnail.png"
+IMAGE_PROOF_FILE = "image/proof.json"
+
+TERMS_PER_LAYER = 3
+"""Each fingerprinted layer contributes the attention, value-output and FFN terms, each with its own shift."""
+
+
+class BundleError(NoseprintError):
+    """The folder or manifest is not a well-formed bundle (exit 1: the bundle is at fault, not the user)."""
+
+    exit_code = 1
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return dict(json.loads(SCHEMA_PATH.read_text()))
+
+
+def schema_errors(manifest: object) -> list[str]:
+    """Human-readable schema violations, best first; empty when the manifest is valid."""
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(manifest), key=lambda e: (len(e.path), str(e.path)))
+    return [f"{'/'.join(str(p) for p in e.path) or '(top level)'}: {e.message}" for e in errors]
+
+
+@dataclass(frozen=True)
+class CommittedTensor:
+    """One committed circuit input: its name in the layout, shape with the blinding line, KZG points."""
+
+    name: str
+    shape: tuple[int, int]
+    points: tuple[str, ...]
+
+
+def layout_errors(layout: CircuitLayout) -> list[str]:
+    """What makes a schema-valid layout unusable: heads that do not group, widths that disagree, shifts."""
+    errors = []
+    for layer in layout.layers:
+        if layer.heads % layer.kv_heads or layer.hidden != layout.hidden:
+            errors.append("circuit layout is inconsistent (heads, kv_heads, hidden)")
+            break
+    if len(layout.term_shifts) != TERMS_PER_LAYER * len(layout.layers):
+        errors.append("circuit layout has the wrong number of term shifts")
+    short = layout.short_blinding_lines()
+    if short:
+        errors.append(f"circuit layout gives {short[0]} a blinding line under {MIN_BLINDING_VALUES} values")
+    return errors
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest: the raw JSON object (what is signed and hashed) and typed views of it."""
+
+    data: dict[str, Any]
+    layout: CircuitLayout
+
+    @classmethod
+    def from_dict(cls, data: object) -> Manifest:
+        """Validate against the schema and the layout rules; raise `BundleError` naming the first fault."""
+        errors = schema_errors(data)
+        if errors:
+            raise BundleError(f"{MANIFEST} does not follow the bundle schema: {errors[0]}")
+        assert isinstance(data, dict)  # the schema's top level is an object
+        try:
+            layout = CircuitLayout.from_dict(data["circuit"]["layout"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"circuit layout is unusable: {exc}") from None
+        problems = layout_errors(layout)
+        if problems:
+            raise BundleError(problems[0])
+        return cls(data, layout)
+
+    @classmethod
+    def from_json(cls, text: bytes | str) -> Manifest:
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise BundleError(f"{MANIFEST} is not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        path = Path(folder) / MANIFEST
+        if not path.is_file():
+            raise BundleError(f"{MANIFEST} is missing from the bundle")
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{MANIFEST} cannot be read ({exc})") from None
+        return cls.from_json(text)
+
+    def to_json(self) -> bytes:
+        """The one serialisation the prover writes (sorted keys, two-space indent, final newline)."""
+        return (json.dumps(self.data, indent=2, sort_keys=True) + "\n").encode()
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / MANIFEST
+        path.write_bytes(self.to_json())
+        return path
+
+    # typed views of the sections --------------------------------------------------------------------------
+
+    @property
+    def model_type(self) -> str:
+        return str(self.data["model"]["model_type"])
+
+    @property
+    def fingerprinted_layers(self) -> list[int]:
+        return [int(i) for i in self.data["model"]["fingerprinted_layers"]]
+
+    @property
+    def weights_committed(self) -> int:
+        return int(self.data["model"]["weights_committed"])
+
+    @property
+    def token_count(self) -> int:
+        return int(self.data["tokens"]["count"])
+
+    @property
+    def tokens_file(self) -> str:
+        return str(self.data["tokens"]["file"])
+
+    @property
+    def encoder_digest(self) -> str:
+        return str(self.data["networks"]["encoder"]["digest"])
+
+    @property
+    def generator_digest(self) -> str:
+        return str(self.data["networks"]["generator"]["digest"])
+
+    @property
+    def circuit(self) -> dict[str, Any]:
+        """`logrows`, `num_rows`, `run_args`, `circuit_id`, `settings_file`, `vk_file`, `vk_sha256`, ..."""
+        return dict(self.data["circuit"])
+
+    @property
+    def logrows(self) -> int:
+        return int(self.data["circuit"]["logrows"])
+
+    @property
+    def proof_file(self) -> str:
+        return str(self.data["proof"]["file"])
+
+    @property
+    def commitment_digest(self) -> str:
+        return str(self.data["commitment"]["digest"])
+
+    @property
+    def commitment_scheme(self) -> str:
+        return str(self.data["commitment"]["scheme"])
+
+    @property
+    def committed_tensors(self) -> list[CommittedTensor]:
+        return [
+            CommittedTensor(str(t["name"]), (int(t["shape"][0]), int(t["shape"][1])), tuple(t["points"]))
+            for t in self.data["commitment"]["tensors"]
+        ]
+
+    @property
+    def z_file(self) -> str:
+        return str(self.data["z"]["file"])
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.data["z"]["dim"])
+
+    @property
+    def z_frac_bits(self) -> int:
+        return int(self.data["z"]["frac_bits"])
+
+    @property
+    def image_file(self) -> str:
+        return str(self.data["image"]["file"])
+
+    @property
+    def srs_sha256(self) -> str:
+        return str(self.data["srs"]["sha256"])
+
+    @property
+    def image_proof(self) -> dict[str, Any] | None:
+        section = self.data.get("image_proof")
+        return dict(section) if section is not None else None
+
+    @property
+    def files(self) -> dict[str, str]:
+        return dict(self.data["files"])
+
+    def referenced_files(self) -> list[str]:
+        """Every file the manifest points at (each must also be listed with its hash)."""
+        names = [
+            self.tokens_file,
+            self.data["circuit"]["settings_file"],
+            self.data["circuit"]["vk_file"],
+            self.proof_file,
+            self.z_file,
+            self.image_file,
+        ]
+        if self.image_proof is not None:
+            names += [self.image_proof["file"], self.image_proof["proof_file"]]
+        return [str(n) for n in names]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle folder and its validated manifest. Opening checks the form, not the proof."""
+
+    root: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, folder: Path) -> Bundle:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise BundleError(f"bundle folder not found: {folder}")
+        return cls(folder, Manifest.read(folder))
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    @property
+    def picture(self) -> Path:
+        return self.path(self.manifest.image_file)
+
+    def manifest_bytes(self) -> bytes:
+        return (self.root / MANIFEST).read_bytes()
+
+    def z(self) -> list[int]:
+        """The z the owner claims (z.json); `verify` recomputes it from the proof before trusting it."""
+        try:
+            values = json.loads(self.path(self.manifest.z_file).read_text())["z"]
+            return [int(v) for v in values]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise BundleError(f"{self.manifest.z_file} is unreadable ({exc})") from None
+
+
+def hash_files(stage: Path) -> dict[str, str]:
+    """The `files` section: every file under `stage` by relative path, with its SHA-256."""
+    return {str(p.relative_to(stage)): sha256_file(p) for p in sorted(Path(stage).rglob("*")) if p.is_file()}

@@ -1,0 +1,52 @@
+"""What kind of source a path is: a bundle, a fingerprint folder or a model folder.
+
+`compare`, `gallery` and the registry's search all take any of the three; this is the one place that
+decides which it is, so they cannot disagree. The fingerprint folder's file names live here too: it is
+written by `lineage/fingerprint.py` and read by comparison and search.
+
+    FINGERPRINT/
+      fingerprint.json   z (integers at 2^12), model type, layers, network digests
+      fingerprint.png    the picture
+      invariants.npy     the raw invariant terms (private: they leak information about the weights)
+      tokens.json        the token ids and strings used
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from core.bundle import MANIFEST, TOKENS_FILE
+from core.errors import UsageError
+
+FINGERPRINT_FORMAT = "noseprint-fingerprint"
+FINGERPRINT_RECORD = "fingerprint.json"
+FINGERPRINT_PICTURE = "fingerprint.png"
+INVARIANTS_FILE = "invariants.npy"
+MODEL_CONFIG = "config.json"
+
+
+class SourceKind(Enum):
+    BUNDLE = "bundle"
+    FINGERPRINT = "fingerprint folder"
+    MODEL = "model folder"
+
+
+def source_kind(path: Path) -> SourceKind:
+    """Decide by the marker file each kind has; a folder with none of them is a usage error."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return SourceKind.BUNDLE
+    if (path / FINGERPRINT_RECORD).is_file():
+        return SourceKind.FINGERPRINT
+    if (path / MODEL_CONFIG).is_file():
+        return SourceKind.MODEL
+    raise UsageError(f"{path} is neither a bundle, a fingerprint folder nor a model folder")
+
+
+def tokens_file(path: Path) -> Path | None:
+    """The token list of a bundle or fingerprint folder (None for a model folder, which has its tokenizer)."""
+    if source_kind(path) is SourceKind.MODEL:
+        return None
+    candidate = Path(path) / TOKENS_FILE
+    return candidate if candidate.is_file() else None

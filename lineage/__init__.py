@@ -1,0 +1,1 @@
+"""Lineage: the unproven fingerprint of a model folder, comparisons, galleries and the one verdict."""

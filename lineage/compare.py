@@ -1,0 +1,84 @@
+"""`noseprint compare A B`: how alike two fingerprints are, and a verdict (`lineage/verdict.py`).
+
+A and B may each be a model folder (fingerprinted on the fly), a fingerprint folder
+(`noseprint fingerprint`) or a bundle (`core/sources.py` says which). z-cosine is always available;
+the invariant cosine similarity (ICS, HuRef's measure) only when both sides have their private
+invariants (model or fingerprint folders).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.bundle import Bundle
+from core.errors import UsageError
+from core.sources import FINGERPRINT_PICTURE, FINGERPRINT_RECORD, INVARIANTS_FILE, SourceKind, source_kind, tokens_file
+from encoder.zvector import as_floats, cosine
+from lineage.fingerprint import fingerprint_model
+from lineage.gallery import grid
+from lineage.verdict import verdict
+from models.invariants import invariant_cosine
+from models.weights import DEFAULT_TOKENS
+
+
+@dataclass
+class Fingerprint:
+    label: str
+    z: list[int]
+    image: Path
+    invariants: np.ndarray | None
+
+
+def token_count(source: Path) -> int | None:
+    """How many tokens a bundle or fingerprint folder used (None for a model folder)."""
+    found = tokens_file(source)
+    if found is None:
+        return None
+    return len(json.loads(found.read_text())["tokens"])
+
+
+def load(source: Path, workdir: Path, tokens: int = DEFAULT_TOKENS) -> Fingerprint:
+    """z, picture and (where there are any) invariants of any kind of source."""
+    source = Path(source)
+    kind = source_kind(source)
+    if kind is SourceKind.BUNDLE:
+        bundle = Bundle.open(source)
+        return Fingerprint(source.name, bundle.z(), bundle.picture, None)
+    if kind is SourceKind.FINGERPRINT:
+        record = json.loads((source / FINGERPRINT_RECORD).read_text())
+        invariants_path = source / INVARIANTS_FILE
+        invariants = np.load(invariants_path) if invariants_path.is_file() else None
+        return Fingerprint(source.name, [int(v) for v in record["z"]], source / FINGERPRINT_PICTURE, invariants)
+    target = workdir / f"fp-{len(list(workdir.iterdir()))}"
+    fingerprint_model(source, target, token_count=tokens)
+    fingerprint = load(target, workdir)
+    fingerprint.label = source.name
+    return fingerprint
+
+
+def compare(a: Path, b: Path, image_out: Path | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="noseprint-compare-") as tmp:
+        count = token_count(a) or token_count(b) or DEFAULT_TOKENS  # a model side follows the other side's tokens
+        left, right = load(a, Path(tmp), count), load(b, Path(tmp), count)
+        if len(left.z) != len(right.z):
+            raise UsageError("the two fingerprints come from different encoders (z dimensions differ)")
+        z_cos = cosine(as_floats(left.z), as_floats(right.z))
+        ics = None
+        if left.invariants is not None and right.invariants is not None:
+            if left.invariants.shape != right.invariants.shape:
+                raise UsageError("the invariants have different shapes (token counts differ)")
+            ics = invariant_cosine(left.invariants, right.invariants)
+        result: dict[str, Any] = {"a": str(a), "b": str(b), "z_cosine": z_cos, "ics": ics}
+        result["verdict"] = verdict(ics, z_cos)
+        if image_out is not None:
+            ics_text = "n/a" if ics is None else f"{ics:.3f}"
+            caption = f"z-cosine {z_cos:.3f}   ICS {ics_text}   verdict: {result['verdict']}"
+            grid([(left.label, left.image), (right.label, right.image)], Path(image_out), caption=caption, size=256)
+            result["image"] = str(image_out)
+    return result

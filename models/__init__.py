@@ -1,0 +1,1 @@
+"""Reading models: checkpoints, architecture adapters, token selection, HuRef invariants, the demo model."""

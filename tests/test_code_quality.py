@@ -1,0 +1,112 @@
+"""The house rules, checked like behaviour: lint and complexity (ruff), types (mypy), import layers, and
+the console's promises (every command takes --json)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LAYERS: list[set[str]] = [
+    {"core"},
+    {"models", "encoder", "signing"},
+    {"circuits"},
+    {"prover", "verifier", "lineage"},
+    {"registry"},
+    {"noseprint"},
+]
+"""Ground first, as drawn in README's Layout section: a package imports only packages of lower rows."""
+NOT_INSTALLED = {"training", "bench", "tests"}
+
+
+def tier(package: str) -> int:
+    return next(i for i, row in enumerate(LAYERS) if package in row)
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level project packages a file imports (absolute imports: the project uses no relative ones)."""
+    known = set().union(*LAYERS) | NOT_INSTALLED
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found & known
+
+
+def layer_violations() -> list[str]:
+    problems = []
+    for package in sorted(set().union(*LAYERS)):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for target in sorted(imported_packages(path) - {package}):
+                if target in NOT_INSTALLED:
+                    problems.append(f"{path.relative_to(ROOT)} imports {target}, which is not installed")
+                elif tier(target) >= tier(package):
+                    problems.append(f"{path.relative_to(ROOT)} imports {target}: not below {package}")
+    return problems
+
+
+def test_imports_point_down_the_layers():
+    assert layer_violations() == []
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
+    """The check itself can fail: an import from a higher row is reported."""
+    fake = tmp_path / "core"
+    fake.mkdir()
+    (fake / "bad.py").write_text("from prover.plan import plan_proof\nimport training.dogs\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert layer_violations() == [
+        "core/bad.py imports prover: not below core",
+        "core/bad.py imports training, which is not installed",
+    ]
+
+
+def run(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def test_ruff_lint_and_complexity():
+    result = run(sys.executable, "-m", "ruff", "check", "--output-format", "concise", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format():
+    result = run(sys.executable, "-m", "ruff", "format", "--check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_on_the_installed_packages():
+    result = run(sys.executable, "-m", "mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _commands(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
+
+
+def cli_commands() -> dict[str, Any]:
+    """Every leaf command of the console script, by its full name ("registry add")."""
+    import typer
+
+    from noseprint.cli import app
+
+    return dict(_commands(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize("name", sorted(cli_commands()))
+def test_every_command_takes_json(name):
+    options = {opt for param in cli_commands()[name].params for opt in getattr(param, "opts", [])}
+    assert "--json" in options, f"noseprint {name} has no --json"
