@@ -64,13 +64,18 @@ def prove(circuit: BuiltCircuit, keys: Keys, srs: Srs, inputs: list[list[float]]
     )
 
 
-def commitments_in_proof(proof_path: Path, commitments: list[list[str]]) -> bool:
+def commitments_in_proof(proof_path: Path, commitments: list[list[str]], points_expected: list[int]) -> bool:
     """True iff the proof's committed input columns are exactly `commitments`.
 
-    EZKL's `swap_proof_commitments` writes the given commitments over the ones in
-    the proof; if the proof is unchanged, they were already there.
+    Exact, not prefix: EZKL's `swap_proof_commitments` writes the given commitments over the first ones
+    in the proof, so a short list (or points moved between inputs) would leave the proof unchanged too.
+    Hence the counts first: one list per committed input, each with the points EZKL gives an input of its
+    size (`points_per_input`); then, if writing them over the proof's own changes nothing, they are its own.
     """
     import ezkl
+
+    if [len(points) for points in commitments] != points_expected:
+        return False
 
     with tempfile.TemporaryDirectory(prefix="noseprint-swap-") as tmp:
         copy, witness = Path(tmp) / "proof.json", Path(tmp) / "witness.json"
@@ -93,6 +98,41 @@ def commitments_in_proof(proof_path: Path, commitments: list[list[str]]) -> bool
         )
         ezkl.swap_proof_commitments(str(copy), str(witness))
         return json.loads(copy.read_text())["proof"] == json.loads(Path(proof_path).read_text())["proof"]
+
+
+MAX_UNUSABLE_ROWS = 64
+"""halo2 keeps blinding factors + 1 rows of every column unusable; a handful for these circuits, never this many."""
+ZERO_FELT = "0" * 64
+USABLE_ROWS_FILE = "usable_rows.json"
+
+
+def _points_for(size: int, keys: Keys, srs: Srs) -> int:
+    import ezkl
+
+    return len(ezkl.kzg_commit([ZERO_FELT] * size, str(keys.vk), str(keys.settings), str(srs.path)))
+
+
+def usable_commit_rows(keys: Keys, srs: Srs) -> int:
+    """Rows of one committed column that carry values: EZKL commits an input of `size` values as
+    `size // usable + 1` points (src/circuit/modules/polycommit.rs). Found once per key by asking EZKL to
+    commit to zero vectors around 2^logrows (about six commitments), then cached beside the key."""
+    cached = keys.vk.parent / USABLE_ROWS_FILE
+    if cached.is_file():
+        return int(json.loads(cached.read_text())["usable_rows"])
+    logrows = int(json.loads(keys.settings.read_text())["run_args"]["logrows"])
+    low, high = (1 << logrows) - MAX_UNUSABLE_ROWS, 1 << logrows  # one point at `low`, two at `high`
+    if _points_for(low, keys, srs) != 1 or _points_for(high, keys, srs) != 2:
+        raise RuntimeError("EZKL's commitment layout is not the one noseprint knows")
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if _points_for(middle, keys, srs) == 1 else (low, middle)
+    cached.write_text(json.dumps({"usable_rows": high}))
+    return high
+
+
+def points_per_input(size: int, usable_rows: int) -> int:
+    """How many KZG points EZKL's polycommit gives an input of `size` values."""
+    return size // usable_rows + 1
 
 
 def verify_proof(proof_path: Path, keys: Keys, srs: Srs) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import NoseprintError
-from core.fileio import sha256_file
+from core.fileio import parse_json_strict, read_inside, sha256_file
 from core.layout import MIN_BLINDING_VALUES, CircuitLayout
 
 FORMAT = "noseprint-bundle"
@@ -119,20 +119,22 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: bytes | str) -> Manifest:
+        """Strict JSON (integers only, bounded size and depth), then `from_dict`."""
         try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            data = parse_json_strict(text.encode() if isinstance(text, str) else text)
+        except ValueError as exc:
             raise BundleError(f"{MANIFEST} is not valid JSON ({exc})") from None
         return cls.from_dict(data)
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
+        """The manifest of a bundle folder: a regular file, not a link, inside the folder."""
         path = Path(folder) / MANIFEST
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             raise BundleError(f"{MANIFEST} is missing from the bundle")
         try:
-            text = path.read_bytes()
-        except OSError as exc:
+            text = read_inside(Path(folder), MANIFEST)
+        except (OSError, ValueError) as exc:
             raise BundleError(f"{MANIFEST} cannot be read ({exc})") from None
         return cls.from_json(text)
 
@@ -271,15 +273,75 @@ class Bundle:
     def manifest_bytes(self) -> bytes:
         return (self.root / MANIFEST).read_bytes()
 
+    def read(self, relative: str) -> bytes:
+        """A member file's bytes (no links, nothing outside the folder, bounded size)."""
+        try:
+            return read_inside(self.root, relative)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{relative} cannot be read ({exc})") from None
+
     def z(self) -> list[int]:
         """The z the owner claims (z.json); `verify` recomputes it from the proof before trusting it."""
         try:
-            values = json.loads(self.path(self.manifest.z_file).read_text())["z"]
-            return [int(v) for v in values]
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            return parse_z(self.read(self.manifest.z_file))[1]
+        except ValueError as exc:
             raise BundleError(f"{self.manifest.z_file} is unreadable ({exc})") from None
 
 
 def hash_files(stage: Path) -> dict[str, str]:
     """The `files` section: every file under `stage` by relative path, with its SHA-256."""
     return {str(p.relative_to(stage)): sha256_file(p) for p in sorted(Path(stage).rglob("*")) if p.is_file()}
+
+
+def _int_list(value: object, what: str) -> list[int]:
+    if not isinstance(value, list) or not all(type(v) is int for v in value):
+        raise ValueError(f"{what} is not a list of integers")
+    return list(value)
+
+
+def parse_z(data: bytes) -> tuple[list[int], list[int]]:
+    """(z_raw, z) from z.json; ValueError with a reason for anything else."""
+    record = parse_json_strict(data)
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    return _int_list(record.get("z_raw"), "z_raw"), _int_list(record.get("z"), "z")
+
+
+def parse_tokens(data: bytes) -> tuple[list[int], list[str]]:
+    """(ids, strings) from tokens.json; ValueError with a reason for anything else."""
+    record = parse_json_strict(data)
+    tokens = record.get("tokens") if isinstance(record, dict) else None
+    if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
+        raise ValueError("no list of tokens")
+    ids = _int_list([t.get("id") for t in tokens], "token ids")
+    strings = [t.get("string", "") for t in tokens]
+    if not all(isinstance(s, str) for s in strings):
+        raise ValueError("a token string is not a string")
+    return ids, strings
+
+
+FELT_HEX_DIGITS = 64
+
+
+def parse_proof(data: bytes) -> dict[str, Any]:
+    """An EZKL proof's JSON: one instance column of 32-byte hex field elements, the proof as a list of bytes."""
+    proof = parse_json_strict(data, allow_floats=True)  # EZKL's pretty_public_inputs carries floats
+    if not isinstance(proof, dict):
+        raise ValueError("not a JSON object")
+    instances = proof.get("instances")
+    if not isinstance(instances, list) or len(instances) != 1 or not isinstance(instances[0], list):
+        raise ValueError("not one instance column")
+    for felt in instances[0]:
+        if not (isinstance(felt, str) and len(felt) == FELT_HEX_DIGITS and _is_hex(felt)):
+            raise ValueError("an instance is not a 32-byte hex field element")
+    body = proof.get("proof")
+    if not isinstance(body, list) or not all(type(b) is int and 0 <= b < 256 for b in body):
+        raise ValueError("the proof is not a list of bytes")
+    return proof
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in HEX_DIGITS for c in text)
+
+
+HEX_DIGITS = frozenset("0123456789abcdef")

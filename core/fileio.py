@@ -1,4 +1,5 @@
-"""Hashing and atomic writes: nothing noseprint writes is ever left half-written."""
+"""Hashing, atomic writes (nothing noseprint writes is ever left half-written), and defensive reading of
+strangers' files (bundles): no links followed, bounded sizes, JSON that can only fail with a reason."""
 
 from __future__ import annotations
 
@@ -89,3 +90,64 @@ def staged_directory(target: Path, force: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+MAX_JSON_BYTES = 64 << 20
+"""No file in a bundle is near this (the largest, a proof, is about 0.1-1 MB); more is an attack on memory."""
+
+
+def _no_floats(text: str) -> Any:
+    raise ValueError(f"non-integer number {text[:20]}")
+
+
+def parse_json_strict(data: bytes, allow_floats: bool = False) -> Any:
+    """JSON from a stranger: every failure is a ValueError with a reason, never another exception.
+
+    Refused: invalid UTF-8 or JSON, nesting deeper than the parser's recursion limit, integers over
+    Python's digit limit, NaN and infinities, and (unless `allow_floats`) any non-integer number: a
+    `head_dim` of `8.0` passes a JSON schema's "integer" and then breaks `torch.zeros`.
+    """
+    if len(data) > MAX_JSON_BYTES:
+        raise ValueError(f"{len(data):,} bytes, more than the {MAX_JSON_BYTES:,} a bundle file may have")
+    try:
+        return json.loads(
+            data,
+            parse_float=None if allow_floats else _no_floats,
+            parse_constant=lambda name: _no_floats(name),
+        )
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and the digit limit are ValueErrors
+        raise ValueError(str(exc)[:200]) from None
+
+
+def read_inside(root: Path, relative: str, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """A file's bytes, only if it is a regular file inside `root` reached through no symbolic link.
+
+    A bundle is a stranger's folder: a link in it could make the verifier read (and, through the hash
+    check, test guesses about) its own files, such as /etc/hostname."""
+    root = Path(root)
+    path = root / relative
+    current = root
+    for part in Path(relative).parts:
+        current = current / part
+        if current.is_symlink():
+            raise ValueError(f"{relative} is a symbolic link")
+    resolved, base = path.resolve(), root.resolve()
+    if base not in resolved.parents:
+        raise ValueError(f"{relative} lies outside the bundle")
+    if not path.is_file():
+        raise ValueError(f"{relative} is missing or not a regular file")
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{relative} is larger than {max_bytes:,} bytes")
+    return path.read_bytes()
+
+
+def links_inside(root: Path) -> list[str]:
+    """Every symbolic link under `root` (relative paths), without following any."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in dirs + files:
+            if (Path(folder) / name).is_symlink():
+                found.append(str((Path(folder) / name).relative_to(root)))
+    return sorted(found)

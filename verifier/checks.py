@@ -10,7 +10,7 @@ z), the public values (read from the proof itself).
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +22,9 @@ from circuits import srs as srs_store
 from circuits.build import BuiltCircuit
 from circuits.keys import Keys
 from circuits.settings import run_args_dict
-from core.bundle import MANIFEST, BundleError, Manifest
+from core.bundle import MANIFEST, BundleError, Manifest, parse_proof, parse_tokens, parse_z
 from core.errors import UsageError
-from core.fileio import canonical_json, sha256_bytes, sha256_file
+from core.fileio import canonical_json, links_inside, read_inside, sha256_bytes, sha256_file
 from core.layout import CircuitLayout
 from encoder import release
 from encoder.zvector import Z_FRAC_BITS, standardise_exact
@@ -108,15 +108,20 @@ def check_manifest(ctx: Context) -> None:
 
 
 def check_files(ctx: Context) -> None:
+    """Every file listed, present, unmodified; no symbolic link anywhere (nothing outside the bundle is read)."""
+    links = links_inside(ctx.bundle)
+    if links:
+        raise Invalid("files", f"the bundle holds a symbolic link ({links[0]}); a bundle is plain files only")
     files = ctx.manifest.files
     for name in ctx.manifest.referenced_files():
         if name not in files:
             raise Invalid("files", f"{name} is used by the manifest but not listed with its hash")
     for name, digest in files.items():
-        path = _path(ctx, name)
-        if not path.is_file():
-            raise Invalid("files", f"{name} is missing from the bundle")
-        if sha256_file(path) != digest:
+        try:
+            data = read_inside(ctx.bundle, name)
+        except (OSError, ValueError) as exc:
+            raise Invalid("files", f"{name} cannot be read ({exc})") from None
+        if sha256_bytes(data) != digest:
             raise Invalid("files", f"{name} was modified: its SHA-256 differs from the manifest's")
 
 
@@ -147,15 +152,14 @@ def check_tokens(ctx: Context) -> None:
     an open-weight model.
     """
     try:
-        data = json.loads(_path(ctx, ctx.manifest.tokens_file).read_text())
-        ids = [int(t["id"]) for t in data["tokens"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        ids, strings = parse_tokens(read_inside(ctx.bundle, ctx.manifest.tokens_file))
+    except (OSError, ValueError) as exc:
         raise Invalid("tokens", f"tokens.json is unreadable ({exc})") from None
     if len(set(ids)) != len(ids):
         raise Invalid("tokens", "tokens.json repeats a token id")
     if not len(ids) == ctx.manifest.token_count == ctx.layout.tokens:
         raise Invalid("tokens", "tokens.json, the manifest and the circuit layout disagree on the number of tokens")
-    ctx.report.facts["token_strings"] = [str(t.get("string", "")) for t in data["tokens"]]
+    ctx.report.facts["token_strings"] = strings
 
 
 def check_tool(ctx: Context) -> None:
@@ -231,12 +235,8 @@ def check_keys(ctx: Context) -> None:
 
 def _proof_json(ctx: Context) -> dict[str, Any]:
     try:
-        proof = json.loads(_path(ctx, ctx.manifest.proof_file).read_text())
-        instances = proof["instances"]
-        if not isinstance(proof["proof"], list) or not isinstance(instances, list) or len(instances) != 1:
-            raise ValueError("unexpected structure")
-        return dict(proof)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        return parse_proof(read_inside(ctx.bundle, ctx.manifest.proof_file))
+    except (OSError, ValueError) as exc:
         raise Invalid("proof", f"the proof file is not an EZKL proof ({exc})") from None
 
 
@@ -251,9 +251,8 @@ def check_public_output(ctx: Context) -> None:
             raise
         raise Invalid("public output", "the proof's public values are not field elements") from None
     try:
-        zfile = json.loads(_path(ctx, ctx.manifest.z_file).read_text())
-        claimed_raw, claimed_z = [int(v) for v in zfile["z_raw"]], [int(v) for v in zfile["z"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        claimed_raw, claimed_z = parse_z(read_inside(ctx.bundle, ctx.manifest.z_file))
+    except (OSError, ValueError) as exc:
         raise Invalid("public output", f"z.json is unreadable ({exc})") from None
     if len(z_raw) != ctx.manifest.z_dim:
         raise Invalid("public output", "the proof's output does not have the dimension the manifest states")
@@ -269,17 +268,28 @@ def check_public_output(ctx: Context) -> None:
 
 
 def check_commitment(ctx: Context) -> None:
-    from circuits.proving import commitments_in_proof
+    """Exact, not prefix: every tensor of the layout, in order, each with exactly the number of KZG points
+    EZKL gives an input of its size; only then are they compared with the proof's committed columns."""
+    from circuits.proving import commitments_in_proof, points_per_input, usable_commit_rows
 
+    assert ctx.keys is not None and ctx.srs is not None
     commitment = ctx.manifest.data["commitment"]
     tensors = commitment["tensors"]
     if sha256_bytes(canonical_json(tensors)) != commitment["digest"]:
         raise Invalid("commitment", "the commitment digest does not match the committed tensors listed")
-    expected = [(p.name, list(p.committed_shape)) for p in ctx.layout.pieces()]
+    pieces = ctx.layout.pieces()
+    if len(tensors) != len(pieces):
+        raise Invalid("commitment", f"the manifest commits to {len(tensors)} tensors; the layout has {len(pieces)}")
+    expected = [(p.name, list(p.committed_shape)) for p in pieces]
     if [(t["name"], t["shape"]) for t in tensors] != expected:
         raise Invalid("commitment", "the committed tensors do not match the circuit layout")
+    usable = usable_commit_rows(ctx.keys, ctx.srs)
+    wanted = [points_per_input(math.prod(piece.committed_shape), usable) for piece in pieces]
+    for piece, tensor, count in zip(pieces, tensors, wanted, strict=True):
+        if len(tensor["points"]) != count:
+            raise Invalid("commitment", f"{piece.name} has {len(tensor['points'])} commitment points, not {count}")
     try:
-        same = commitments_in_proof(_path(ctx, ctx.manifest.proof_file), [t["points"] for t in tensors])
+        same = commitments_in_proof(_path(ctx, ctx.manifest.proof_file), [t["points"] for t in tensors], wanted)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise

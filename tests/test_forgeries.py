@@ -1,0 +1,180 @@
+"""Bundles forged the ways an audit of `verify` found (issue 17), each refused with a reason and exit 1.
+
+Every case starts from the bundle proven before the layered layout (`tests/data/bundle-v1`), strips its
+signature (an attacker re-signs or leaves it unsigned), edits it, re-hashes what it edited, and runs the
+real `noseprint verify` in a subprocess: a refusal must be INVALID, never a crash (exit 3) or a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+DATA = Path(__file__).with_name("data")
+BUNDLE = DATA / "bundle-v1"
+
+pytestmark = pytest.mark.proof  # the commitment check derives the verifier's key (EZKL setup, about 20 s once)
+
+
+@pytest.fixture(scope="module")
+def auditor(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("auditor")
+    run_cli("srs", "import", str(DATA / "dev-k15.srs"), "--logrows", "15", home=home, check=True)
+    first = run_cli("verify", str(BUNDLE), "--json", home=home)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return home
+
+
+def forge(target: Path, edit: Callable[[Path, dict], None]) -> Path:
+    """A copy of the fixture, unsigned, edited; the manifest's file hashes follow the edit."""
+    shutil.copytree(BUNDLE, target)
+    for name in ("attestation.dsse.json", "signer.pub"):
+        (target / name).unlink()
+    manifest = json.loads((target / "manifest.json").read_text())
+    edit(target, manifest)
+    for name in list(manifest["files"]):
+        path = target / name
+        if path.is_file() and not path.is_symlink():
+            manifest["files"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    if "raw_manifest" not in manifest:
+        (target / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return target
+
+
+def refused(bundle: Path, home: Path) -> dict:
+    result = run_cli("verify", str(bundle), "--json", home=home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert not report["valid"]
+    return report
+
+
+def digest_of(tensors: list) -> str:
+    return hashlib.sha256(json.dumps(tensors, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def set_tensors(manifest: dict, tensors: list) -> None:
+    manifest["commitment"]["tensors"] = tensors
+    manifest["commitment"]["digest"] = digest_of(tensors)
+
+
+PREFIXES = {
+    "all but the last": lambda ts: ts[:-1],
+    "the first alone": lambda ts: ts[:1],
+    "two merged into one entry": lambda ts: [{**ts[0], "points": ts[0]["points"] + ts[1]["points"]}] + ts[2:],
+}
+
+
+@pytest.mark.parametrize("name", list(PREFIXES))
+def test_commitment_lists_must_be_exact(name, auditor, tmp_path):
+    def edit(_: Path, manifest: dict) -> None:
+        set_tensors(manifest, PREFIXES[name](manifest["commitment"]["tensors"]))
+
+    report = refused(forge(tmp_path / "b", edit), auditor)
+    assert report["failed_check"] == "commitment", report
+
+
+def test_the_unforged_copy_still_verifies(auditor, tmp_path):
+    """The forging itself (copy, strip the signature, re-hash) leaves a valid bundle: the edits are what fail."""
+    result = run_cli("verify", str(forge(tmp_path / "b", lambda *_: None)), "--json", home=auditor)
+    assert result.returncode == 0, result.stdout
+
+
+def write_manifest_text(text: str) -> Callable[[Path, dict], None]:
+    def edit(target: Path, manifest: dict) -> None:
+        manifest["raw_manifest"] = True
+        (target / "manifest.json").write_text(text)
+
+    return edit
+
+
+def manifest_with(path: tuple, value_json: str) -> str:
+    """The fixture's manifest text with the value at `path` replaced by raw JSON text."""
+    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    node = manifest
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = "@@VALUE@@"
+    return json.dumps(manifest).replace('"@@VALUE@@"', value_json)
+
+
+CRASHERS = {
+    "a float where an integer belongs": manifest_with(("circuit", "layout", "layers", 0, "head_dim"), "8.0"),
+    "a 5,000-digit integer": manifest_with(("z", "dim"), "9" * 5000),
+    "deeply nested JSON": manifest_with(("model", "model_type"), "[" * 50_000 + "]" * 50_000),
+    "NaN": manifest_with(("circuit", "output_scale"), "NaN"),
+}
+
+
+@pytest.mark.parametrize("name", list(CRASHERS))
+def test_manifests_that_crashed_the_verifier(name, auditor, tmp_path):
+    report = refused(forge(tmp_path / "b", write_manifest_text(CRASHERS[name])), auditor)
+    assert report["failed_check"] == "manifest", report
+
+
+@pytest.mark.parametrize("member", ["tokens.json", "z.json", "proof.json"])
+@pytest.mark.parametrize("content", ["[" * 50_000, '{"tokens": [{"id": 1.5}], "z": [1.5], "z_raw": [0]}', "9" * 5000])
+def test_member_files_that_crashed_the_verifier(member, content, auditor, tmp_path):
+    def edit(target: Path, _: dict) -> None:
+        (target / member).write_text(content)
+
+    report = refused(forge(tmp_path / "b", edit), auditor)
+    assert report["failed_check"] in {"tokens", "public output", "proof"}, report
+
+
+def test_symlinks_out_of_the_bundle_are_refused(auditor, tmp_path):
+    """A link with the right hash would let a bundle test the contents of the verifier's own files."""
+    secret = tmp_path / "verifier-secret.txt"
+    secret.write_text("the verifier's own file")
+
+    def edit(target: Path, manifest: dict) -> None:
+        os.symlink(secret, target / "leak")
+        manifest["files"]["leak"] = hashlib.sha256(secret.read_bytes()).hexdigest()
+
+    report = refused(forge(tmp_path / "b", edit), auditor)
+    assert report["failed_check"] == "files" and "symbolic link" in report["reason"], report
+
+
+def test_a_linked_manifest_is_refused(auditor, tmp_path):
+    target = tmp_path / "b"
+    shutil.copytree(BUNDLE, target)
+    real = tmp_path / "elsewhere.json"
+    (target / "manifest.json").rename(real)
+    os.symlink(real, target / "manifest.json")
+    report = refused(target, auditor)
+    assert report["failed_check"] == "manifest" and "symbolic link" in report["reason"], report
+
+
+@pytest.mark.parametrize("name", list(PREFIXES) + ["none"])
+def test_commitments_in_proof_is_exact_not_prefix(name, auditor, monkeypatch):
+    """The function the commitment check rests on: before the fix it accepted all of these."""
+    from circuits.proving import commitments_in_proof
+
+    monkeypatch.setenv("NOSEPRINT_HOME", str(auditor))
+    tensors = json.loads((BUNDLE / "manifest.json").read_text())["commitment"]["tensors"]
+    expected = [1] * len(tensors)  # each tensor of this tiny layout is one KZG point (checked just below)
+    assert commitments_in_proof(BUNDLE / "proof.json", [t["points"] for t in tensors], expected)
+    forged = [] if name == "none" else PREFIXES[name](tensors)
+    assert not commitments_in_proof(BUNDLE / "proof.json", [t["points"] for t in forged], expected)
+
+
+def test_points_per_input_follows_ezkl(auditor, monkeypatch):
+    """`usable_commit_rows` finds EZKL's column height by asking EZKL; the fixture's k15 key has 2^15 - 6."""
+    from circuits import srs as srs_store
+    from circuits.keys import Keys
+    from circuits.proving import points_per_input, usable_commit_rows
+
+    monkeypatch.setenv("NOSEPRINT_HOME", str(auditor))
+    (folder,) = (auditor / "keys").iterdir()
+    keys = Keys(folder / "vk.key", None, folder / "settings.json", "", False)
+    usable = usable_commit_rows(keys, srs_store.require(15))
+    assert usable == (1 << 15) - 6
+    assert [points_per_input(n, usable) for n in (1, usable - 1, usable, 2 * usable)] == [1, 1, 2, 3]
