@@ -88,7 +88,14 @@ def print_report(report: Report, as_json: bool) -> None:
         out.print("[bold green]VALID[/]: the fingerprint was proven from the committed weights")
     else:
         out.print(f"[bold red]INVALID[/] ({report.failed_check}): {report.reason}", highlight=False)
-    facts = report.facts
+    _print_facts(report.facts)
+    _print_claims(report.claims)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def _print_facts(facts: dict[str, Any]) -> None:
+    """What verification established (proven, recomputed, or the verifier's own choice)."""
     if facts.get("signed"):
         how = "the key you gave" if facts.get("signer_demanded") else "the bundled key; pass --key to demand yours"
         out.print(f"  signed by key {facts['signer_keyid']} ({how})", highlight=False)
@@ -97,7 +104,7 @@ def print_report(report: Report, as_json: bool) -> None:
     if facts.get("image_proven") and "image_proof" in facts:
         proof = facts["image_proof"]
         out.print(f"  thumbnail proven too: {proof['rows']:,} rows, logrows {proof['logrows']}", highlight=False)
-    for key in ("model_type", "fingerprinted_layers", "tokens", "model_commitment", "image_sha256", "vk_sha256"):
+    for key in ("tokens", "model_commitment", "image_sha256", "vk_sha256"):
         if key in facts:
             out.print(f"  {key}: {facts[key]}", highlight=False)
     if "circuit" in facts:
@@ -106,8 +113,15 @@ def print_report(report: Report, as_json: bool) -> None:
     if "srs" in facts:
         s = facts["srs"]
         out.print(f"  srs: {s['sha256'][:16]}… (logrows {s['logrows']}, {s['origin']})", highlight=False)
-    for warning in report.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def _print_claims(claims: dict[str, Any]) -> None:
+    """What the owner says and nothing proves, apart from the facts."""
+    shown = {key: claims[key] for key in ("model_type", "fingerprinted_layers", "token_strings") if key in claims}
+    if shown:
+        out.print("  the owner claims (not proven):", highlight=False)
+        for key, value in shown.items():
+            out.print(f"    {key}: {value}", highlight=False)
 
 
 @app.command()

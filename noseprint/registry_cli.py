@@ -147,8 +147,9 @@ def show(
         result["bundle"] = str(bundle)
     if _emit(result, as_json):
         return
-    for name in ("id", "label", "model_type", "commitment", "signer_keyid", "image_sha256", "added_at", "log_index"):
+    for name in ("id", "label", "commitment", "signer_keyid", "image_sha256", "added_at", "log_index"):
         out.print(f"{name}: {result[name]}", highlight=False)
+    out.print(f"model_type: {result['model_type']} (the owner's claim, not proven)", highlight=False)
     proof = result["inclusion"]
     out.print(f"inclusion: position {proof['log_index']} of {proof['tree_size']}, {len(proof['proof'])} hashes")
     if result["nearest"]:

@@ -178,3 +178,66 @@ def test_points_per_input_follows_ezkl(auditor, monkeypatch):
     usable = usable_commit_rows(keys, srs_store.require(15))
     assert usable == (1 << 15) - 6
     assert [points_per_input(n, usable) for n in (1, usable - 1, usable, 2 * usable)] == [1, 1, 2, 3]
+
+
+def edit_json(member: str, change: Callable[[dict], None]) -> Callable[[Path, dict], None]:
+    def edit(target: Path, manifest: dict) -> None:
+        data = manifest if member == "manifest.json" else json.loads((target / member).read_text())
+        change(data)
+        if member != "manifest.json":
+            (target / member).write_text(json.dumps(data))
+
+    return edit
+
+
+UNPROVEN_EDITS = {
+    "settings with range checks on": (
+        edit_json("circuit/settings.json", lambda s: s["run_args"].update(ignore_range_check_inputs_outputs=False)),
+        "keys",
+    ),
+    "settings at logrows 20": (edit_json("circuit/settings.json", lambda s: s["run_args"].update(logrows=20)), "keys"),
+    "another commitment scheme": (
+        edit_json("manifest.json", lambda m: m["commitment"].update(scheme="noseprint-kzg-unblinded/v0")),
+        "commitment",
+    ),
+    "layers that are not the last": (
+        edit_json("manifest.json", lambda m: m["model"].update(fingerprinted_layers=[118, 119])),
+        "manifest",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UNPROVEN_EDITS))
+def test_unproven_fields_that_verified_valid(name, auditor, tmp_path):
+    edit, check = UNPROVEN_EDITS[name]
+    report = refused(forge(tmp_path / "b", edit), auditor)
+    assert report["failed_check"] == check, report
+
+
+def test_claims_are_reported_apart_from_facts(auditor, tmp_path):
+    """An owner may write any model type: it verifies, but as the owner's claim, never as a fact."""
+    bundle = forge(tmp_path / "b", edit_json("manifest.json", lambda m: m["model"].update(model_type="gpt-4")))
+    result = run_cli("verify", str(bundle), "--json", home=auditor)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["valid"], report
+    assert report["claims"]["model_type"] == "gpt-4" and "model_type" not in report["facts"]
+    assert "token_strings" in report["claims"] and "token_strings" not in report["facts"]
+    text = run_cli("verify", str(bundle), home=auditor).stdout
+    assert "the owner claims (not proven)" in text and "gpt-4" in text.split("the owner claims")[1]
+
+
+def test_check_opening_binds_the_bundles_token_ids(auditor, tmp_path):
+    """The opening's token ids must be the bundle's: otherwise the bundle could name tokens it never committed."""
+    from tests.conftest import save_tiny, tiny_llama
+
+    model = save_tiny(tiny_llama(seed=0), tmp_path / "model")  # the fixture's model, rebuilt from its seed
+    opening = DATA / "bundle-v1.opening.json"
+    same = run_cli("check-opening", str(BUNDLE), str(model), "--opening", str(opening), home=auditor)
+    assert same.returncode == 0 and "MATCH" in same.stdout, same.stdout + same.stderr
+
+    def swap_ids(tokens: dict) -> None:
+        tokens["tokens"][0]["id"], tokens["tokens"][1]["id"] = tokens["tokens"][1]["id"], tokens["tokens"][0]["id"]
+
+    bundle = forge(tmp_path / "b", edit_json("tokens.json", swap_ids))
+    other = run_cli("check-opening", str(bundle), str(model), "--opening", str(opening), home=auditor)
+    assert other.returncode == 1 and "tokens.json" in other.stdout, other.stdout + other.stderr

@@ -20,11 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from circuits import srs as srs_store
 from circuits.build import BuiltCircuit
+from circuits.commitment import SCHEME
 from circuits.keys import Keys
-from circuits.settings import run_args_dict
+from circuits.settings import INPUT_SCALE, run_args_dict
 from core.bundle import MANIFEST, BundleError, Manifest, parse_proof, parse_tokens, parse_z
 from core.errors import UsageError
-from core.fileio import canonical_json, links_inside, read_inside, sha256_bytes, sha256_file
+from core.fileio import canonical_json, links_inside, parse_json_strict, read_inside, sha256_bytes, sha256_file
 from core.layout import CircuitLayout
 from encoder import release
 from encoder.zvector import Z_FRAC_BITS, standardise_exact
@@ -53,6 +54,10 @@ class Report:
     reason: str | None = None
     checks_passed: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    """What verification established: proven by the proof, recomputed, or the verifier's own choice."""
+    claims: dict[str, Any] = field(default_factory=dict)
+    """What the owner says and nothing proves (model type, layer numbers, token strings and ids, tool
+    versions): consistent with the proof's shapes, vouched for by the signature when signed, never facts."""
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,6 +67,7 @@ class Report:
             "reason": self.reason,
             "checks_passed": self.checks_passed,
             "facts": self.facts,
+            "claims": self.claims,
             "warnings": self.warnings,
         }
 
@@ -105,6 +111,29 @@ def check_manifest(ctx: Context) -> None:
         ctx.manifest_ = Manifest.read(ctx.bundle)
     except BundleError as exc:
         raise Invalid("manifest", str(exc)) from None
+    check_claims(ctx.manifest_)
+
+
+def owner_claims(manifest: Manifest) -> dict[str, Any]:
+    """The manifest's statements that no check can prove; `--redact` bundles leave them out."""
+    model = manifest.data["model"]
+    claims = {
+        key: model[key] for key in ("model_type", "family", "layer_count", "fingerprinted_layers") if key in model
+    }
+    claims["tool"] = manifest.data["tool"]
+    claims["created"] = manifest.data["created"]
+    claims["srs_origin"] = manifest.data["srs"]["origin"]
+    return claims
+
+
+def check_claims(manifest: Manifest) -> None:
+    """Unprovable claims must at least agree with what is proven: the fingerprinted layers are the last
+    ones of the stated depth, as many as the circuit has."""
+    layers, count = manifest.data["model"].get("fingerprinted_layers"), manifest.data["model"].get("layer_count")
+    if layers is not None and len(layers) != len(manifest.layout.layers):
+        raise Invalid("manifest", "the claimed fingerprinted layers are not as many as the circuit's layers")
+    if layers is not None and count is not None and layers != list(range(count - len(layers), count)):
+        raise Invalid("manifest", "the claimed fingerprinted layers are not the last layers of the claimed depth")
 
 
 def check_files(ctx: Context) -> None:
@@ -159,7 +188,8 @@ def check_tokens(ctx: Context) -> None:
         raise Invalid("tokens", "tokens.json repeats a token id")
     if not len(ids) == ctx.manifest.token_count == ctx.layout.tokens:
         raise Invalid("tokens", "tokens.json, the manifest and the circuit layout disagree on the number of tokens")
-    ctx.report.facts["token_strings"] = strings
+    ctx.report.claims["token_ids"] = ids
+    ctx.report.claims["token_strings"] = strings
 
 
 def check_tool(ctx: Context) -> None:
@@ -229,6 +259,12 @@ def check_keys(ctx: Context) -> None:
     bundled = sha256_file(_path(ctx, declared["vk_file"]))
     if bundled != keys.vk_sha256 or declared["vk_sha256"] != keys.vk_sha256:
         raise Invalid("keys", "the bundle's verification key is not the one derived from the released circuit")
+    try:
+        settings = parse_json_strict(read_inside(ctx.bundle, declared["settings_file"]), allow_floats=True)
+    except (OSError, ValueError) as exc:
+        raise Invalid("keys", f"circuit/settings.json is unreadable ({exc})") from None
+    if settings != parse_json_strict(keys.settings.read_bytes(), allow_floats=True):
+        raise Invalid("keys", "circuit/settings.json is not the settings noseprint derives for this circuit")
     ctx.report.facts["vk_sha256"] = keys.vk_sha256
     ctx.report.facts["vk_derived_now"] = keys.derived_now
 
@@ -274,6 +310,8 @@ def check_commitment(ctx: Context) -> None:
 
     assert ctx.keys is not None and ctx.srs is not None
     commitment = ctx.manifest.data["commitment"]
+    if commitment["scheme"] != SCHEME or commitment["input_scale"] != INPUT_SCALE:
+        raise Invalid("commitment", f"the commitment scheme is not {SCHEME} at input scale {INPUT_SCALE}")
     tensors = commitment["tensors"]
     if sha256_bytes(canonical_json(tensors)) != commitment["digest"]:
         raise Invalid("commitment", "the commitment digest does not match the committed tensors listed")
@@ -446,13 +484,8 @@ def verify_bundle(
             report.failed_check, report.reason = failure.check, failure.reason
             return report
         report.checks_passed.append(name)
-    report.facts.update(
-        {
-            "model_type": ctx.manifest.model_type,
-            "fingerprinted_layers": ctx.manifest.fingerprinted_layers,
-            "tokens": ctx.manifest.token_count,
-        }
-    )
+    report.facts["tokens"] = ctx.manifest.token_count
+    report.claims.update(owner_claims(ctx.manifest))
     report.warnings.append(SUBSTITUTION_NOTE)
     report.valid = True
     return report

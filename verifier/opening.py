@@ -21,7 +21,7 @@ from circuits.commitment import as_circuit_floats, committed_inputs
 from circuits.keys import ensure_keys
 from circuits.proving import commitments_of
 from circuits.settings import INPUT_SCALE
-from core.bundle import Manifest
+from core.bundle import Bundle, BundleError, parse_tokens
 from core.errors import UsageError
 from core.fileio import read_json
 from encoder import release
@@ -35,7 +35,9 @@ class OpeningResult:
 
 
 def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: Path | None = None) -> OpeningResult:
-    manifest = Manifest.read(Path(bundle))
+    """MATCH only if the bundle's token ids are the opening's and every commitment is recomputed exactly."""
+    opened = Bundle.open(Path(bundle))
+    manifest = opened.manifest
     opening = read_json(opening_path, "opening file")
     try:
         blinding: dict[str, list[int]] = opening["blinding"]
@@ -44,6 +46,12 @@ def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: P
         raise UsageError(f"the opening file is malformed: {exc}") from None
     if opening.get("input_scale") != INPUT_SCALE:
         raise UsageError("the opening was made with another input scale")
+    try:
+        bundle_ids, _ = parse_tokens(opened.read(manifest.tokens_file))
+    except ValueError as exc:
+        raise BundleError(f"{manifest.tokens_file} is unreadable ({exc})") from None
+    if bundle_ids != token_ids:
+        return OpeningResult(False, [manifest.tokens_file])  # the bundle names other tokens than were committed
     layout = manifest.layout
     published = {t.name: list(t.points) for t in manifest.committed_tensors}
 
