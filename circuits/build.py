@@ -28,8 +28,13 @@ class BuiltCircuit:
     circuit_id: str
 
     @property
+    def output_scales(self) -> list[int]:
+        """Fixed-point scale of each public output: z_raw, the term peaks, the owner limbs."""
+        return [int(s) for s in json.loads(self.settings.read_text())["model_output_scales"]]
+
+    @property
     def output_scale(self) -> int:
-        return int(json.loads(self.settings.read_text())["model_output_scales"][0])
+        return self.output_scales[0]
 
 
 def canonicalise_settings(path: Path) -> None:
@@ -103,7 +108,7 @@ def _build_key(layout: CircuitLayout, encoder_digest: str) -> str:
     )
 
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3  # 3: the statement circuit (term peaks and owner limbs as public outputs)
 """Bump when the graph or the settings rules change, so cached circuits are rebuilt."""
 
 

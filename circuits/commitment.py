@@ -24,6 +24,7 @@ import numpy as np
 from circuits.settings import INPUT_SCALE
 from core.errors import UsageError
 from core.layout import BLINDING_BITS, MIN_BLINDING_VALUES, ROW, CircuitLayout, Piece
+from core.statement import owner_limbs
 
 SCHEME = "noseprint-kzg-blinded/v1"
 
@@ -81,3 +82,10 @@ def committed_inputs(
         committed.append(with_blinding(quantise(tensors[piece.name], INPUT_SCALE), piece, line))
         opening[piece.name] = line
     return committed, opening
+
+
+def circuit_inputs(committed: list[np.ndarray], owner: str | None) -> list[list[float]]:
+    """Everything the statement circuit takes: the committed tensors, then the owner's key limbs (public:
+    they reappear among the outputs, `core.statement`)."""
+    limbs = [float(limb) for limb in owner_limbs(owner)]
+    return [as_circuit_floats(c, INPUT_SCALE) for c in committed] + [limbs]

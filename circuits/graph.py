@@ -21,7 +21,6 @@ Row-cost rules this graph follows (measured, BENCHMARKS.md):
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
@@ -30,27 +29,21 @@ import torch
 from torch import nn
 
 from core.layout import CircuitLayout, LayerShape
+from core.statement import OWNER_LIMBS, shift_for_peak
 
 STANDARDISE_EPS = 1e-6
-TERM_PEAK_BITS = 4
-"""After its shift, a term's largest magnitude is at most 2^TERM_PEAK_BITS.
-
-The raw terms reach d^1.5 and more; squaring them in `standardise` would overflow
-EZKL's decomposition range. Dividing each term by a public power of two first keeps
-every value in the range EZKL's non-linear ops are built for, and standardisation
-makes the result independent of the divisor. The prover picks the shifts from the
-float terms; they are part of the circuit description, so the verifier rebuilds
-exactly the same circuit.
-"""
+OWNER_NAME = "owner"
+OUTPUT_NAMES = ["z_raw", "peaks", "owner_out"]
+"""The public outputs, in the order `core.statement` reads them."""
+# The raw terms reach d^1.5 and more; squaring them in `standardise` would overflow EZKL's decomposition
+# range. Dividing each term by a public power of two first keeps every value in the range EZKL's
+# non-linear ops are built for. The prover picks the shifts from the float terms; the circuit outputs each
+# shifted term's peak so the verifier can check they are the minimal ones (`core.statement`).
 
 
 def choose_term_shifts(terms: np.ndarray) -> list[int]:
     """Power-of-two divisors that bring each term's peak magnitude to at most 2^TERM_PEAK_BITS."""
-    shifts = []
-    for term in terms:
-        peak = float(np.abs(term).max())
-        shifts.append(max(0, math.ceil(math.log2(peak)) - TERM_PEAK_BITS) if peak > 0 else 0)
-    return shifts
+    return [shift_for_peak(float(np.abs(term).max())) for term in terms]
 
 
 def sum_query_groups(t: torch.Tensor, layer: LayerShape) -> torch.Tensor:
@@ -112,26 +105,55 @@ class FingerprintCircuit(nn.Module):
             terms += layer_terms(e, weights, layer)
         return terms
 
-    def forward(self, *committed: torch.Tensor) -> torch.Tensor:
+    def shifted_terms(self, *committed: torch.Tensor) -> list[torch.Tensor]:
         raw = self.invariant_terms(*committed)
         shifts = self.layout.term_shifts or (0,) * len(raw)
-        terms = torch.stack([standardise(t / float(2**k)) for t, k in zip(raw, shifts, strict=True)])
+        return [t / float(2**k) for t, k in zip(raw, shifts, strict=True)]
+
+    def encode(self, shifted: list[torch.Tensor]) -> torch.Tensor:
+        terms = torch.stack([standardise(t) for t in shifted])
         return self.encoder(terms.unsqueeze(0)).squeeze(0)
+
+    def forward(self, *committed: torch.Tensor) -> torch.Tensor:
+        return self.encode(self.shifted_terms(*committed))
+
+
+def term_peak(term: torch.Tensor) -> torch.Tensor:
+    """max |term| as a (1, 1) tensor (EZKL translates this reduction; a 0-d reshape it does not)."""
+    return torch.maximum(term.amax(dim=(0, 1), keepdim=True), -term.amin(dim=(0, 1), keepdim=True)).reshape(1, 1)
+
+
+class StatementCircuit(nn.Module):
+    """What is proven: committed tensors and the owner's key limbs -> (z_raw, term peaks, owner limbs).
+
+    The terms are computed once and feed both z_raw and the peaks; the owner limbs pass through to the
+    public outputs, so the proof holds only for the key they spell (`core.statement`)."""
+
+    def __init__(self, layout: CircuitLayout, encoder: nn.Module):
+        super().__init__()
+        self.fingerprint = FingerprintCircuit(layout, encoder)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        *committed, owner = inputs
+        shifted = self.fingerprint.shifted_terms(*committed)
+        peaks = torch.cat([term_peak(t) for t in shifted])
+        return self.fingerprint.encode(shifted), peaks, owner * 1.0
 
 
 def export_onnx(layout: CircuitLayout, encoder: nn.Module, path: Path) -> None:
     """Export with fixed input shapes and a fixed opset, so every machine gets the same graph."""
-    module = FingerprintCircuit(layout, encoder).eval()
+    module = StatementCircuit(layout, encoder).eval()
     pieces = layout.pieces()
-    examples = tuple(torch.zeros(piece.committed_shape) for piece in pieces)
+    examples = (*(torch.zeros(piece.committed_shape) for piece in pieces), torch.zeros(OWNER_LIMBS))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: stable, fixed-shape graphs
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the encoder's constant matrices are meant so
         torch.onnx.export(
             module,
             examples,
             str(path),
-            input_names=[piece.name for piece in pieces],
-            output_names=["z_raw"],
+            input_names=[piece.name for piece in pieces] + [OWNER_NAME],
+            output_names=OUTPUT_NAMES,
             opset_version=17,
             dynamo=False,
             do_constant_folding=True,

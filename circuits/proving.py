@@ -38,6 +38,13 @@ def _witness(circuit: BuiltCircuit, keys: Keys, srs: Srs, inputs: list[list[floa
     return witness_path
 
 
+def witness_outputs(circuit: BuiltCircuit, keys: Keys, srs: Srs, inputs: list[list[float]]) -> list[int]:
+    """The public outputs the proof would carry, as signed integers, from the witness alone (no proof)."""
+    with tempfile.TemporaryDirectory(prefix="noseprint-witness-") as tmp:
+        witness = json.loads(_witness(circuit, keys, srs, inputs, Path(tmp)).read_text())
+    return [felt_to_signed(felt) for column in witness["outputs"] for felt in column]
+
+
 def commitments_of(circuit: BuiltCircuit, keys: Keys, srs: Srs, inputs: list[list[float]]) -> list[list[str]]:
     """The KZG commitments of the committed inputs, without proving: the witness carries them.
 

@@ -33,7 +33,9 @@ from core.fileio import parse_json_strict, read_inside, sha256_file
 from core.layout import MIN_BLINDING_VALUES, CircuitLayout
 
 FORMAT = "noseprint-bundle"
-VERSION = 1
+VERSION = 2
+"""2: the proof binds the owner's key and proves its term shifts minimal (issue 17). Version 1 bundles are
+refused with that reason: their statement lets anyone re-sign them and lets the owner grind z."""
 MANIFEST = "manifest.json"
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 
@@ -104,6 +106,11 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: object) -> Manifest:
         """Validate against the schema and the layout rules; raise `BundleError` naming the first fault."""
+        if isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == 1:
+            raise BundleError(
+                "this is a version 1 bundle: its proof binds no owner and lets its term shifts be chosen, so "
+                "anyone could re-sign it and its owner could grind z; prove the model again with this noseprint"
+            )
         errors = schema_errors(data)
         if errors:
             raise BundleError(f"{MANIFEST} does not follow the bundle schema: {errors[0]}")
@@ -229,6 +236,12 @@ class Manifest:
     def image_proof(self) -> dict[str, Any] | None:
         section = self.data.get("image_proof")
         return dict(section) if section is not None else None
+
+    @property
+    def owner_keyid(self) -> str | None:
+        """The key id the manifest says the proof binds; `verify` checks it against the proof's outputs."""
+        keyid = self.data["owner"]["keyid"]
+        return None if keyid is None else str(keyid)
 
     @property
     def files(self) -> dict[str, str]:

@@ -38,7 +38,12 @@ def prove(
     init_dev_srs: Annotated[bool, typer.Option(help="Generate an insecure development SRS if none.")] = False,
     generator: Annotated[Path | None, typer.Option(help="Your own generator weights (safetensors + .json).")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Load pickle (*.bin) checkpoints: runs their code.")] = False,
-    sign: Annotated[Path | None, typer.Option("--sign", help="Sign the bundle with this Ed25519 key (keygen).")] = None,
+    sign: Annotated[
+        Path | None, typer.Option("--sign", help="Bind the proof to this Ed25519 key (keygen) and sign the bundle.")
+    ] = None,
+    owner: Annotated[
+        Path | None, typer.Option(help="Bind the proof to this public key without signing (sign later with its key).")
+    ] = None,
     prove_image: Annotated[
         bool, typer.Option("--prove-image", help="Also prove the 16x16 thumbnail of z in a circuit (minutes more).")
     ] = False,
@@ -53,7 +58,7 @@ def prove(
 
     options = ProveOptions(
         model_dir, out_dir, opening, n_tokens, tokens, allow_pickle, force, srs, init_dev_srs, generator, sign,
-        prove_image, thumbnail,
+        prove_image, thumbnail, owner,
     )  # fmt: skip
     with err.status("starting…") as status:
         result = prove_model(options, progress=stepper(status))
@@ -67,6 +72,7 @@ def prove(
         "logrows": m.logrows,
         "weights_committed": m.weights_committed,
         "signed": sign is not None,
+        "owner_keyid": m.owner_keyid,
         "image_proven": m.image_proof is not None,
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
     }
@@ -75,6 +81,10 @@ def prove(
     out.print(f"[green]bundle written:[/] {result.bundle}")
     out.print(f"opening (keep private): {result.opening}")
     out.print(f"model commitment: {summary['model_commitment']}")
+    if m.owner_keyid is None:
+        out.print("owner: none bound (a registry refuses such a bundle; prove with --sign or --owner)")
+    else:
+        out.print(f"owner bound by the proof: key {m.owner_keyid}")
     out.print(
         f"circuit: {summary['rows']:,} rows, logrows {summary['logrows']}, {summary['weights_committed']:,} weights"
     )
@@ -104,7 +114,7 @@ def _print_facts(facts: dict[str, Any]) -> None:
     if facts.get("image_proven") and "image_proof" in facts:
         proof = facts["image_proof"]
         out.print(f"  thumbnail proven too: {proof['rows']:,} rows, logrows {proof['logrows']}", highlight=False)
-    for key in ("tokens", "model_commitment", "image_sha256", "vk_sha256"):
+    for key in ("owner_keyid", "tokens", "model_commitment", "image_sha256", "vk_sha256"):
         if key in facts:
             out.print(f"  {key}: {facts[key]}", highlight=False)
     if "circuit" in facts:
@@ -179,13 +189,19 @@ def sign(
     from core.bundle import BundleError, Manifest
     from core.errors import UsageError
     from signing.attestation import is_signed, sign_bundle
-    from signing.keys import load_private
+    from signing.keys import key_id, load_private
 
     private = load_private(key)
     try:
-        Manifest.read(bundle)
+        owner = Manifest.read(bundle).owner_keyid
     except BundleError as exc:
         raise UsageError(f"{bundle} is not a bundle folder: {exc}") from None
+    if owner is None:
+        raise UsageError(
+            f"the proof in {bundle} binds no owner, so a signature would prove nothing: prove with --owner"
+        )
+    if key_id(private.public_key()) != owner:
+        raise UsageError(f"the proof in {bundle} binds key {owner[:16]}…; only that key can sign it")
     if is_signed(bundle) and not force:
         raise UsageError(f"{bundle} is already signed (use --force to replace the signature)")
     keyid = sign_bundle(bundle, private)

@@ -32,7 +32,7 @@ def prove_model(options: ProveOptions, progress: Callable[[str], None] = lambda 
     clock = Stopwatch()
     plan = plan_proof(options, progress, clock)
     with tempfile.TemporaryDirectory(prefix="noseprint-prove-") as tmp:
-        proven = run_proofs(plan, Path(tmp), progress, clock)
+        plan, proven = run_proofs(plan, Path(tmp), progress, clock)
         manifest = write_outputs(plan, proven, progress)
     clock.lap("bundle")
     return ProveResult(Path(options.out), plan.opening_path, manifest, clock.timings)

@@ -28,7 +28,7 @@ from encoder.network import config_of, load_encoder
 from models.invariants import invariant_terms
 from models.weights import DEFAULT_TOKENS, ModelWeights, read_model
 from prover.thumbnail import ThumbnailPlan, plan_thumbnail
-from signing.keys import load_private
+from signing.keys import key_id, load_private, load_public
 
 Progress = Callable[[str], None]
 
@@ -50,6 +50,8 @@ class ProveOptions:
     sign_key: Path | None = None
     prove_image: bool = False
     thumbnail: Path | None = None
+    owner_key: Path | None = None
+    """A public key to bind without signing now (`sign` later with its private key); `sign_key` binds its own."""
 
 
 @dataclass
@@ -73,6 +75,8 @@ class ProvePlan:
     opening_path: Path
     generator: Path
     signer: Ed25519PrivateKey | None
+    owner: str | None
+    """The key id the proof binds (`core.statement`), or None: then no registry accepts the bundle."""
     model: ModelWeights
     layout: CircuitLayout
     committed: list[np.ndarray]
@@ -120,9 +124,19 @@ def choose_srs(logrows: int, srs_file: Path | None, init_dev_srs: bool, progress
     return srs_store.require(logrows)
 
 
+def bound_owner(signer: Ed25519PrivateKey | None, owner_key: Path | None) -> str | None:
+    """The key id to bind: the signing key's, or the named public key's (they must agree if both are given)."""
+    signing = key_id(signer.public_key()) if signer is not None else None
+    named = key_id(load_public(owner_key)) if owner_key is not None else None
+    if signing is not None and named is not None and signing != named:
+        raise UsageError("--owner names another key than --sign signs with: the proof binds one owner")
+    return signing or named
+
+
 def plan_proof(options: ProveOptions, progress: Progress, clock: Stopwatch) -> ProvePlan:
     out = Path(options.out)
     signer = load_private(options.sign_key) if options.sign_key else None  # fail before minutes of proving
+    owner = bound_owner(signer, options.owner_key)
     generator = _network_files(Path(options.generator or release.GENERATOR), "generator weights")
     opening_path = Path(options.opening_path or out.with_name(out.name + ".opening.json"))
     _refuse_overwrite(out, "output folder", options.force)
@@ -146,5 +160,5 @@ def plan_proof(options: ProveOptions, progress: Progress, clock: Stopwatch) -> P
     srs = choose_srs(circuit.logrows, options.srs_file, options.init_dev_srs, progress)
     clock.lap("srs")
     return ProvePlan(
-        options, opening_path, generator, signer, model, layout, committed, blinding, circuit, srs, thumbnail
+        options, opening_path, generator, signer, owner, model, layout, committed, blinding, circuit, srs, thumbnail
     )

@@ -43,9 +43,13 @@ OPENING_MODE = 0o600
 
 
 def commitment_section(plan: ProvePlan, proven: Proven) -> dict[str, Any]:
+    """The model commitment: the committed weight tensors' KZG points. The owner limbs, the circuit's last
+    input, are committed too but are no part of it: they are public, bound through the outputs."""
+    pieces = plan.layout.pieces()
+    weights = proven.artifacts.commitments[: len(pieces)]
     tensors = [
         {"name": piece.name, "shape": list(piece.committed_shape), "points": points}
-        for piece, points in zip(plan.layout.pieces(), proven.artifacts.commitments, strict=True)
+        for piece, points in zip(pieces, weights, strict=True)
     ]
     return {
         "scheme": SCHEME,
@@ -90,6 +94,7 @@ def build_manifest(plan: ProvePlan, proven: Proven, files: dict[str, str]) -> Ma
         "z": {"file": Z_FILE, "dim": len(proven.z), "frac_bits": Z_FRAC_BITS},
         "image": {"file": PICTURE_FILE, "width": int(proven.image.shape[1]), "height": int(proven.image.shape[0])},
         "srs": {"logrows": plan.srs.logrows, "sha256": plan.srs.sha256, "origin": plan.srs.origin},
+        "owner": {"keyid": plan.owner},
         "files": files,
     }
     if proven.thumbnail is not None:

@@ -94,15 +94,18 @@ def run_cli(*args: str, home: Path, check: bool = False) -> subprocess.Completed
 
 @pytest.fixture(scope="session")
 def proven(tmp_path_factory):
-    """Two tiny llama models (same shape, different seeds) proven by the owner; a verifier home."""
+    """Two tiny llama models (same shape, different seeds) proven by the owner, bound to the owner's key
+    (not signed yet); a verifier home."""
     root = tmp_path_factory.mktemp("e2e")
     owner, auditor = root / "owner-home", root / "auditor-home"
+    run_cli("keygen", "--out", str(root / "owner.key"), home=owner, check=True)
     models = [save_tiny(tiny_llama(seed=s), root / f"model{s}") for s in (0, 1)]
     bundles = [root / f"bundle{s}" for s in (0, 1)]
     for model, bundle in zip(models, bundles, strict=True):
         run_cli(
-            "prove", str(model), "--out", str(bundle), "--n-tokens", TOKENS, "--init-dev-srs", home=owner, check=True
-        )
+            "prove", str(model), "--out", str(bundle), "--n-tokens", TOKENS, "--init-dev-srs",
+            "--owner", str(root / "owner.key.pub"), home=owner, check=True,
+        )  # fmt: skip
     logrows = json.loads((bundles[0] / "manifest.json").read_text())["circuit"]["logrows"]
     run_cli(
         "srs", "import", str(owner / "srs" / f"k{logrows}.srs"), "--logrows", str(logrows), home=auditor, check=True
@@ -197,7 +200,8 @@ def signed(proven, tmp_path_factory):
     """Signed copies of bundle0, bundle1 and a proven fine-tune-like derivative of model 0; a registry home."""
     root = tmp_path_factory.mktemp("registry")
     owner, home = proven["owner"], root / "registry-home"
-    run_cli("keygen", "--out", str(root / "owner.key"), home=owner, check=True)
+    shutil.copy(proven["root"] / "owner.key", root / "owner.key")  # the key the proven bundles bind
+    shutil.copy(proven["root"] / "owner.key.pub", root / "owner.key.pub")
     derived_model = tiny_llama(seed=0)
     with torch.no_grad():
         generator = torch.Generator().manual_seed(7)

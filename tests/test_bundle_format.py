@@ -1,5 +1,5 @@
-"""The bundle format's one reader and writer (`core/bundle.py`), the source kinds, and a bundle made before
-the layered layout, verified by today's code."""
+"""The bundle format's one reader and writer (`core/bundle.py`), the source kinds, a version 2 bundle
+verified end to end, and a version 1 bundle (made before issue 17) refused with the reason."""
 
 from __future__ import annotations
 
@@ -13,32 +13,40 @@ import pytest
 from core.bundle import MANIFEST, Bundle, BundleError, Manifest, hash_files
 from core.errors import UsageError
 from core.sources import SourceKind, source_kind
+from core.statement import keyid_of_limbs, owner_limbs, shift_for_peak, shift_is_minimal
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")
+BUNDLE = DATA / "bundle-v2"
+"""Proven with --sign (tiny llama, seed 0, 8 tokens) under the development SRS beside it (k15)."""
+OWNER = DATA / "bundle-v2.owner.pub"
 OLD_BUNDLE = DATA / "bundle-v1"
-"""Proven and signed by the code before issue 16 (tiny llama, 8 tokens, development SRS k15 beside it)."""
-OLD_SRS = DATA / "dev-k15.srs"
-OLD_OWNER = DATA / "bundle-v1.owner.pub"
+"""Proven and signed by the code before issue 16 (format version 1)."""
+SRS = DATA / "dev-k15.srs"
 
 
-def old_manifest() -> dict:
-    return json.loads((OLD_BUNDLE / MANIFEST).read_text())
+def manifest_data() -> dict:
+    return json.loads((BUNDLE / MANIFEST).read_text())
 
 
-def test_reader_then_writer_gives_the_old_bytes_back():
-    """What the old prover wrote, the new writer writes identically (the signature over it stays valid)."""
-    raw = (OLD_BUNDLE / MANIFEST).read_bytes()
+def test_reader_then_writer_gives_the_same_bytes_back():
+    """What the prover wrote, the writer writes identically (the signature over it stays valid)."""
+    raw = (BUNDLE / MANIFEST).read_bytes()
     assert Manifest.from_json(raw).to_json() == raw
 
 
-def test_typed_views_of_the_old_manifest():
-    manifest = Bundle.open(OLD_BUNDLE).manifest
+def test_typed_views_of_the_manifest():
+    manifest = Bundle.open(BUNDLE).manifest
     assert manifest.model_type == "llama" and manifest.token_count == 8 == manifest.layout.tokens
     assert [t.name for t in manifest.committed_tensors] == [p.name for p in manifest.layout.pieces()]
     assert set(manifest.referenced_files()) <= set(manifest.files)
-    assert manifest.image_proof is None
-    assert len(Bundle.open(OLD_BUNDLE).z()) == manifest.z_dim
+    assert manifest.image_proof is None and manifest.owner_keyid is not None
+    assert len(Bundle.open(BUNDLE).z()) == manifest.z_dim
+
+
+def test_version_1_is_refused_with_the_reason():
+    with pytest.raises(BundleError, match="version 1 bundle: its proof binds no owner"):
+        Manifest.read(OLD_BUNDLE)
 
 
 def test_files_section_hashes_every_file(tmp_path):
@@ -48,10 +56,29 @@ def test_files_section_hashes_every_file(tmp_path):
     assert sorted(hash_files(tmp_path)) == ["a.txt", "circuit/b.bin"]
 
 
+def test_owner_limbs_round_trip():
+    keyid = json.loads((BUNDLE / MANIFEST).read_text())["owner"]["keyid"]
+    assert keyid_of_limbs(owner_limbs(keyid)) == keyid
+    assert keyid_of_limbs(owner_limbs(None)) is None
+    with pytest.raises(ValueError):
+        keyid_of_limbs([1 << 16] + [0] * 15)
+
+
+def test_minimal_shifts():
+    """The shift the prover picks is the one the verifier accepts, and no other."""
+    for peak in (0.0, 0.3, 15.9, 16.0, 16.1, 1000.0, 2.0**40):
+        shift = shift_for_peak(peak)
+        assert shift_is_minimal(peak / 2**shift, shift)
+        assert not shift_is_minimal(peak / 2 ** (shift + 1), shift + 1)
+        assert shift == 0 or not shift_is_minimal(peak / 2 ** (shift - 1), shift - 1)
+
+
 @pytest.mark.parametrize(
     "mutate, words",
     [
         (lambda m: m.pop("commitment"), "does not follow the bundle schema"),
+        (lambda m: m.pop("owner"), "does not follow the bundle schema"),
+        (lambda m: m["owner"].update(keyid="not hex"), "does not follow the bundle schema"),
         (lambda m: m["circuit"]["layout"].update(tokens="eight"), "does not follow the bundle schema"),
         (lambda m: m["circuit"]["layout"]["layers"][0].update(kv_heads=3), "inconsistent"),
         (lambda m: m["circuit"]["layout"].update(term_shifts=[0]), "term shifts"),
@@ -66,7 +93,7 @@ def test_files_section_hashes_every_file(tmp_path):
     ],
 )
 def test_malformed_manifests_are_refused_with_one_exception_type(mutate, words):
-    manifest = copy.deepcopy(old_manifest())
+    manifest = copy.deepcopy(manifest_data())
     mutate(manifest)
     with pytest.raises(BundleError, match=words):
         Manifest.from_dict(manifest)
@@ -84,7 +111,7 @@ def test_unreadable_manifests(tmp_path):
 
 
 def test_source_kinds(tmp_path):
-    assert source_kind(OLD_BUNDLE) is SourceKind.BUNDLE
+    assert source_kind(BUNDLE) is SourceKind.BUNDLE
     (tmp_path / "fp").mkdir()
     (tmp_path / "fp" / "fingerprint.json").write_text("{}")
     assert source_kind(tmp_path / "fp") is SourceKind.FINGERPRINT
@@ -96,16 +123,19 @@ def test_source_kinds(tmp_path):
 
 
 @pytest.mark.proof
-def test_a_bundle_made_before_the_layered_layout_still_verifies(tmp_path):
-    """Same format version, same verdict: the refactor changed no byte of what a bundle is."""
+def test_the_committed_bundle_verifies_and_the_old_one_says_why_not(tmp_path):
+    """Version 2 verifies with its owner's key; version 1 is INVALID with the format's reason, not a crash."""
     home = tmp_path / "auditor"
-    run_cli("srs", "import", str(OLD_SRS), "--logrows", "15", home=home, check=True)
-    result = run_cli("verify", str(OLD_BUNDLE), "--key", str(OLD_OWNER), "--json", home=home)
+    run_cli("srs", "import", str(SRS), "--logrows", "15", home=home, check=True)
+    result = run_cli("verify", str(BUNDLE), "--key", str(OWNER), "--json", home=home)
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["valid"], report
     assert report["facts"]["signer_demanded"] and report["facts"]["vk_derived_now"]
+    assert report["facts"]["owner_keyid"] == report["facts"]["signer_keyid"]
+    old = run_cli("verify", str(OLD_BUNDLE), "--json", home=home)
+    assert old.returncode == 1 and "version 1 bundle" in json.loads(old.stdout)["reason"]
     tampered = tmp_path / "tampered"
-    shutil.copytree(OLD_BUNDLE, tampered)
+    shutil.copytree(BUNDLE, tampered)
     z = json.loads((tampered / "z.json").read_text())
     z["z"][0] += 1
     (tampered / "z.json").write_text(json.dumps(z))

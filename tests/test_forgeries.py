@@ -1,6 +1,6 @@
 """Bundles forged the ways an audit of `verify` found (issue 17), each refused with a reason and exit 1.
 
-Every case starts from the bundle proven before the layered layout (`tests/data/bundle-v1`), strips its
+Every case starts from a committed bundle (`tests/data/bundle-v2`, signed by the key it binds), strips its
 signature (an attacker re-signs or leaves it unsigned), edits it, re-hashes what it edited, and runs the
 real `noseprint verify` in a subprocess: a refusal must be INVALID, never a crash (exit 3) or a traceback.
 """
@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v1"
+BUNDLE = DATA / "bundle-v2"
 
 pytestmark = pytest.mark.proof  # the commitment check derives the verifier's key (EZKL setup, about 20 s once)
 
@@ -231,7 +231,7 @@ def test_check_opening_binds_the_bundles_token_ids(auditor, tmp_path):
     from tests.conftest import save_tiny, tiny_llama
 
     model = save_tiny(tiny_llama(seed=0), tmp_path / "model")  # the fixture's model, rebuilt from its seed
-    opening = DATA / "bundle-v1.opening.json"
+    opening = DATA / "bundle-v2.opening.json"
     same = run_cli("check-opening", str(BUNDLE), str(model), "--opening", str(opening), home=auditor)
     assert same.returncode == 0 and "MATCH" in same.stdout, same.stdout + same.stderr
 
@@ -241,3 +241,61 @@ def test_check_opening_binds_the_bundles_token_ids(auditor, tmp_path):
     bundle = forge(tmp_path / "b", edit_json("tokens.json", swap_ids))
     other = run_cli("check-opening", str(bundle), str(model), "--opening", str(opening), home=auditor)
     assert other.returncode == 1 and "tokens.json" in other.stdout, other.stdout + other.stderr
+
+
+def test_a_stolen_bundle_re_signed_by_another_key_is_refused(auditor, tmp_path):
+    """Copy a published bundle, drop its signature, sign it with your own key: the proof still binds the
+    real owner's key, so verify (and so the registry) refuses it, and the real owner's bundle still registers."""
+    from signing.attestation import sign_bundle
+    from signing.keys import generate, load_private
+
+    thief, _, thief_id = generate(tmp_path / "thief.key")
+    stolen = forge(tmp_path / "stolen", lambda *_: None)
+    refused_by_cli = run_cli("sign", str(stolen), "--key", str(thief), home=auditor)
+    assert refused_by_cli.returncode == 2 and "only that key can sign it" in refused_by_cli.stderr
+    sign_bundle(stolen, load_private(thief))  # around the CLI, as an attacker would
+    report = refused(stolen, auditor)
+    assert report["failed_check"] == "signature" and "binds owner key" in report["reason"], report
+
+    def claim_it(_: Path, manifest: dict) -> None:
+        manifest["owner"]["keyid"] = thief_id
+
+    renamed = forge(tmp_path / "renamed", claim_it)
+    sign_bundle(renamed, load_private(thief))
+    report = refused(renamed, auditor)
+    assert report["failed_check"] == "public output" and "another owner key" in report["reason"], report
+
+    db = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    attempt = run_cli("registry", "add", str(stolen), "--db", db, "--srs", str(DATA / "dev-k15.srs"), home=auditor)
+    assert attempt.returncode == 1, attempt.stdout + attempt.stderr
+    real = run_cli("registry", "add", str(BUNDLE), "--db", db, "--srs", str(DATA / "dev-k15.srs"), home=auditor)
+    assert real.returncode == 0, real.stdout + real.stderr
+
+
+def test_other_term_shifts_are_refused(tmp_path, monkeypatch):
+    """The same weights (same commitment) proven with shifts of the owner's choosing give another valid-looking
+    z; the proof's own term peaks show the shifts are not the minimal ones, and verify refuses."""
+    from dataclasses import replace
+
+    import prover.prove as prove_step
+    from circuits.build import cached_circuit
+    from circuits.keys import ensure_keys
+    from core.layout import with_term_shifts
+    from encoder import release
+    from prover.pipeline import ProveOptions, prove_model
+    from tests.conftest import save_tiny, tiny_llama
+    from verifier.checks import verify_bundle
+
+    def grind(plan, progress):
+        layout = with_term_shifts(plan.layout, [shift + 1 for shift in plan.layout.term_shifts])
+        circuit = cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
+        ground = replace(plan, layout=layout, circuit=circuit)
+        return ground, ensure_keys(circuit, plan.srs, need_pk=True)
+
+    monkeypatch.setattr(prove_step, "settle_shifts", grind)
+    model = save_tiny(tiny_llama(seed=0), tmp_path / "model")
+    out = tmp_path / "ground"
+    prove_model(ProveOptions(model, out, token_count=8, srs_file=DATA / "dev-k15.srs"))
+    report = verify_bundle(out, srs_file=DATA / "dev-k15.srs")
+    assert not report.valid and report.failed_check == "public output", report.to_dict()
+    assert "is not the minimal one" in str(report.reason)

@@ -27,6 +27,7 @@ from core.bundle import MANIFEST, BundleError, Manifest, parse_proof, parse_toke
 from core.errors import UsageError
 from core.fileio import canonical_json, links_inside, parse_json_strict, read_inside, sha256_bytes, sha256_file
 from core.layout import CircuitLayout
+from core.statement import PublicOutputs, shift_is_minimal, split_outputs
 from encoder import release
 from encoder.zvector import Z_FRAC_BITS, standardise_exact
 
@@ -158,6 +159,7 @@ def check_signature(ctx: Context) -> None:
     """The owner's DSSE-signed in-toto statement, when present (or demanded): it must sign exactly this manifest."""
     from signing.attestation import AttestationError, check_bundle_signature, is_signed
 
+    owner = ctx.manifest.owner_keyid  # checked against the proof's own outputs in "public output"
     if not is_signed(ctx.bundle):
         if ctx.signer is not None:
             raise Invalid("signature", "the bundle is not signed, and a signature by the given key is demanded")
@@ -169,6 +171,12 @@ def check_signature(ctx: Context) -> None:
         )
     except AttestationError as exc:
         raise Invalid("signature", str(exc)) from None
+    if owner is None:
+        raise Invalid("signature", "the bundle is signed, but its proof binds no owner: anyone could have signed it")
+    if keyid != owner:
+        raise Invalid(
+            "signature", f"the proof binds owner key {owner[:16]}…, but the bundle is signed by key {keyid[:16]}…"
+        )
     ctx.report.facts["signed"] = True
     ctx.report.facts["signer_keyid"] = keyid
     ctx.report.facts["signer_demanded"] = ctx.signer is not None
@@ -276,22 +284,48 @@ def _proof_json(ctx: Context) -> dict[str, Any]:
         raise Invalid("proof", f"the proof file is not an EZKL proof ({exc})") from None
 
 
-def check_public_output(ctx: Context) -> None:
+def _proven_outputs(ctx: Context) -> PublicOutputs:
+    """The proof's instances, decoded with the verifier's own output scales (never the bundle's)."""
     from circuits.proving import felt_to_signed
 
+    assert ctx.circuit is not None
     proof = _proof_json(ctx)
     try:
-        z_raw = [felt_to_signed(felt) for felt in proof["instances"][0]]
+        values = [felt_to_signed(felt) for felt in proof["instances"][0]]
     except BaseException as exc:  # pyo3 panics derive from BaseException
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise Invalid("public output", "the proof's public values are not field elements") from None
+    _, peak_scale, owner_scale = ctx.circuit.output_scales
+    try:
+        return split_outputs(values, ctx.manifest.z_dim, len(ctx.layout.term_shifts), peak_scale, owner_scale)
+    except ValueError as exc:
+        raise Invalid("public output", f"the proof's outputs are not this statement's ({exc})") from None
+
+
+def _check_statement(ctx: Context, outputs: PublicOutputs) -> None:
+    """The shifts are the minimal ones by the proof's own peaks (z is the weights' alone), and the owner the
+    proof binds is the one the manifest names (whose signature `signature` demanded)."""
+    for index, (peak, shift) in enumerate(zip(outputs.peaks, ctx.layout.term_shifts, strict=True)):
+        if not shift_is_minimal(peak, shift):
+            raise Invalid(
+                "public output",
+                f"term {index}'s shift {shift} is not the minimal one: its proven peak is {peak:.3f} "
+                "(the owner chose the shifts; z must follow from the weights alone)",
+            )
+    if outputs.owner != ctx.manifest.owner_keyid:
+        raise Invalid("public output", "the proof binds another owner key than the manifest names")
+    ctx.report.facts["owner_keyid"] = outputs.owner
+
+
+def check_public_output(ctx: Context) -> None:
+    outputs = _proven_outputs(ctx)
+    _check_statement(ctx, outputs)
+    z_raw = outputs.z_raw
     try:
         claimed_raw, claimed_z = parse_z(read_inside(ctx.bundle, ctx.manifest.z_file))
     except (OSError, ValueError) as exc:
         raise Invalid("public output", f"z.json is unreadable ({exc})") from None
-    if len(z_raw) != ctx.manifest.z_dim:
-        raise Invalid("public output", "the proof's output does not have the dimension the manifest states")
     if any(abs(v) >= Z_RAW_BOUND for v in z_raw):
         raise Invalid("public output", "the proof's output is out of the range the circuit can produce")
     if claimed_raw != z_raw:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from circuits import srs as srs_store
 from circuits.build import cached_circuit
-from circuits.commitment import as_circuit_floats, committed_inputs
+from circuits.commitment import circuit_inputs, committed_inputs
 from circuits.keys import ensure_keys
 from circuits.proving import commitments_of
 from circuits.settings import INPUT_SCALE
@@ -63,7 +63,8 @@ def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: P
     circuit = cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
     srs = srs_store.from_file(srs_file, circuit.logrows) if srs_file else srs_store.require(circuit.logrows)
     keys = ensure_keys(circuit, srs, need_pk=False)
-    computed = commitments_of(circuit, keys, srs, [as_circuit_floats(c, INPUT_SCALE) for c in committed])
+    inputs = circuit_inputs(committed, manifest.owner_keyid)
+    computed = commitments_of(circuit, keys, srs, inputs)[: len(layout.pieces())]  # the weights, not the owner
     mismatched = [
         p.name for p, points in zip(layout.pieces(), computed, strict=True) if published.get(p.name) != points
     ]
