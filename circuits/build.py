@@ -108,13 +108,22 @@ def _build_key(layout: CircuitLayout, encoder_digest: str) -> str:
     )
 
 
+CIRCUIT_RECORD = "circuit.json"
 BUILDER_VERSION = 3  # 3: the statement circuit (term peaks and owner limbs as public outputs)
 """Bump when the graph or the settings rules change, so cached circuits are rebuilt."""
 
 
+def circuit_folder(layout: CircuitLayout, encoder_digest: str) -> Path:
+    return paths.home() / "circuits" / _build_key(layout, encoder_digest)
+
+
+def is_built(folder: Path) -> bool:
+    return (folder / CIRCUIT_RECORD).is_file()
+
+
 def cached_circuit(layout: CircuitLayout, encoder_weights: Path, encoder_digest: str) -> BuiltCircuit:
     """`build_circuit` into `NOSEPRINT_HOME/circuits/<key>`, reused when the same layout comes again."""
-    folder = paths.home() / "circuits" / _build_key(layout, encoder_digest)
+    folder = circuit_folder(layout, encoder_digest)
     return cached_build(folder, lambda stage: build_circuit(layout, encoder_weights, stage))
 
 
@@ -124,7 +133,7 @@ def cached_build(folder: Path, build) -> BuiltCircuit:
     import shutil
     import tempfile
 
-    record = folder / "circuit.json"
+    record = folder / CIRCUIT_RECORD
     if record.is_file():
         data = json.loads(record.read_text())
         return BuiltCircuit(
@@ -141,7 +150,7 @@ def cached_build(folder: Path, build) -> BuiltCircuit:
     try:
         built = build(stage)
         record_data = {"logrows": built.logrows, "num_rows": built.num_rows, "circuit_id": built.circuit_id}
-        (stage / "circuit.json").write_text(json.dumps(record_data))
+        (stage / CIRCUIT_RECORD).write_text(json.dumps(record_data))
         shutil.rmtree(folder, ignore_errors=True)
         stage.replace(folder)
     finally:

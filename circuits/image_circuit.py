@@ -91,8 +91,7 @@ def build_image_circuit(thumbnail_weights: Path, folder: Path) -> BuiltCircuit:
     )
 
 
-def cached_image_circuit(thumbnail_weights: Path, thumbnail_digest: str) -> BuiltCircuit:
-    """`build_image_circuit` into `NOSEPRINT_HOME/circuits/image-<key>`, reused afterwards."""
+def image_circuit_folder(thumbnail_digest: str) -> Path:
     from importlib.metadata import version
 
     key = sha256_bytes(
@@ -105,7 +104,12 @@ def cached_image_circuit(thumbnail_weights: Path, thumbnail_digest: str) -> Buil
             }
         )
     )
-    folder = paths.home() / "circuits" / f"image-{key}"
+    return paths.home() / "circuits" / f"image-{key}"
+
+
+def cached_image_circuit(thumbnail_weights: Path, thumbnail_digest: str) -> BuiltCircuit:
+    """`build_image_circuit` into `NOSEPRINT_HOME/circuits/image-<key>`, reused afterwards."""
+    folder = image_circuit_folder(thumbnail_digest)
     return cached_build(folder, lambda stage: build_image_circuit(thumbnail_weights, stage))
 
 

@@ -33,6 +33,11 @@ def key_id(circuit: BuiltCircuit, srs: Srs) -> str:
     return sha256_bytes(canonical_json({"circuit": circuit.circuit_id, "srs": srs.sha256}))
 
 
+def has_verification_key(circuit: BuiltCircuit, srs: Srs, cache: Path | None = None) -> bool:
+    folder = (cache or paths.key_cache()) / key_id(circuit, srs)
+    return (folder / "vk.key").is_file() and (folder / "settings.json").is_file()
+
+
 def ensure_keys(circuit: BuiltCircuit, srs: Srs, need_pk: bool, cache: Path | None = None) -> Keys:
     """Cached keys for (circuit, SRS), running EZKL setup only when the cache lacks them."""
     import ezkl

@@ -143,9 +143,13 @@ def verify(
     thumbnail: Annotated[
         Path | None, typer.Option(help="A thumbnail generator you trust for image proofs instead of the released one.")
     ] = None,
+    max_rows: Annotated[
+        int | None, typer.Option(min=1, help="Refuse bundles whose circuits would exceed this many rows to check.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify a bundle: exit 0 valid, 1 invalid (with the reason), 2 usage error."""
+    from circuits.budget import Budget
     from verifier.checks import verify_bundle
 
     with err.status("verifying…") as status:
@@ -155,6 +159,7 @@ def verify(
             generator=generator,
             signer_key=key,
             thumbnail=thumbnail,
+            budget=Budget.from_env(max_rows),
             progress=lambda name: status.update(f"[bold]check: {name}…"),
         )
     print_report(report, as_json)

@@ -80,8 +80,10 @@ def minilm_dir(tmp_path_factory) -> Path:
 TOKENS = "8"
 
 
-def run_cli(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess:
-    env = {"NOSEPRINT_HOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(home)}
+def run_cli(
+    *args: str, home: Path, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {"NOSEPRINT_HOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(home), **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "noseprint.cli", *args], capture_output=True, text=True, env=env, timeout=1800
     )

@@ -19,6 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from circuits import srs as srs_store
+from circuits.budget import RELEASED_THUMBNAIL_ROWS, Budget, OverBudget, estimated_rows, refuse_over_budget
 from circuits.build import BuiltCircuit
 from circuits.commitment import SCHEME
 from circuits.keys import Keys
@@ -89,6 +90,9 @@ class Context:
     z: list[int] = field(default_factory=list)
     signer: Ed25519PublicKey | None = None
     """The Ed25519 public key the auditor demands (--key), or None: then a signature is checked when present."""
+    budget: Budget = field(default_factory=Budget)
+    """What building this bundle's circuits may cost (`circuits.budget`), decided before any is built."""
+    derived_in_worker: bool = False
 
     @property
     def manifest(self) -> Manifest:
@@ -242,8 +246,18 @@ def check_srs(ctx: Context) -> None:
 
 
 def check_circuit(ctx: Context) -> None:
+    """Rebuilt from the layout and the released encoder: within the budget, in a worker, unless cached."""
     from circuits.build import cached_circuit
+    from circuits.worker import derive_in_worker, fingerprint_job, fingerprint_ready
 
+    assert ctx.srs is not None
+    if not fingerprint_ready(ctx.layout, ctx.srs):
+        try:
+            refuse_over_budget(estimated_rows(ctx.layout), "this bundle's circuit", ctx.budget)
+            derive_in_worker(fingerprint_job(ctx.layout, ctx.srs), ctx.budget, "this bundle's circuit")
+        except OverBudget as exc:
+            raise Invalid("circuit", str(exc)) from None
+        ctx.derived_in_worker = True
     ctx.circuit = circuit = cached_circuit(ctx.layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
     declared = ctx.manifest.circuit
     if declared["logrows"] != circuit.logrows or declared["run_args"] != run_args_dict(circuit.logrows):
@@ -274,7 +288,7 @@ def check_keys(ctx: Context) -> None:
     if settings != parse_json_strict(keys.settings.read_bytes(), allow_floats=True):
         raise Invalid("keys", "circuit/settings.json is not the settings noseprint derives for this circuit")
     ctx.report.facts["vk_sha256"] = keys.vk_sha256
-    ctx.report.facts["vk_derived_now"] = keys.derived_now
+    ctx.report.facts["vk_derived_now"] = keys.derived_now or ctx.derived_in_worker
 
 
 def _proof_json(ctx: Context) -> dict[str, Any]:
@@ -396,6 +410,22 @@ def check_image(ctx: Context) -> None:
     ctx.report.facts["image_sha256"] = sha256_file(image_path)
 
 
+def _derive_image_circuit(ctx: Context, logrows: int, digest: str, custom: bool) -> None:
+    """The thumbnail circuit (minutes, ~11 GB) is built only within the budget, in a worker. A thumbnail the
+    auditor named is the auditor's own choice; the released one's size is known without building it."""
+    from circuits.worker import derive_in_worker, image_job, image_ready
+
+    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == logrows else srs_store.load(logrows)
+    if srs is None or image_ready(ctx.thumbnail, digest, srs):
+        return  # no SRS of that size: the SRS check below says so
+    try:
+        if not custom:
+            refuse_over_budget(RELEASED_THUMBNAIL_ROWS, "the image proof's circuit", ctx.budget)
+        derive_in_worker(image_job(ctx.thumbnail, digest, srs), ctx.budget, "the image proof's circuit")
+    except OverBudget as exc:
+        raise Invalid("image proof", str(exc)) from None
+
+
 def _image_proof_keys(ctx: Context, declared: dict[str, Any]) -> tuple[BuiltCircuit, srs_store.Srs, Keys]:
     """The thumbnail circuit, SRS and verification key, derived here; the manifest's claims must match each.
 
@@ -409,6 +439,7 @@ def _image_proof_keys(ctx: Context, declared: dict[str, Any]) -> tuple[BuiltCirc
     if declared["thumbnail_digest"] != trusted:
         which = "the one given by --thumbnail" if custom else "the released one"
         raise Invalid("image proof", f"the image proof is about a thumbnail generator that is not {which}")
+    _derive_image_circuit(ctx, declared["logrows"], trusted, custom)
     circuit = cached_image_circuit(ctx.thumbnail, trusted)
     if declared["logrows"] != circuit.logrows or declared["run_args"] != image_run_args_dict(circuit.logrows):
         raise Invalid("image proof", "the image circuit's settings are not the ones noseprint derives")
@@ -494,6 +525,7 @@ def verify_bundle(
     generator: Path | None = None,
     signer_key: Path | None = None,
     thumbnail: Path | None = None,
+    budget: Budget | None = None,
 ) -> Report:
     """Run every check in order; the first failure ends verification with its reason."""
     bundle = Path(bundle)
@@ -506,6 +538,7 @@ def verify_bundle(
         raise UsageError(f"thumbnail generator {thumbnail} (and its .json config beside it) not found")
     ctx = Context(bundle, Path(srs_file) if srs_file else None, report, Path(generator or release.GENERATOR))
     ctx.thumbnail = Path(thumbnail or release.THUMBNAIL)
+    ctx.budget = budget or Budget.from_env()
     if signer_key is not None:
         from signing.keys import load_public
 

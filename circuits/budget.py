@@ -1,0 +1,75 @@
+"""What checking a bundle may cost, bounded from its manifest alone before any work is done.
+
+A bundle's layout decides the circuit a verifier builds and the keys it derives (EZKL setup): minutes
+and gigabytes for a big layout, and EZKL aborts the whole process when memory runs out. So before a
+circuit that is not cached yet is built, its rows are estimated from the layout and refused above the
+budget, and the building runs in a worker process under a memory and a time limit (`circuits.worker`).
+A registry therefore only ever builds circuits within its budget, or serves ones it built before.
+
+The estimate is an upper bound fitted to measured circuits (BENCHMARKS.md, "Circuit rows"): about
+1.1 rows per committed weight beyond the per-token part, and at most ~250 rows per entry of the n x n
+invariant terms (shifts, peaks, standardisation, encoder). `tests/test_budget.py` checks it stays
+above the real row count of the circuits the tests build.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from core.errors import NoseprintError
+from core.layout import CircuitLayout
+
+ROWS_PER_WEIGHT = 1.25
+ROWS_PER_TERM_ENTRY = 250
+TERMS_PER_LAYER = 3
+BYTES_PER_ROW = 24 << 10
+"""Peak memory of EZKL setup per row, rounded up from the measured 11-22 KB (BENCHMARKS.md)."""
+
+DEFAULT_MAX_ROWS = 1_000_000
+"""About 24 GB at BYTES_PER_ROW: the released thumbnail circuit (946,901 rows) fits, the audit's
+256-token, hidden-1024 layout (EZKL aborted on memory) does not."""
+DEFAULT_MAX_SECONDS = 3600
+RELEASED_THUMBNAIL_ROWS = 946_901
+"""Rows of the released thumbnail circuit (BENCHMARKS.md, "Proving the picture")."""
+
+MAX_ROWS_ENV = "NOSEPRINT_MAX_ROWS"
+MAX_MEMORY_ENV = "NOSEPRINT_MAX_MEMORY_GB"
+MAX_SECONDS_ENV = "NOSEPRINT_MAX_SECONDS"
+GIB = 1 << 30
+
+
+class OverBudget(NoseprintError):
+    """Checking this bundle would cost more than this verifier allows (exit 1: the bundle is refused)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_memory_bytes: int = DEFAULT_MAX_ROWS * BYTES_PER_ROW
+    max_seconds: int = DEFAULT_MAX_SECONDS
+
+    @classmethod
+    def from_env(cls, max_rows: int | None = None) -> Budget:
+        """The defaults, overridden by $NOSEPRINT_MAX_ROWS, $NOSEPRINT_MAX_MEMORY_GB, $NOSEPRINT_MAX_SECONDS
+        and then by an explicit `max_rows` (the CLI's --max-rows)."""
+        rows = max_rows or int(os.environ.get(MAX_ROWS_ENV, DEFAULT_MAX_ROWS))
+        memory = int(float(os.environ.get(MAX_MEMORY_ENV, 0)) * GIB) or rows * BYTES_PER_ROW
+        seconds = int(os.environ.get(MAX_SECONDS_ENV, DEFAULT_MAX_SECONDS))
+        return cls(rows, memory, seconds)
+
+
+def estimated_rows(layout: CircuitLayout) -> int:
+    """An upper bound on the fingerprint circuit's rows, from the layout alone (no torch, no EZKL)."""
+    term_entries = TERMS_PER_LAYER * len(layout.layers) * layout.tokens * layout.tokens
+    return int(ROWS_PER_WEIGHT * layout.committed_count) + ROWS_PER_TERM_ENTRY * term_entries
+
+
+def refuse_over_budget(rows: int, what: str, budget: Budget) -> None:
+    if rows > budget.max_rows:
+        raise OverBudget(
+            f"{what} would need about {rows:,} rows (about {rows * BYTES_PER_ROW / GIB:.0f} GB) to check; "
+            f"this verifier allows {budget.max_rows:,} (--max-rows or ${MAX_ROWS_ENV} raise it)"
+        )

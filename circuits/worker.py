@@ -1,0 +1,128 @@
+"""Building a circuit and deriving its keys in a worker process, under a memory and a time limit.
+
+EZKL aborts the process it runs in when an allocation fails (SIGABRT): in a worker, only the worker
+dies, and the verifier (or the registry's server) reports a refusal. The worker only fills the caches
+(`NOSEPRINT_HOME/circuits`, `NOSEPRINT_HOME/keys`); the caller then reads them, so nothing crosses the
+process boundary but a job description. Staging folders a killed worker leaves behind are removed.
+
+    python -m circuits.worker < job.json     (what `derive_in_worker` runs)
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from circuits.budget import GIB, Budget, OverBudget
+from circuits.srs import Srs
+from core import paths
+from core.layout import CircuitLayout
+
+STAGING_PREFIXES = (".build-", ".setup-")
+
+
+def fingerprint_job(layout: CircuitLayout, srs: Srs) -> dict[str, Any]:
+    return {"kind": "fingerprint", "layout": layout.to_dict(), "srs": _srs_dict(srs)}
+
+
+def image_job(thumbnail: Path, digest: str, srs: Srs) -> dict[str, Any]:
+    return {"kind": "image", "thumbnail": str(thumbnail), "digest": digest, "srs": _srs_dict(srs)}
+
+
+def _srs_dict(srs: Srs) -> dict[str, Any]:
+    return {"path": str(srs.path), "logrows": srs.logrows, "sha256": srs.sha256, "origin": srs.origin}
+
+
+def run_job(job: dict[str, Any]) -> None:
+    """Build (or find) the circuit and derive (or find) its verification key: the caches are the result."""
+    from circuits.build import cached_circuit
+    from circuits.image_circuit import cached_image_circuit
+    from circuits.keys import ensure_keys
+    from encoder import release
+
+    srs = Srs(Path(job["srs"]["path"]), job["srs"]["logrows"], job["srs"]["sha256"], job["srs"]["origin"])
+    if job["kind"] == "fingerprint":
+        layout = CircuitLayout.from_dict(job["layout"])
+        circuit = cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
+    else:
+        circuit = cached_image_circuit(Path(job["thumbnail"]), job["digest"])
+    if circuit.logrows == srs.logrows:  # else the caller's check of the SRS fails, with its own reason
+        ensure_keys(circuit, srs, need_pk=False)
+
+
+def _limit_memory(max_bytes: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+
+
+def _remove_staging_since(started: float) -> None:
+    """Staging folders a killed worker could not remove (its own cleanup never ran)."""
+    for folder in (paths.home() / "circuits", paths.key_cache()):
+        if not folder.is_dir():
+            continue
+        for stage in folder.iterdir():
+            if stage.name.startswith(STAGING_PREFIXES) and stage.stat().st_mtime >= started - 1:
+                shutil.rmtree(stage, ignore_errors=True)
+
+
+def fingerprint_ready(layout: CircuitLayout, srs: Srs) -> bool:
+    """Circuit built and verification key derived already: checking costs nothing more."""
+    from circuits.build import cached_circuit, circuit_folder, is_built
+    from circuits.keys import has_verification_key
+    from encoder import release
+
+    if not is_built(circuit_folder(layout, release.RELEASED_ENCODER_DIGEST)):
+        return False
+    return has_verification_key(cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST), srs)
+
+
+def image_ready(thumbnail: Path, digest: str, srs: Srs) -> bool:
+    from circuits.build import is_built
+    from circuits.image_circuit import cached_image_circuit, image_circuit_folder
+    from circuits.keys import has_verification_key
+
+    if not is_built(image_circuit_folder(digest)):
+        return False
+    return has_verification_key(cached_image_circuit(thumbnail, digest), srs)
+
+
+def derive_in_worker(job: dict[str, Any], budget: Budget, what: str) -> None:
+    """Run `job` in a worker; OverBudget if it runs out of memory or time, with the staging cleaned up."""
+    started = time.time()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "circuits.worker"],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            timeout=budget.max_seconds,
+            preexec_fn=lambda: _limit_memory(budget.max_memory_bytes),  # the child only sets its limit, then execs
+        )
+    except subprocess.TimeoutExpired:
+        _remove_staging_since(started)
+        raise OverBudget(f"building {what} took longer than this verifier allows ({budget.max_seconds} s)") from None
+    if result.returncode != 0:
+        _remove_staging_since(started)
+        memory = f"{budget.max_memory_bytes / GIB:.0f} GB"
+        raise OverBudget(
+            f"building {what} failed within this verifier's limits ({memory}, {budget.max_seconds} s): "
+            f"{_last_line(result.stderr)}"
+        )
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no message"
+
+
+def main() -> None:
+    run_job(json.loads(sys.stdin.read()))
+
+
+if __name__ == "__main__":
+    main()
