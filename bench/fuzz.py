@@ -7,7 +7,7 @@ Targets (tests/fuzz_targets.py), in two groups:
 - local verify: the manifest reader (bytes; a real manifest with one value's text replaced), z.json,
   tokens.json and proof.json parsers (bytes; the real file with one value's text replaced), the circuit
   layout reader (arbitrary values, a real layout with one value replaced), `verify` on the real signed
-  bundle (--bundle, default tests/data/bundle-v1) with its manifest mutated, and, slowest, `verify` end to
+  bundle (--bundle, default tests/data/bundle-v2) with its manifest mutated, and, slowest, `verify` end to
   end on an unsigned copy of it with one of manifest.json, tokens.json, z.json, proof.json replaced and
   re-hashed (`--verify-examples` inputs, --srs the SRS it was proven with; one NOSEPRINT_HOME for the run,
   so the verifier's key is derived once).
@@ -51,9 +51,10 @@ def run_target(name: str, group: str, strategy, target, examples: int) -> dict:
         with reporting.with_reporter(lambda text: notes.append(str(text))):
             body()
     except Exception as exc:  # a crash: report it rather than stop the other targets
-        crashed = f"{type(exc).__name__}: {exc}"[:500]
-        trace = traceback.format_exc()[-6000:]
-        example = "\n".join(notes)[:4000]
+        errors = list(exc.exceptions) if isinstance(exc, BaseExceptionGroup) else [exc]  # distinct failures
+        crashed = "; ".join(sorted({f"{type(e).__name__}: {e}"[:300] for e in errors}))
+        example = "\n".join(notes + [note for e in errors for note in getattr(e, "__notes__", [])])[:4000]
+        trace = "".join(traceback.format_exception(errors[0]))[-6000:]
     seconds = round(time.perf_counter() - started, 1)
     result = {"target": name, "group": group, "inputs": count[0], "crashed": crashed, "seconds": seconds}
     print(json.dumps(result), flush=True)

@@ -48,6 +48,8 @@ VK_FILE = "circuit/vk.key"
 THUMBNAIL_FILE = "image/thumbnail.png"
 IMAGE_PROOF_FILE = "image/proof.json"
 
+NOT_STATED = "not stated"
+"""What a redacted bundle's unstated claims read as."""
 TERMS_PER_LAYER = 3
 """Each fingerprinted layer contributes the attention, value-output and FFN terms, each with its own shift."""
 
@@ -158,11 +160,13 @@ class Manifest:
 
     @property
     def model_type(self) -> str:
-        return str(self.data["model"]["model_type"])
+        """The owner's claim, or "not stated" for a redacted bundle."""
+        return str(self.data["model"].get("model_type", NOT_STATED))
 
     @property
-    def fingerprinted_layers(self) -> list[int]:
-        return [int(i) for i in self.data["model"]["fingerprinted_layers"]]
+    def fingerprinted_layers(self) -> list[int] | None:
+        layers = self.data["model"].get("fingerprinted_layers")
+        return None if layers is None else [int(i) for i in layers]
 
     @property
     def weights_committed(self) -> int:

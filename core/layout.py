@@ -134,12 +134,27 @@ class CircuitLayout:
 
     @staticmethod
     def from_dict(data: dict) -> CircuitLayout:
+        """Strict: integers must be ints (not 8.0, not inf), `gated` a bool; ValueError, KeyError or
+        TypeError otherwise, never a shape that breaks torch later."""
         return CircuitLayout(
-            tokens=int(data["tokens"]),
-            hidden=int(data["hidden"]),
-            layers=tuple(LayerShape(**layer) for layer in data["layers"]),
-            term_shifts=tuple(int(k) for k in data["term_shifts"]),
+            tokens=_whole(data["tokens"]),
+            hidden=_whole(data["hidden"]),
+            layers=tuple(_layer(layer) for layer in data["layers"]),
+            term_shifts=tuple(_whole(k) for k in data["term_shifts"]),
         )
+
+
+def _whole(value: object) -> int:
+    if type(value) is not int:
+        raise ValueError(f"a {type(value).__name__} where an integer belongs")
+    return value
+
+
+def _layer(data: dict) -> LayerShape:
+    fields = {name: _whole(data[name]) for name in ("hidden", "heads", "kv_heads", "head_dim", "ffn")}
+    if type(data["gated"]) is not bool or set(data) != {*fields, "gated"}:
+        raise ValueError("a layer is hidden, heads, kv_heads, head_dim, ffn (integers) and gated (true or false)")
+    return LayerShape(**fields, gated=data["gated"])
 
 
 def with_term_shifts(layout: CircuitLayout, shifts: list[int]) -> CircuitLayout:

@@ -111,5 +111,9 @@ def read_token_file(path: Path, count: int) -> list[Token]:
     return tokens[:count]
 
 
-def tokens_to_json(tokens: list[Token]) -> dict:
+def tokens_to_json(tokens: list[Token], with_strings: bool = True) -> dict:
+    """The token list of a bundle or fingerprint folder; without strings for a redacted bundle (the ids are
+    what `check-opening` needs; the strings tell a reader about the tokenizer)."""
+    if not with_strings:
+        return {"source": WORD_SOURCE, "tokens": [{"id": t.id} for t in tokens]}
     return {"source": WORD_SOURCE, "tokens": [{"id": t.id, "string": t.string} for t in tokens]}

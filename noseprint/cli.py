@@ -50,6 +50,9 @@ def prove(
     thumbnail: Annotated[
         Path | None, typer.Option(help="Thumbnail generator for --prove-image instead of the released one.")
     ] = None,
+    redact: Annotated[
+        bool, typer.Option(help="Leave out model type, depth, layer numbers and token strings (not needed to verify).")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing bundle and opening.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -58,7 +61,7 @@ def prove(
 
     options = ProveOptions(
         model_dir, out_dir, opening, n_tokens, tokens, allow_pickle, force, srs, init_dev_srs, generator, sign,
-        prove_image, thumbnail, owner,
+        prove_image, thumbnail, owner, redact,
     )  # fmt: skip
     with err.status("starting…") as status:
         result = prove_model(options, progress=stepper(status))

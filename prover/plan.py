@@ -52,6 +52,8 @@ class ProveOptions:
     thumbnail: Path | None = None
     owner_key: Path | None = None
     """A public key to bind without signing now (`sign` later with its private key); `sign_key` binds its own."""
+    redact: bool = False
+    """Leave out what verification does not need: model type, family, depth, layer numbers, token strings."""
 
 
 @dataclass

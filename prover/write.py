@@ -59,6 +59,21 @@ def commitment_section(plan: ProvePlan, proven: Proven) -> dict[str, Any]:
     }
 
 
+def model_section(plan: ProvePlan) -> dict[str, Any]:
+    """What the owner states about the model. Nothing here is proven; `--redact` leaves the claims out
+    (README, "What a bundle reveals")."""
+    model = plan.model
+    section: dict[str, Any] = {"weights_committed": plan.layout.weight_count}
+    if not plan.options.redact:
+        section |= {
+            "model_type": model.model_type,
+            "family": model.family,
+            "layer_count": model.layer_count,
+            "fingerprinted_layers": model.layer_indices,
+        }
+    return section
+
+
 def build_manifest(plan: ProvePlan, proven: Proven, files: dict[str, str]) -> Manifest:
     model, circuit, layout = plan.model, plan.circuit, plan.layout
     data: dict[str, Any] = {
@@ -66,13 +81,7 @@ def build_manifest(plan: ProvePlan, proven: Proven, files: dict[str, str]) -> Ma
         "version": VERSION,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "tool": {"noseprint": version("noseprint"), "ezkl": version("ezkl")},
-        "model": {
-            "model_type": model.model_type,
-            "family": model.family,
-            "layer_count": model.layer_count,
-            "fingerprinted_layers": model.layer_indices,
-            "weights_committed": layout.weight_count,
-        },
+        "model": model_section(plan),
         "tokens": {"file": TOKENS_FILE, "count": len(model.tokens)},
         "networks": {
             "encoder": {"digest": release.network_digest(release.ENCODER)},
@@ -112,7 +121,8 @@ def write_files(stage: Path, plan: ProvePlan, proven: Proven) -> None:
     z_record = {"z_raw": proven.z_raw, "z": proven.z, "frac_bits": Z_FRAC_BITS}
     z_record["output_scale"] = plan.circuit.output_scale
     (stage / Z_FILE).write_text(json.dumps(z_record))
-    (stage / TOKENS_FILE).write_text(json.dumps(tokens_to_json(plan.model.tokens), indent=1))
+    tokens = tokens_to_json(plan.model.tokens, with_strings=not plan.options.redact)
+    (stage / TOKENS_FILE).write_text(json.dumps(tokens, indent=1))
     if proven.thumbnail is not None:
         section = proven.thumbnail.section
         (stage / section["file"]).parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import paths
-from core.bundle import Bundle, BundleError, Manifest
+from core.bundle import NOT_STATED, Bundle, BundleError, Manifest
 from core.errors import NoseprintError, UsageError
 from core.fileio import canonical_json, sha256_bytes
 from lineage.verdict import verdict
@@ -196,7 +196,7 @@ def append(reg: Registry, v: Verified, label: str = "") -> tuple[int, int, cp.Ch
                 leaf=leaf.decode(),
                 commitment=commitment,
                 label=label[:200],
-                model_type=str(v.manifest["model"]["model_type"]),
+                model_type=str(v.manifest["model"].get("model_type", NOT_STATED)),
                 z=v.z.astype("<f4").tobytes(),
                 image_png=v.image_png,
                 image_sha256=sha256_bytes(v.image_png),

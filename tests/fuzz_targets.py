@@ -138,7 +138,7 @@ def parse_checkpoint(value: object) -> None:
 # the local `verify` path ----------------------------------------------------------------------------------
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v1"
+BUNDLE = DATA / "bundle-v2"
 """A real proven, signed bundle (tiny llama, logrows 15), committed with the tests."""
 SRS = DATA / "dev-k15.srs"
 MEMBERS = ("manifest.json", "tokens.json", "z.json", "proof.json")
@@ -308,7 +308,16 @@ def layout_from_dict(value: object) -> None:
         return
 
 
-PROVEN_FACTS = ("z", "model_commitment", "circuit", "srs", "image_sha256", "encoder_digest", "generator_digest")
+PROVEN_FACTS = (
+    "z",
+    "model_commitment",
+    "circuit",
+    "srs",
+    "image_sha256",
+    "encoder_digest",
+    "generator_digest",
+    "owner_keyid",
+)
 """What a valid report establishes; a forged member may leave a bundle valid (token strings, the proof's
 `timestamp` are the owner's words) but never with other facts."""
 

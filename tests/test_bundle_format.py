@@ -141,3 +141,23 @@ def test_the_committed_bundle_verifies_and_the_old_one_says_why_not(tmp_path):
     (tampered / "z.json").write_text(json.dumps(z))
     result = run_cli("verify", str(tampered), "--json", home=home)
     assert result.returncode == 1 and json.loads(result.stdout)["failed_check"] == "files"
+
+
+@pytest.mark.proof
+def test_a_redacted_bundle_reveals_only_what_verification_needs(tmp_path):
+    """--redact: no model type, family, depth, layer numbers or token strings; still VALID, claims empty."""
+    from tests.conftest import save_tiny, tiny_llama
+
+    home = tmp_path / "home"
+    run_cli("srs", "import", str(SRS), "--logrows", "15", home=home, check=True)
+    model = save_tiny(tiny_llama(seed=0), tmp_path / "model")
+    bundle = tmp_path / "redacted"
+    run_cli("prove", str(model), "--out", str(bundle), "--n-tokens", "8", "--redact", home=home, check=True)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    assert manifest["model"] == {"weights_committed": manifest["model"]["weights_committed"]}
+    tokens = json.loads((bundle / "tokens.json").read_text())["tokens"]
+    assert all(set(token) == {"id"} for token in tokens)
+    result = run_cli("verify", str(bundle), "--json", home=home)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["valid"], report
+    assert "model_type" not in report["claims"] and report["claims"]["token_strings"] == [""] * 8

@@ -84,6 +84,7 @@ def test_parse_proof(data):
 @FAST
 @given(targets.layout_inputs(LAYOUT))
 @example({**LAYOUT, "tokens": 8.0})
+@example({**LAYOUT, "tokens": True})
 @example({**LAYOUT, "hidden": float("inf")})
 @example({**LAYOUT, "term_shifts": [10**5000]})
 def test_layout_from_dict(value):
