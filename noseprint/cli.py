@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from noseprint.console import CatchingGroup, JsonOption, emit_json, err, out, stepper
 from noseprint.registry_cli import registry_app
@@ -100,7 +101,7 @@ def print_report(report: Report, as_json: bool) -> None:
     if report.valid:
         out.print("[bold green]VALID[/]: the fingerprint was proven from the committed weights")
     else:
-        out.print(f"[bold red]INVALID[/] ({report.failed_check}): {report.reason}", highlight=False)
+        out.print(f"[bold red]INVALID[/] ({report.failed_check}): {escape(str(report.reason))}", highlight=False)
     _print_facts(report.facts)
     _print_claims(report.claims)
     for warning in report.warnings:
@@ -133,8 +134,8 @@ def _print_claims(claims: dict[str, Any]) -> None:
     shown = {key: claims[key] for key in ("model_type", "fingerprinted_layers", "token_strings") if key in claims}
     if shown:
         out.print("  the owner claims (not proven):", highlight=False)
-        for key, value in shown.items():
-            out.print(f"    {key}: {value}", highlight=False)
+        for key, value in shown.items():  # the owner's text: printed as text, never as console markup
+            out.print(f"    {key}: {escape(str(value))}", highlight=False)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 from typer.core import TyperGroup
 
@@ -34,10 +35,10 @@ def fail(exc: BaseException) -> NoReturn:
     """One line for the user instead of a traceback (NOSEPRINT_DEBUG=1 shows it)."""
     if os.environ.get(DEBUG_ENV_VAR):
         raise exc
-    if isinstance(exc, NoseprintError):
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+    if isinstance(exc, NoseprintError):  # messages are text, not markup: "noseprint[registry]" must survive
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(exc.exit_code)
-    err.print(f"[red]error:[/] unexpected failure: {type(exc).__name__}: {exc}", highlight=False)
+    err.print(f"[red]error:[/] unexpected failure: {type(exc).__name__}: {escape(str(exc))}", highlight=False)
     raise typer.Exit(UNEXPECTED_EXIT)
 
 

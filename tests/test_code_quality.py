@@ -110,3 +110,36 @@ def cli_commands() -> dict[str, Any]:
 def test_every_command_takes_json(name):
     options = {opt for param in cli_commands()[name].params for opt in getattr(param, "opts", [])}
     assert "--json" in options, f"noseprint {name} has no --json"
+
+
+def test_verifying_needs_no_registry_stack():
+    """An auditor's install (`pip install -e .`, no extra) must verify, prove and compare: none of these may
+    import the database or web stack."""
+    code = (
+        "import sys; import noseprint.cli, verifier.checks, verifier.opening, prover.pipeline, lineage.compare; "
+        "print(sorted(m for m in ('sqlalchemy', 'fastapi', 'uvicorn', 'psycopg', 'httpx') if m in sys.modules))"
+    )
+    result = run(sys.executable, "-c", code)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_registry_commands_name_the_missing_extra(monkeypatch):
+    from typer.testing import CliRunner
+
+    import noseprint.registry_cli as registry_cli
+    from noseprint.cli import app
+
+    monkeypatch.setattr(registry_cli, "find_spec", lambda name: None if name == "sqlalchemy" else object())
+    result = CliRunner().invoke(app, ["registry", "list"])
+    assert result.exit_code == 2
+    assert "noseprint[registry]" in result.output and "sqlalchemy" in result.output
+
+
+def test_error_messages_are_printed_as_text_not_markup(monkeypatch):
+    """Messages carry strangers' text (a token string, a JSON error): brackets must reach the user unchanged."""
+    from typer.testing import CliRunner
+
+    from noseprint.cli import app
+
+    result = CliRunner().invoke(app, ["compare", "/nonexistent/[bold]x[/bold]", "/nonexistent/y"])
+    assert result.exit_code == 2 and "[bold]x[/bold]" in result.output.replace("\n", "")
