@@ -97,11 +97,10 @@ def derive_in_worker(job: dict[str, Any], budget: Budget, what: str) -> None:
     try:
         result = subprocess.run(
             [sys.executable, "-m", "circuits.worker"],
-            input=json.dumps(job),
+            input=json.dumps(job | {"max_memory_bytes": budget.max_memory_bytes}),
             capture_output=True,
             text=True,
             timeout=budget.max_seconds,
-            preexec_fn=lambda: _limit_memory(budget.max_memory_bytes),  # the child only sets its limit, then execs
         )
     except subprocess.TimeoutExpired:
         _remove_staging_since(started)
@@ -121,7 +120,11 @@ def _last_line(text: str) -> str:
 
 
 def main() -> None:
-    run_job(json.loads(sys.stdin.read()))
+    """The worker limits its own memory first (not through `preexec_fn`, which is unsafe in a threaded server
+    such as the registry's), then imports torch and EZKL and runs the job."""
+    job = json.loads(sys.stdin.read())
+    _limit_memory(int(job["max_memory_bytes"]))
+    run_job(job)
 
 
 if __name__ == "__main__":
