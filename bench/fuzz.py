@@ -7,7 +7,7 @@ Targets (tests/fuzz_targets.py), in two groups:
 - local verify: the manifest reader (bytes; a real manifest with one value's text replaced), z.json,
   tokens.json and proof.json parsers (bytes; the real file with one value's text replaced), the circuit
   layout reader (arbitrary values, a real layout with one value replaced), `verify` on the real signed
-  bundle (--bundle, default tests/data/bundle-v2) with its manifest mutated, and, slowest, `verify` end to
+  bundle (--bundle, default tests/data/bundle-v3) with its manifest mutated, and, slowest, `verify` end to
   end on an unsigned copy of it with one of manifest.json, tokens.json, z.json, proof.json replaced and
   re-hashed (`--verify-examples` inputs, --srs the SRS it was proven with; one NOSEPRINT_HOME for the run,
   so the verifier's key is derived once).

@@ -7,8 +7,9 @@ budget, and the building runs in a worker process under a memory and a time limi
 A registry therefore only ever builds circuits within its budget, or serves ones it built before.
 
 The estimate is an upper bound fitted to measured circuits (BENCHMARKS.md, "Circuit rows"): about
-1.1 rows per committed weight beyond the per-token part, and at most ~250 rows per entry of the n x n
-invariant terms (shifts, peaks, standardisation, encoder). `tests/test_budget.py` checks it stays
+1.1 rows per committed weight beyond the per-token part, at most ~250 rows per entry of the n x n
+invariant terms (shifts, peaks, standardisation, encoder), and ~32 per value of a gated FFN's n x ffn
+activation product. `tests/test_budget.py` checks it stays
 above the real row count of the circuits the tests build.
 """
 
@@ -23,6 +24,8 @@ from core.layout import CircuitLayout
 ROWS_PER_WEIGHT = 1.25
 ROWS_PER_TERM_ENTRY = 250
 TERMS_PER_LAYER = 3
+ROWS_PER_GATED_ACTIVATION = 40
+"""The gated FFN term multiplies two n x ffn activations and rescales the product (~32 rows a value)."""
 BYTES_PER_ROW = 24 << 10
 """Peak memory of EZKL setup per row, rounded up from the measured 11-22 KB (BENCHMARKS.md)."""
 
@@ -64,7 +67,12 @@ class Budget:
 def estimated_rows(layout: CircuitLayout) -> int:
     """An upper bound on the fingerprint circuit's rows, from the layout alone (no torch, no EZKL)."""
     term_entries = TERMS_PER_LAYER * len(layout.layers) * layout.tokens * layout.tokens
-    return int(ROWS_PER_WEIGHT * layout.committed_count) + ROWS_PER_TERM_ENTRY * term_entries
+    gated_activations = sum(layout.tokens * layer.ffn for layer in layout.layers if layer.gated)
+    return (
+        int(ROWS_PER_WEIGHT * layout.committed_count)
+        + ROWS_PER_TERM_ENTRY * term_entries
+        + ROWS_PER_GATED_ACTIVATION * gated_activations
+    )
 
 
 def refuse_over_budget(rows: int, what: str, budget: Budget) -> None:

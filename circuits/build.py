@@ -109,7 +109,8 @@ def _build_key(layout: CircuitLayout, encoder_digest: str) -> str:
 
 
 CIRCUIT_RECORD = "circuit.json"
-BUILDER_VERSION = 3  # 3: the statement circuit (term peaks and owner limbs as public outputs)
+BUILDER_VERSION = 4  # 4: the canonical form (norms committed, E centred for LayerNorm, gated FFN)
+# 3: the statement circuit (term peaks and owner limbs as public outputs)
 """Bump when the graph or the settings rules change, so cached circuits are rebuilt."""
 
 

@@ -1,11 +1,11 @@
 """The fingerprint circuit as a torch module: committed tensors -> raw encoder output.
 
-From the committed tensors (see `core.layout`) it computes HuRef's three
-invariant terms for each fingerprinted layer,
-
-    E·Wqᵀ·Wk·Eᵀ,   E·Wvᵀ·Woᵀ·Eᵀ,   E·W1ᵀ·W2ᵀ·Eᵀ   (W1 = gate ⊙ up for a gated FFN),
-
-standardises each term and runs the released encoder. It is exported to ONNX and
+From the committed tensors (see `core.layout`) it computes the three canonical
+invariant terms of each fingerprinted layer (`models.invariants` states them and
+docs/invariants.md argues them): HuRef's QK, VO and FFN products with the norm
+scales carried by the readers, and the gated FFN
+as ((E·γ·Wgateᵀ) ⊙ (E·γ·Wupᵀ))·(E·Wdown)ᵀ. It standardises each term and runs
+the released encoder. It is exported to ONNX and
 compiled by EZKL; its float version is what tests compare with the direct
 computation from `transformers` modules.
 
@@ -14,8 +14,8 @@ Row-cost rules this graph follows (measured, BENCHMARKS.md):
   use Freivalds' check): products are ordered so intermediates are n x width.
 - A rebase (fixed-point rescale) costs ~32 rows per value and forgoes the cheap
   matmul path, so the run settings rebase only above scale 3s: the weight-sized
-  products (E·Wᵀ at 2s, gate ⊙ up at 2s, E·(gate ⊙ up)ᵀ at 3s) are never rebased;
-  only the n x n terms are.
+  products (E·γ at 2s, E·γ·Wᵀ at 3s) are never rebased; the n x ffn gated
+  product and the n x n terms are.
 - Grouped-query heads are summed before the product instead of repeating K/V.
 """
 
@@ -60,21 +60,26 @@ def sum_query_groups(t: torch.Tensor, layer: LayerShape) -> torch.Tensor:
 
 
 def layer_terms(e: torch.Tensor, w: dict[str, torch.Tensor], layer: LayerShape) -> list[torch.Tensor]:
-    """The three n x n invariant terms of one layer.
+    """The three n x n invariant terms of one layer, from the canonical E (LayerNorm models: centred by
+    the adapter before it is committed, `models.invariants.canonical_embedding`).
 
     `w` holds the committed tensors *with* their blinding line; each product with E
     yields one extra column (from the blinding line), sliced away right there, while
-    it is only n values wide.
+    it is only n values wide; a norm's blinding line is its second row.
     """
     qw, kvw, f = layer.q_width, layer.kv_width, layer.ffn
-    a = sum_query_groups((e @ w["q"].T)[:, :qw], layer)  # n x kv_width
-    b = (e @ w["k"].T)[:, :kvw]
+    attn_in = e * w["attn_norm"][:1]  # γ travels with the readers
+    ffn_in = e * w["ffn_norm"][:1]
+    a = sum_query_groups((attn_in @ w["q"].T)[:, :qw], layer)  # n x kv_width
+    b = (attn_in @ w["k"].T)[:, :kvw]
     qk = a @ b.T
-    c = (e @ w["v"].T)[:, :kvw]
+    c = (attn_in @ w["v"].T)[:, :kvw]
     o = sum_query_groups((e @ w["o"])[:, :qw], layer)  # E·Wo is n x q_width
     vo = c @ o.T
-    ffn_in = w["gate"] * w["up"] if layer.gated else w["ffn_in"]
-    f1 = (e @ ffn_in.T)[:, :f]
+    if layer.gated:
+        f1 = (ffn_in @ w["gate"].T)[:, :f] * (ffn_in @ w["up"].T)[:, :f]
+    else:
+        f1 = (ffn_in @ w["ffn_in"].T)[:, :f]
     f2 = (e @ w["ffn_out"])[:, :f]
     ffn = f1 @ f2.T
     return [qk, vo, ffn]

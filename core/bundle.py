@@ -1,4 +1,4 @@
-"""The bundle format, version 1: one owner, with the reader and the writer side by side.
+"""The bundle format, version 3: one owner, with the reader and the writer side by side.
 
     BUNDLE/
       manifest.json          what was proven, about which model, with which networks, circuit and SRS
@@ -33,9 +33,17 @@ from core.fileio import parse_json_strict, read_inside, sha256_file
 from core.layout import MIN_BLINDING_VALUES, CircuitLayout
 
 FORMAT = "noseprint-bundle"
-VERSION = 2
-"""2: the proof binds the owner's key and proves its term shifts minimal (issue 17). Version 1 bundles are
-refused with that reason: their statement lets anyone re-sign them and lets the owner grind z."""
+VERSION = 3
+"""3: the fingerprint is the canonical form (issue 18): the norm weights are committed and folded in, E is
+centred for LayerNorm models, the gated FFN term is rotation-invariant. 2: the proof binds the owner's key
+and proves its term shifts minimal (issue 17). Older bundles are refused with the reason."""
+REFUSED_VERSIONS = {
+    1: "this is a version 1 bundle: its proof binds no owner and lets its term shifts be chosen, so "
+    "anyone could re-sign it and its owner could grind z; prove the model again with this noseprint",
+    2: "this is a version 2 bundle: its fingerprint ignores the norm weights and changes when they are folded "
+    "into the layers or the residual stream is rotated, so a copy could be disguised for free; prove the model "
+    "again with this noseprint",
+}
 MANIFEST = "manifest.json"
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 
@@ -108,11 +116,10 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: object) -> Manifest:
         """Validate against the schema and the layout rules; raise `BundleError` naming the first fault."""
-        if isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == 1:
-            raise BundleError(
-                "this is a version 1 bundle: its proof binds no owner and lets its term shifts be chosen, so "
-                "anyone could re-sign it and its owner could grind z; prove the model again with this noseprint"
-            )
+        if isinstance(data, dict) and data.get("format") == FORMAT:
+            old = data.get("version")
+            if isinstance(old, int) and old in REFUSED_VERSIONS:
+                raise BundleError(REFUSED_VERSIONS[old])
         errors = schema_errors(data)
         if errors:
             raise BundleError(f"{MANIFEST} does not follow the bundle schema: {errors[0]}")

@@ -60,11 +60,13 @@ class LayerShape:
         """Ordered (role, shape, blinding axis) of the tensors this layer contributes."""
         d, f = self.hidden, self.ffn
         shapes = [
+            ("attn_norm", (1, d), ROW),
             ("q", (self.q_width, d), ROW),
             ("k", (self.kv_width, d), ROW),
             ("v", (self.kv_width, d), ROW),
             ("o", (d, self.q_width), COLUMN),
         ]
+        shapes += [("ffn_norm", (1, d), ROW)]
         if self.gated:
             shapes += [("gate", (f, d), ROW), ("up", (f, d), ROW)]
         else:

@@ -6,8 +6,12 @@ Hugging Face `nn.Linear` convention (out_features, in_features):
 
     q, k, v: (heads*head_dim | kv_heads*head_dim, hidden)   o: (hidden, heads*head_dim)
     gate, up (gated FFN) or ffn_in: (ffn, hidden)          ffn_out: (hidden, ffn)
+    attn_norm, ffn_norm: (1, hidden), the scale γ of the norm that the attention's and the FFN's
+                         readers read (all ones where the model has none there)
 
-Biases are ignored, as in HuRef: the invariants are products of weight matrices.
+Biases (of layers and of LayerNorms) are ignored, as in HuRef: they only shift a reader's output, and the
+invariants are products of weight matrices. The norm scales are not: folding them into the readers is a
+free disguise unless the canonical form reads them (docs/invariants.md).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class Adapter:
     load_layer: Callable[[Checkpoint, int], dict[str, np.ndarray]]
     embedding_rows: Callable[[Checkpoint, list[int]], np.ndarray] | None = None
     """Overrides the plain row read (OPT projects its word embeddings to the hidden size)."""
+    layer_norm: bool = False
+    """LayerNorm family: every norm removes the residual's mean, so the canonical E is centred."""
 
     def read_embedding(self, checkpoint: Checkpoint, ids: list[int]) -> np.ndarray:
         if self.embedding_rows is not None:
@@ -65,9 +71,25 @@ def _prefix(checkpoint: Checkpoint, candidates: tuple[str, ...], probe: str) -> 
     raise UsageError(f"checkpoint has no tensor named like {candidates[0]}{probe}")
 
 
+def _norm(checkpoint: Checkpoint, name: str | None, hidden: int, offset: float = 0.0) -> np.ndarray:
+    """A norm's scale γ as a (1, hidden) row; `name` None means the reader reads an un-normalised
+    stream (γ = 1). `offset` is Gemma's: its RMSNorm scales by 1 + weight."""
+    if name is None:
+        return np.ones((1, hidden))
+    return (checkpoint.tensor(name) + offset).reshape(1, -1)
+
+
+def _norms(checkpoint: Checkpoint, attn: str | None, ffn: str | None, offset: float = 0.0) -> dict[str, np.ndarray]:
+    hidden = _int(checkpoint.config, "hidden_size", "n_embd")
+    return {"attn_norm": _norm(checkpoint, attn, hidden, offset), "ffn_norm": _norm(checkpoint, ffn, hidden, offset)}
+
+
 # LLaMA family: llama, mistral, qwen2 (separate q/k/v/o projections, gated SiLU FFN, GQA).
 
 LLAMA_PREFIXES = ("model.", "")
+GEMMA_TYPES = ("gemma", "gemma2")
+"""Gemma's RMSNorm multiplies by 1 + weight. Gemma 2's extra post-norms (on the attention's and the FFN's
+outputs) are not read: the fingerprint sees its pre-norms only (docs/invariants.md)."""
 
 
 def llama_shape(config: dict) -> LayerShape:
@@ -91,7 +113,13 @@ def llama_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         "up": "mlp.up_proj",
         "ffn_out": "mlp.down_proj",
     }
-    return {role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()}
+    model_type = checkpoint.config.get("model_type")
+    offset = 1.0 if model_type in GEMMA_TYPES else 0.0
+    ffn_norm = "pre_feedforward_layernorm" if model_type == "gemma2" else "post_attention_layernorm"
+    return {
+        **{role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()},
+        **_norms(checkpoint, f"{base}input_layernorm.weight", f"{base}{ffn_norm}.weight", offset),
+    }
 
 
 # GPT-2: Conv1D weights stored (in, out), so transposed; fused c_attn holds [q | k | v] on its columns.
@@ -120,6 +148,7 @@ def gpt2_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         "o": checkpoint.tensor(base + "attn.c_proj.weight").T,
         "ffn_in": checkpoint.tensor(base + "mlp.c_fc.weight").T,
         "ffn_out": checkpoint.tensor(base + "mlp.c_proj.weight").T,
+        **_norms(checkpoint, base + "ln_1.weight", base + "ln_2.weight"),
     }
 
 
@@ -140,6 +169,7 @@ def phi3_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         "gate": gate_up[: shape.ffn],
         "up": gate_up[shape.ffn :],
         "ffn_out": checkpoint.tensor(base + "mlp.down_proj.weight"),
+        **_norms(checkpoint, base + "input_layernorm.weight", base + "post_attention_layernorm.weight"),
     }
 
 
@@ -172,6 +202,7 @@ def neox_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         "o": checkpoint.tensor(base + "attention.dense.weight"),
         "ffn_in": checkpoint.tensor(base + "mlp.dense_h_to_4h.weight"),
         "ffn_out": checkpoint.tensor(base + "mlp.dense_4h_to_h.weight"),
+        **_norms(checkpoint, base + "input_layernorm.weight", base + "post_attention_layernorm.weight"),
     }
 
 
@@ -181,14 +212,18 @@ def neox_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
 def gptj_shape(config: dict) -> LayerShape:
     hidden = _int(config, "n_embd", "hidden_size")
     heads = _int(config, "n_head", "num_attention_heads")
-    return LayerShape(hidden, heads, heads, hidden // heads, _int(config, "n_inner", default=4 * hidden), gated=False)
+    ffn = _int(config, "n_inner", default=4 * hidden)
+    return LayerShape(hidden, heads, heads, hidden // heads, ffn, gated=False)
 
 
 def gptj_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
     base = _prefix(checkpoint, GPT2_PREFIXES, "wte.weight") + f"h.{index}."
     names = {"q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "o": "attn.out_proj",
              "ffn_in": "mlp.fc_in", "ffn_out": "mlp.fc_out"}  # fmt: skip
-    return {role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()}
+    return {  # GPT-J's attention and FFN run in parallel on one ln_1
+        **{role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()},
+        **_norms(checkpoint, base + "ln_1.weight", base + "ln_1.weight"),
+    }
 
 
 # OPT: separate projections, fc1/fc2; word embeddings may be narrower than hidden (project_in).
@@ -206,7 +241,16 @@ def opt_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
     base = _prefix(checkpoint, OPT_PREFIXES, "embed_tokens.weight") + f"layers.{index}."
     names = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
              "ffn_in": "fc1", "ffn_out": "fc2"}  # fmt: skip
-    return {role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()}
+    prefix = _prefix(checkpoint, OPT_PREFIXES, "embed_tokens.weight")
+    if checkpoint.config.get("do_layer_norm_before", True):
+        attn, ffn = f"{base}self_attn_layer_norm.weight", f"{base}final_layer_norm.weight"
+    else:  # post-LN (OPT-350m): the attention reads the previous layer's output norm, layer 0 raw embeddings
+        attn = f"{prefix}layers.{index - 1}.final_layer_norm.weight" if index > 0 else None
+        ffn = f"{base}self_attn_layer_norm.weight"
+    return {
+        **{role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()},
+        **_norms(checkpoint, attn, ffn),
+    }
 
 
 def opt_embedding(checkpoint: Checkpoint, ids: list[int]) -> np.ndarray:
@@ -255,7 +299,20 @@ def falcon_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         "o": checkpoint.tensor(base + "self_attention.dense.weight"),
         "ffn_in": checkpoint.tensor(base + "mlp.dense_h_to_4h.weight"),
         "ffn_out": checkpoint.tensor(base + "mlp.dense_4h_to_h.weight"),
+        **_norms(checkpoint, *(base + name + ".weight" for name in falcon_norm_names(checkpoint.config))),
     }
+
+
+def falcon_norm_names(config: dict) -> tuple[str, str]:
+    """The norms Falcon's attention and FFN read, by transformers' FalconDecoderLayer rules."""
+    parallel_norms = config.get("num_ln_in_parallel_attn")
+    if parallel_norms is None and config.get("new_decoder_architecture"):
+        parallel_norms = 2
+    if not config.get("parallel_attn", True):
+        return "input_layernorm", "post_attention_layernorm"
+    if config.get("new_decoder_architecture") and parallel_norms == 2:
+        return "ln_attn", "ln_mlp"
+    return "input_layernorm", "input_layernorm"
 
 
 # BERT (encoders such as all-MiniLM-L6-v2): attention.self.{query,key,value}, attention.output.dense,
@@ -267,14 +324,21 @@ BERT_PREFIXES = ("bert.", "")
 def bert_shape(config: dict) -> LayerShape:
     hidden = _int(config, "hidden_size")
     heads = _int(config, "num_attention_heads")
-    return LayerShape(hidden, heads, heads, hidden // heads, _int(config, "intermediate_size"), gated=False)
+    ffn = _int(config, "intermediate_size")
+    return LayerShape(hidden, heads, heads, hidden // heads, ffn, gated=False)
 
 
 def bert_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
     base = _prefix(checkpoint, BERT_PREFIXES, "embeddings.word_embeddings.weight") + f"encoder.layer.{index}."
     names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
              "o": "attention.output.dense", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"}  # fmt: skip
-    return {role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()}
+    prefix = _prefix(checkpoint, BERT_PREFIXES, "embeddings.word_embeddings.weight")
+    # post-LN: the attention reads the previous layer's output norm (layer 0: the embeddings' norm)
+    attn = f"{prefix}encoder.layer.{index - 1}.output.LayerNorm.weight" if index else f"{prefix}embeddings.LayerNorm.weight"
+    return {
+        **{role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()},
+        **_norms(checkpoint, attn, f"{base}attention.output.LayerNorm.weight"),
+    }
 
 
 def _layers(*keys: str) -> Callable[[dict], int]:
@@ -305,6 +369,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_count=_layers("n_layer", "num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, GPT2_PREFIXES, "wte.weight") + "wte.weight",
         load_layer=gpt2_layer,
+        layer_norm=True,
     ),
     Adapter(
         family="gpt_neox",
@@ -313,6 +378,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_count=_layers("num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, NEOX_PREFIXES, "embed_in.weight") + "embed_in.weight",
         load_layer=neox_layer,
+        layer_norm=True,
     ),
     Adapter(
         family="gptj",
@@ -321,6 +387,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_count=_layers("n_layer", "num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, GPT2_PREFIXES, "wte.weight") + "wte.weight",
         load_layer=gptj_layer,
+        layer_norm=True,
     ),
     Adapter(
         family="opt",
@@ -330,6 +397,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         embedding_name=lambda ck: _prefix(ck, OPT_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
         load_layer=opt_layer,
         embedding_rows=opt_embedding,
+        layer_norm=True,
     ),
     Adapter(
         family="falcon",
@@ -338,6 +406,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_count=_layers("num_hidden_layers", "n_layer"),
         embedding_name=lambda ck: _prefix(ck, FALCON_PREFIXES, "word_embeddings.weight") + "word_embeddings.weight",
         load_layer=falcon_layer,
+        layer_norm=True,
     ),
     Adapter(
         family="bert",
@@ -348,6 +417,7 @@ ADAPTERS: tuple[Adapter, ...] = (
             _prefix(ck, BERT_PREFIXES, "embeddings.word_embeddings.weight") + "embeddings.word_embeddings.weight"
         ),
         load_layer=bert_layer,
+        layer_norm=True,
     ),
 )
 

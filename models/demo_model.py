@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
+NORM_SPREAD = 0.2
+"""Relative spread of the demo's norm scales (trained LLaMA norms spread far more; any spread shows they count)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ def write_demo_model(folder: Path, shape: DemoShape = DemoShape(), seed: int = 0
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    with torch.no_grad():  # norm scales as a trained model has them, not the initial ones: the fingerprint reads them
+        for name, weight in model.named_parameters():
+            if name.endswith("norm.weight"):
+                weight.mul_(1.0 + NORM_SPREAD * torch.randn_like(weight)).abs_()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))

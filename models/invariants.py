@@ -1,15 +1,18 @@
-"""HuRef's invariant terms computed directly in float64: the reference the circuit must match.
+"""The fingerprint's invariant terms, computed directly in float64: the reference the circuit must match.
 
-For layer weights in the `nn.Linear` (out, in) convention and E the embedding rows
-of the selected tokens:
+The canonical form (docs/invariants.md has the argument for each term). For layer weights in the
+`nn.Linear` (out, in) convention, E the embedding rows of the selected tokens (centred per row for
+LayerNorm models, `canonical_embedding`), γa and γf the scales of the norms the attention and the FFN read:
 
-    QK  = E·Wqᵀ·Wk·Eᵀ       (K heads repeated to the query heads for grouped-query attention)
-    VO  = E·Wvᵀ·Woᵀ·Eᵀ      (V heads repeated likewise)
-    FFN = E·W1ᵀ·W2ᵀ·Eᵀ      (W1 = gate ⊙ up for a gated FFN, as in HuRef's code)
+    QK  = (E·γa·Wqᵀ)·(E·γa·Wkᵀ)ᵀ                 (K heads repeated to the query heads for GQA)
+    VO  = (E·γa·Wvᵀ)·(E·Wo)ᵀ                      (V heads repeated likewise)
+    FFN = (E·γf·W1ᵀ)·(E·W2)ᵀ                      plain FFN
+    FFN = ((E·γf·Wgateᵀ) ⊙ (E·γf·Wupᵀ))·(E·Wdown)ᵀ  gated FFN (the product is over the n x ffn activations)
 
-Each term is unchanged by permuting attention hidden units or FFN neurons, by an
-orthogonal rotation of the Q/K inner space and by inverse rescalings; after
-standardisation it is also unchanged by any positive rescaling of a tensor.
+Readers carry the norm scale, writers do not, so folding γ into the readers changes nothing; each
+reader's E·R meets a writer's or another reader's Rᵀ, so a rotation of the residual stream changes
+nothing; neuron and head permutations, per-neuron and per-head rescalings and Q/K maps cancel inside
+each product; after standardisation any positive rescaling of a tensor cancels too.
 """
 
 from __future__ import annotations
@@ -28,15 +31,27 @@ def repeat_kv(w: np.ndarray, shape: LayerShape) -> np.ndarray:
     return np.repeat(per_head, group, axis=0).reshape(shape.q_width, -1)
 
 
+def canonical_embedding(e: np.ndarray, layer_norm: bool) -> np.ndarray:
+    """E as the layers see it: LayerNorm removes each residual vector's mean, so its all-ones direction
+    is invisible to every reader and writer (and to the function) and is dropped. The adapters apply it
+    when they read E, so the committed embedding is already canonical and the circuit pays nothing."""
+    return e - e.mean(axis=1, keepdims=True) if layer_norm else e
+
+
 def layer_terms(e: np.ndarray, w: dict[str, np.ndarray], shape: LayerShape) -> np.ndarray:
-    """HuRef's three terms, multiplied E-first: (E·Wqᵀ)(E·Wkᵀ)ᵀ equals E·(Wqᵀ·Wk)·Eᵀ, but never
-    forms a hidden x hidden matrix (0.3 instead of 69 GFLOP per term at hidden 4096, 16 tokens)."""
+    """The three terms, multiplied E-first: (E·Wqᵀ)(E·Wkᵀ)ᵀ equals E·(Wqᵀ·Wk)·Eᵀ, but never forms a
+    hidden x hidden matrix (0.3 instead of 69 GFLOP per term at hidden 4096, 16 tokens). E must be
+    canonical already (`canonical_embedding`)."""
+    attn_in, ffn_in = e * w["attn_norm"], e * w["ffn_norm"]  # γ travels with the readers
     k = repeat_kv(w["k"], shape)
     v = repeat_kv(w["v"], shape)
-    ffn_in = w["gate"] * w["up"] if shape.gated else w["ffn_in"]
-    qk = (e @ w["q"].T) @ (e @ k.T).T
-    vo = (e @ v.T) @ (e @ w["o"]).T
-    ffn = (e @ ffn_in.T) @ (e @ w["ffn_out"]).T
+    qk = (attn_in @ w["q"].T) @ (attn_in @ k.T).T
+    vo = (attn_in @ v.T) @ (e @ w["o"]).T
+    if shape.gated:
+        hidden = (ffn_in @ w["gate"].T) * (ffn_in @ w["up"].T)
+    else:
+        hidden = ffn_in @ w["ffn_in"].T
+    ffn = hidden @ (e @ w["ffn_out"]).T
     return np.stack([qk, vo, ffn])
 
 

@@ -16,6 +16,7 @@ from core.errors import UsageError
 from core.layout import CircuitLayout
 from models.architectures import Adapter, adapter_for, check_layer
 from models.checkpoint import Checkpoint, open_checkpoint
+from models.invariants import canonical_embedding
 from models.tokens import Token, load_tokenizer, read_token_file, select_tokens
 
 DEFAULT_TOKENS = 16
@@ -75,7 +76,7 @@ def open_model(model_dir: Path, token_count: int, tokens_file: Path | None, allo
         tokens = read_token_file(tokens_file, token_count)
     else:
         tokens = select_tokens(load_tokenizer(model_dir), token_count)
-    embedding = adapter.read_embedding(checkpoint, [t.id for t in tokens])
+    embedding = canonical_embedding(adapter.read_embedding(checkpoint, [t.id for t in tokens]), adapter.layer_norm)
     if embedding.shape[1] != shape.hidden:
         raise UsageError(f"embedding width {embedding.shape[1]} differs from hidden size {shape.hidden}")
     indices = list(range(layer_count - FINGERPRINTED_LAYERS, layer_count))

@@ -22,6 +22,27 @@ def save_tiny(model, folder: Path, with_tokenizer: bool = True) -> Path:
     return folder
 
 
+NORM_SPREAD = 0.3
+
+
+def with_trained_norms(model, seed: int = 0):
+    """Norm scales (and LayerNorm biases) spread as in a trained model, not the initial ones and zeros: a
+    fingerprint that ignored them, or read them on the wrong side, would pass tests with unit norms."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            lowered = name.lower()
+            if ("norm" in lowered or ".ln" in lowered) and parameter.dim() == 1:
+                noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+                if name.endswith("bias"):
+                    parameter.copy_(0.1 * noise)
+                elif "gemma" in type(model).__name__.lower():  # Gemma scales by 1 + weight
+                    parameter.copy_(NORM_SPREAD * noise)
+                else:
+                    parameter.copy_(1.0 + NORM_SPREAD * noise)
+    return model
+
+
 def tiny_llama(
     seed: int = 0,
     model_type: str = "llama",
@@ -46,7 +67,7 @@ def tiny_llama(
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config).eval()
+    return with_trained_norms(AutoModelForCausalLM.from_config(config).eval(), seed)
 
 
 def tiny_gpt2(seed: int = 0, hidden: int = 16, heads: int = 2, layers: int = 3, vocab: int = 303):
@@ -54,7 +75,7 @@ def tiny_gpt2(seed: int = 0, hidden: int = 16, heads: int = 2, layers: int = 3, 
 
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=vocab, n_embd=hidden, n_head=heads, n_layer=layers, n_positions=64)
-    return GPT2LMHeadModel(config).eval()
+    return with_trained_norms(GPT2LMHeadModel(config).eval(), seed)
 
 
 @pytest.fixture(autouse=True)

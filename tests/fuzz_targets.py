@@ -138,7 +138,7 @@ def parse_checkpoint(value: object) -> None:
 # the local `verify` path ----------------------------------------------------------------------------------
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v2"
+BUNDLE = DATA / "bundle-v3"
 """A real proven, signed bundle (tiny llama, logrows 15), committed with the tests."""
 SRS = DATA / "dev-k15.srs"
 MEMBERS = ("manifest.json", "tokens.json", "z.json", "proof.json")

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from models.invariants import invariant_terms
 from models.weights import read_model
-from tests.conftest import save_tiny
+from tests.conftest import save_tiny, with_trained_norms
 
 TOKENS = 8
 
@@ -23,13 +23,23 @@ def lin(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x @ weight.double().T
 
 
-def terms_from_heads(e, q, k, v, o_weight, ffn_in, ffn_out_weight) -> np.ndarray:
-    """q, k, v: (n, heads, hd) with K/V already broadcast to the query heads; ffn_in: (f, d) weights."""
+def terms_from_heads(e, q, k, v, o_weight, ffn_hidden, ffn_out_weight) -> np.ndarray:
+    """q, k, v: (n, heads, hd) with K/V already broadcast to the query heads (from E·γa); ffn_hidden: the
+    (n, ffn) FFN activations before the output projection (from E·γf); e: the canonical E (writers)."""
     n = e.shape[0]
     qk = torch.einsum("nhd,mhd->nm", q, k)
     vo = lin(o_weight, v.reshape(n, -1)) @ e.T
-    ffn = lin(ffn_out_weight, lin(ffn_in, e)) @ e.T
+    ffn = lin(ffn_out_weight, ffn_hidden) @ e.T
     return np.stack([qk.numpy(), vo.numpy(), ffn.numpy()])
+
+
+def centred(e: torch.Tensor) -> torch.Tensor:
+    """LayerNorm families: the canonical E has each row's mean removed."""
+    return e - e.mean(dim=1, keepdim=True)
+
+
+def scaled(e: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    return e * norm.weight.double()
 
 
 def heads(x: torch.Tensor, count: int) -> torch.Tensor:
@@ -43,67 +53,78 @@ def broadcast(kv: torch.Tensor, query_heads: int) -> torch.Tensor:
 def direct_phi3(model, e, i):
     cfg, layer = model.config, model.model.layers[i]
     hd = cfg.hidden_size // cfg.num_attention_heads
-    qkv = lin(layer.self_attn.qkv_proj.weight, e)
+    qkv = lin(layer.self_attn.qkv_proj.weight, scaled(e, layer.input_layernorm))
     query_pos, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
     q = heads(qkv[:, :query_pos], cfg.num_attention_heads)
     k = broadcast(heads(qkv[:, query_pos : query_pos + kv], cfg.num_key_value_heads), cfg.num_attention_heads)
     v = broadcast(heads(qkv[:, query_pos + kv :], cfg.num_key_value_heads), cfg.num_attention_heads)
-    gate_w, up_w = layer.mlp.gate_up_proj.weight.double().chunk(2, dim=0)
-    return terms_from_heads(e, q, k, v, layer.self_attn.o_proj.weight, gate_w * up_w, layer.mlp.down_proj.weight)
+    gate, up = lin(layer.mlp.gate_up_proj.weight, scaled(e, layer.post_attention_layernorm)).chunk(2, dim=1)
+    return terms_from_heads(e, q, k, v, layer.self_attn.o_proj.weight, gate * up, layer.mlp.down_proj.weight)
 
 
 def direct_llama_like(model, e, i):
+    """LLaMA and Gemma: Gemma's RMSNorm scales by 1 + weight."""
     cfg, layer = model.config, model.model.layers[i]
+    offset = 1.0 if cfg.model_type.startswith("gemma") else 0.0
     attn, mlp = layer.self_attn, layer.mlp
-    q = heads(lin(attn.q_proj.weight, e), cfg.num_attention_heads)
-    k = broadcast(heads(lin(attn.k_proj.weight, e), cfg.num_key_value_heads), cfg.num_attention_heads)
-    v = broadcast(heads(lin(attn.v_proj.weight, e), cfg.num_key_value_heads), cfg.num_attention_heads)
-    gated = mlp.gate_proj.weight.double() * mlp.up_proj.weight.double()
+    e_attn = e * (layer.input_layernorm.weight.double() + offset)
+    e_ffn = e * (layer.post_attention_layernorm.weight.double() + offset)
+    q = heads(lin(attn.q_proj.weight, e_attn), cfg.num_attention_heads)
+    k = broadcast(heads(lin(attn.k_proj.weight, e_attn), cfg.num_key_value_heads), cfg.num_attention_heads)
+    v = broadcast(heads(lin(attn.v_proj.weight, e_attn), cfg.num_key_value_heads), cfg.num_attention_heads)
+    gated = lin(mlp.gate_proj.weight, e_ffn) * lin(mlp.up_proj.weight, e_ffn)
     return terms_from_heads(e, q, k, v, attn.o_proj.weight, gated, mlp.down_proj.weight)
 
 
 def direct_neox(model, e, i):
     cfg, layer = model.config, model.gpt_neox.layers[i]
-    qkv = lin(layer.attention.query_key_value.weight, e).view(e.shape[0], cfg.num_attention_heads, -1)
-    q, k, v = qkv.chunk(3, dim=-1)
-    return terms_from_heads(
-        e, q, k, v, layer.attention.dense.weight, layer.mlp.dense_h_to_4h.weight, layer.mlp.dense_4h_to_h.weight
-    )
+    e = centred(e)
+    qkv = lin(layer.attention.query_key_value.weight, scaled(e, layer.input_layernorm))
+    q, k, v = qkv.view(e.shape[0], cfg.num_attention_heads, -1).chunk(3, dim=-1)
+    hidden = lin(layer.mlp.dense_h_to_4h.weight, scaled(e, layer.post_attention_layernorm))
+    return terms_from_heads(e, q, k, v, layer.attention.dense.weight, hidden, layer.mlp.dense_4h_to_h.weight)
 
 
 def direct_gptj(model, e, i):
     cfg, layer = model.config, model.transformer.h[i]
-    a = layer.attn
-    q, k, v = (heads(lin(m.weight, e), cfg.n_head) for m in (a.q_proj, a.k_proj, a.v_proj))
-    return terms_from_heads(e, q, k, v, a.out_proj.weight, layer.mlp.fc_in.weight, layer.mlp.fc_out.weight)
+    e = centred(e)
+    a, e_in = layer.attn, scaled(e, layer.ln_1)  # attention and FFN in parallel on one norm
+    q, k, v = (heads(lin(m.weight, e_in), cfg.n_head) for m in (a.q_proj, a.k_proj, a.v_proj))
+    return terms_from_heads(e, q, k, v, a.out_proj.weight, lin(layer.mlp.fc_in.weight, e_in), layer.mlp.fc_out.weight)
 
 
 def direct_opt(model, e, i):
     cfg, layer = model.config, model.model.decoder.layers[i]
-    a = layer.self_attn
-    q, k, v = (heads(lin(m.weight, e), cfg.num_attention_heads) for m in (a.q_proj, a.k_proj, a.v_proj))
-    return terms_from_heads(e, q, k, v, a.out_proj.weight, layer.fc1.weight, layer.fc2.weight)
+    e = centred(e)
+    a, e_attn = layer.self_attn, scaled(e, layer.self_attn_layer_norm)
+    q, k, v = (heads(lin(m.weight, e_attn), cfg.num_attention_heads) for m in (a.q_proj, a.k_proj, a.v_proj))
+    hidden = lin(layer.fc1.weight, scaled(e, layer.final_layer_norm))
+    return terms_from_heads(e, q, k, v, a.out_proj.weight, hidden, layer.fc2.weight)
 
 
 def direct_falcon(model, e, i):
     cfg, layer = model.config, model.transformer.h[i]
-    fused = lin(layer.self_attention.query_key_value.weight, e)[None]
+    e = centred(e)
+    attn_norm = layer.ln_attn if hasattr(layer, "ln_attn") else layer.input_layernorm
+    ffn_norm = layer.ln_mlp if hasattr(layer, "ln_mlp") else layer.input_layernorm
+    fused = lin(layer.self_attention.query_key_value.weight, scaled(e, attn_norm))[None]
     q, k, v = (
         x[0].reshape(e.shape[0], -1, layer.self_attention.head_dim) for x in layer.self_attention._split_heads(fused)
     )
     k, v = broadcast(k, cfg.num_attention_heads), broadcast(v, cfg.num_attention_heads)
-    return terms_from_heads(
-        e, q, k, v, layer.self_attention.dense.weight, layer.mlp.dense_h_to_4h.weight, layer.mlp.dense_4h_to_h.weight
-    )
+    hidden = lin(layer.mlp.dense_h_to_4h.weight, scaled(e, ffn_norm))
+    return terms_from_heads(e, q, k, v, layer.self_attention.dense.weight, hidden, layer.mlp.dense_4h_to_h.weight)
 
 
 def direct_bert(model, e, i):
+    """Post-LN: the attention reads the previous layer's output norm, the FFN the attention's output norm."""
     cfg, layer = model.config, model.encoder.layer[i]
+    e = centred(e)
+    before = model.encoder.layer[i - 1].output.LayerNorm if i else model.embeddings.LayerNorm
     s = layer.attention.self
-    q, k, v = (heads(lin(m.weight, e), cfg.num_attention_heads) for m in (s.query, s.key, s.value))
-    return terms_from_heads(
-        e, q, k, v, layer.attention.output.dense.weight, layer.intermediate.dense.weight, layer.output.dense.weight
-    )
+    q, k, v = (heads(lin(m.weight, scaled(e, before)), cfg.num_attention_heads) for m in (s.query, s.key, s.value))
+    hidden = lin(layer.intermediate.dense.weight, scaled(e, layer.attention.output.LayerNorm))
+    return terms_from_heads(e, q, k, v, layer.attention.output.dense.weight, hidden, layer.output.dense.weight)
 
 
 def embedding_rows(model, ids):
@@ -135,7 +156,7 @@ def test_adapter_matches_the_transformers_module(tmp_path, case):
     model_type = case.split("-")[0]
     config = AutoConfig.for_model(model_type, **{**COMMON, **kwargs})
     torch.manual_seed(0)
-    model = (AutoModel if model_type == "bert" else AutoModelForCausalLM).from_config(config).eval()
+    model = with_trained_norms((AutoModel if model_type == "bert" else AutoModelForCausalLM).from_config(config).eval())
     folder = save_tiny(model, tmp_path / case)
     read = read_model(folder, TOKENS, None, allow_pickle=False)
     assert read.model_type == model_type and read.layer_indices == [1, 2]

@@ -16,7 +16,7 @@ from core.layout import CircuitLayout, LayerShape
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v2"
+BUNDLE = DATA / "bundle-v3"
 SRS = DATA / "dev-k15.srs"
 
 

@@ -1,5 +1,5 @@
-"""The bundle format's one reader and writer (`core/bundle.py`), the source kinds, a version 2 bundle
-verified end to end, and a version 1 bundle (made before issue 17) refused with the reason."""
+"""The bundle format's one reader and writer (`core/bundle.py`), the source kinds, a version 3 bundle
+verified end to end, and older versions refused with the reason (a version 2 bundle made before issue 18)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from core.statement import keyid_of_limbs, owner_limbs, shift_for_peak, shift_is
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v2"
-"""Proven with --sign (tiny llama, seed 0, 8 tokens) under the development SRS beside it (k15)."""
-OWNER = DATA / "bundle-v2.owner.pub"
-OLD_BUNDLE = DATA / "bundle-v1"
-"""Proven and signed by the code before issue 16 (format version 1)."""
+BUNDLE = DATA / "bundle-v3"
+"""Proven with --sign (tiny llama, seed 0, 8 tokens) under the development SRS beside it (k15), by
+`python -m tests.make_fixture_bundle`."""
+OWNER = DATA / "bundle-v3.owner.pub"
+OLD_BUNDLE = DATA / "bundle-v2"
+"""Proven and signed by the code before issue 18 (format version 2: no norms, not rotation-invariant)."""
 SRS = DATA / "dev-k15.srs"
 
 
@@ -44,9 +45,11 @@ def test_typed_views_of_the_manifest():
     assert len(Bundle.open(BUNDLE).z()) == manifest.z_dim
 
 
-def test_version_1_is_refused_with_the_reason():
-    with pytest.raises(BundleError, match="version 1 bundle: its proof binds no owner"):
+def test_older_versions_are_refused_with_the_reason():
+    with pytest.raises(BundleError, match="version 2 bundle: its fingerprint ignores the norm weights"):
         Manifest.read(OLD_BUNDLE)
+    with pytest.raises(BundleError, match="version 1 bundle: its proof binds no owner"):
+        Manifest.from_dict({**manifest_data(), "version": 1})
 
 
 def test_files_section_hashes_every_file(tmp_path):
@@ -124,7 +127,7 @@ def test_source_kinds(tmp_path):
 
 @pytest.mark.proof
 def test_the_committed_bundle_verifies_and_the_old_one_says_why_not(tmp_path):
-    """Version 2 verifies with its owner's key; version 1 is INVALID with the format's reason, not a crash."""
+    """Version 3 verifies with its owner's key; version 2 is INVALID with the format's reason, not a crash."""
     home = tmp_path / "auditor"
     run_cli("srs", "import", str(SRS), "--logrows", "15", home=home, check=True)
     result = run_cli("verify", str(BUNDLE), "--key", str(OWNER), "--json", home=home)
@@ -133,7 +136,7 @@ def test_the_committed_bundle_verifies_and_the_old_one_says_why_not(tmp_path):
     assert report["facts"]["signer_demanded"] and report["facts"]["vk_derived_now"]
     assert report["facts"]["owner_keyid"] == report["facts"]["signer_keyid"]
     old = run_cli("verify", str(OLD_BUNDLE), "--json", home=home)
-    assert old.returncode == 1 and "version 1 bundle" in json.loads(old.stdout)["reason"]
+    assert old.returncode == 1 and "version 2 bundle" in json.loads(old.stdout)["reason"]
     tampered = tmp_path / "tampered"
     shutil.copytree(BUNDLE, tampered)
     z = json.loads((tampered / "z.json").read_text())

@@ -1,6 +1,6 @@
 """Bundles forged the ways an audit of `verify` found (issue 17), each refused with a reason and exit 1.
 
-Every case starts from a committed bundle (`tests/data/bundle-v2`, signed by the key it binds), strips its
+Every case starts from a committed bundle (`tests/data/bundle-v3`, signed by the key it binds), strips its
 signature (an attacker re-signs or leaves it unsigned), edits it, re-hashes what it edited, and runs the
 real `noseprint verify` in a subprocess: a refusal must be INVALID, never a crash (exit 3) or a traceback.
 """
@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v2"
+BUNDLE = DATA / "bundle-v3"
 
 pytestmark = pytest.mark.proof  # the commitment check derives the verifier's key (EZKL setup, about 20 s once)
 
@@ -231,7 +231,7 @@ def test_check_opening_binds_the_bundles_token_ids(auditor, tmp_path):
     from tests.conftest import save_tiny, tiny_llama
 
     model = save_tiny(tiny_llama(seed=0), tmp_path / "model")  # the fixture's model, rebuilt from its seed
-    opening = DATA / "bundle-v2.opening.json"
+    opening = DATA / "bundle-v3.opening.json"
     same = run_cli("check-opening", str(BUNDLE), str(model), "--opening", str(opening), home=auditor)
     assert same.returncode == 0 and "MATCH" in same.stdout, same.stdout + same.stderr
 

@@ -12,7 +12,7 @@ from circuits.commitment import committed_inputs
 from circuits.graph import FingerprintCircuit, choose_term_shifts
 from core.layout import ROW, CircuitLayout, with_term_shifts
 from encoder.network import EncoderConfig, InvariantEncoder
-from models.invariants import invariant_cosine, invariant_terms, standardise
+from models.invariants import canonical_embedding, invariant_cosine, invariant_terms, standardise
 from models.weights import read_model
 from tests.conftest import save_tiny, tiny_gpt2, tiny_llama
 
@@ -20,15 +20,18 @@ TOKENS = 8
 
 
 def direct_llama_terms(model, token_ids: list[int], layer_index: int) -> np.ndarray:
-    """HuRef's terms computed from the transformers module's own sub-modules, independently of the adapter."""
+    """The canonical terms computed from the transformers module's own sub-modules, independently of the
+    adapter: norm scales on the reader side, the gated FFN as its two activations' product."""
     cfg = model.config
     with torch.no_grad():
-        e = model.get_input_embeddings().weight[token_ids].double()
+        raw = model.get_input_embeddings().weight[token_ids].double()
         layer = model.model.layers[layer_index]
+        e_attn = raw * layer.input_layernorm.weight.double()
+        e_ffn = raw * layer.post_attention_layernorm.weight.double()
         attn, mlp = layer.self_attn, layer.mlp
         heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         hd = cfg.hidden_size // heads
-        n = e.shape[0]
+        n = raw.shape[0]
 
         def heads_of(x, count):  # (n, count*hd) -> (1, count, n, hd)
             return x.reshape(n, count, hd).transpose(0, 1).unsqueeze(0)
@@ -36,32 +39,34 @@ def direct_llama_terms(model, token_ids: list[int], layer_index: int) -> np.ndar
         def lin(module, x):
             return x @ module.weight.double().T
 
-        q = heads_of(lin(attn.q_proj, e), heads)
-        k = repeat_kv(heads_of(lin(attn.k_proj, e), kv_heads), heads // kv_heads)
-        v = repeat_kv(heads_of(lin(attn.v_proj, e), kv_heads), heads // kv_heads)
+        q = heads_of(lin(attn.q_proj, e_attn), heads)
+        k = repeat_kv(heads_of(lin(attn.k_proj, e_attn), kv_heads), heads // kv_heads)
+        v = repeat_kv(heads_of(lin(attn.v_proj, e_attn), kv_heads), heads // kv_heads)
         qk = (q @ k.transpose(-1, -2)).sum(dim=1)[0]
         v_full = v[0].transpose(0, 1).reshape(n, heads * hd)
-        vo = lin(attn.o_proj, v_full) @ e.T
-        gated = e @ (mlp.gate_proj.weight.double() * mlp.up_proj.weight.double()).T
-        ffn = lin(mlp.down_proj, gated) @ e.T
+        vo = lin(attn.o_proj, v_full) @ raw.T
+        gated = lin(mlp.gate_proj, e_ffn) * lin(mlp.up_proj, e_ffn)
+        ffn = lin(mlp.down_proj, gated) @ raw.T
     return np.stack([qk.numpy(), vo.numpy(), ffn.numpy()])
 
 
 def direct_gpt2_terms(model, token_ids: list[int], layer_index: int) -> np.ndarray:
-    """GPT-2 through its Conv1D modules (x @ W + b), biases removed."""
+    """GPT-2 through its Conv1D modules (x @ W + b), biases removed, E centred (LayerNorm), ln_1 and
+    ln_2 scales on the reader side."""
     with torch.no_grad():
-        e = model.transformer.wte.weight[token_ids].double()
+        raw = model.transformer.wte.weight[token_ids].double()
+        e = raw - raw.mean(dim=1, keepdim=True)
         block = model.transformer.h[layer_index]
         d = e.shape[1]
 
         def conv1d(module, x):
             return x @ module.weight.double()
 
-        qkv = conv1d(block.attn.c_attn, e)
+        qkv = conv1d(block.attn.c_attn, e * block.ln_1.weight.double())
         q, k, v = qkv[:, :d], qkv[:, d : 2 * d], qkv[:, 2 * d :]
         qk = q @ k.T
         vo = conv1d(block.attn.c_proj, v) @ e.T
-        ffn = conv1d(block.mlp.c_proj, conv1d(block.mlp.c_fc, e)) @ e.T
+        ffn = conv1d(block.mlp.c_proj, conv1d(block.mlp.c_fc, e * block.ln_2.weight.double())) @ e.T
     return np.stack([qk.numpy(), vo.numpy(), ffn.numpy()])
 
 
@@ -142,7 +147,45 @@ def random_layer(rng, d=16, heads=4, hd=4, f=24):
         "gate": rng.standard_normal((f, d)),
         "up": rng.standard_normal((f, d)),
         "ffn_out": rng.standard_normal((d, f)),
+        "attn_norm": 1.0 + 0.3 * rng.standard_normal((1, d)),
+        "ffn_norm": 1.0 + 0.3 * rng.standard_normal((1, d)),
     }
+
+
+READERS = ("q", "k", "v", "gate", "up", "ffn_in")
+WRITERS = ("o", "ffn_out")
+
+
+def folded(layer):
+    """Every norm scale moved into the readers that read it (γ -> 1): the same function."""
+    out = dict(layer, attn_norm=np.ones_like(layer["attn_norm"]), ffn_norm=np.ones_like(layer["ffn_norm"]))
+    for role in ("q", "k", "v"):
+        out[role] = layer[role] * layer["attn_norm"]
+    for role in ("gate", "up", "ffn_in"):
+        if role in layer:
+            out[role] = layer[role] * layer["ffn_norm"]
+    return out
+
+
+def rotated(e, layer, r):
+    """The residual stream turned by an orthogonal R: E·R, readers W·R, writers Rᵀ·W."""
+    out = dict(layer)
+    for role in READERS:
+        if role in layer:
+            out[role] = layer[role] @ r
+    for role in WRITERS:
+        out[role] = r.T @ layer[role]
+    return e @ r, out
+
+
+def orthogonal(rng, d, keep_ones=False):
+    r, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    if not keep_ones:
+        return r
+    basis, _ = np.linalg.qr(np.column_stack([np.ones(d), rng.standard_normal((d, d - 1))]))
+    inner, _ = np.linalg.qr(rng.standard_normal((d - 1, d - 1)))
+    rest = basis[:, 1:] @ inner @ basis[:, 1:].T  # a rotation of the complement of the all-ones direction
+    return rest + np.outer(basis[:, 0], basis[:, 0])
 
 
 @pytest.fixture
@@ -152,6 +195,43 @@ def setting():
     rng = np.random.default_rng(0)
     shape = LayerShape(hidden=16, heads=4, kv_heads=4, head_dim=4, ffn=24, gated=True)
     return rng, shape, rng.standard_normal((TOKENS, 16)), random_layer(rng)
+
+
+def test_norm_folding_then_residual_rotation(setting):
+    """The two lines of linear algebra that disguised a copy for free under the version 2 fingerprint."""
+    rng, shape, e, layer = setting
+    reference = terms_of(e, layer, shape)
+    np.testing.assert_allclose(terms_of(e, folded(layer), shape), reference, rtol=1e-9, atol=1e-9)
+    e_rot, layer_rot = rotated(e, folded(layer), orthogonal(rng, 16))
+    np.testing.assert_allclose(terms_of(e_rot, layer_rot, shape), reference, rtol=1e-8, atol=1e-8)
+
+
+def test_layernorm_models_ignore_the_all_ones_direction(setting):
+    """LayerNorm removes the mean: a constant added to every E row and every writer column changes
+    nothing, nor does a rotation that keeps the all-ones direction."""
+    rng, shape, e, layer = setting
+    from core.layout import LayerShape
+
+    plain_shape = LayerShape(hidden=16, heads=4, kv_heads=4, head_dim=4, ffn=24, gated=False)
+    plain = {role: value for role, value in layer.items() if role not in ("gate", "up")}
+    plain["ffn_in"] = layer["up"]
+
+    def canonical_terms(e, layer):
+        return terms_of(canonical_embedding(e, layer_norm=True), layer, plain_shape)
+
+    reference = canonical_terms(e, plain)
+    shifted_e = e + rng.standard_normal((TOKENS, 1))
+    shifted = dict(plain, o=plain["o"] + rng.standard_normal((1, 16)), ffn_out=plain["ffn_out"] + 1.5)
+    np.testing.assert_allclose(canonical_terms(shifted_e, shifted), reference, rtol=1e-8, atol=1e-8)
+    e_rot, layer_rot = rotated(e, folded(plain), orthogonal(rng, 16, keep_ones=True))
+    np.testing.assert_allclose(canonical_terms(e_rot, layer_rot), reference, rtol=1e-8, atol=1e-8)
+
+
+def test_the_fingerprint_reads_the_norms(setting):
+    """Changing only the norm scales changes the model, and the fingerprint must see it."""
+    rng, shape, e, layer = setting
+    moved = dict(layer, ffn_norm=layer["ffn_norm"] * (1.0 + 0.5 * rng.standard_normal((1, 16))))
+    assert invariant_cosine(terms_of(e, moved, shape), terms_of(e, layer, shape)) < 0.99
 
 
 def terms_of(e, layer, shape):

@@ -65,10 +65,12 @@ def input_ids():
 
 def layer_weights(model) -> list[dict[str, np.ndarray]]:
     """The adapter's roles (models.architectures.llama_layer), read from the live modules."""
-    return [
-        {role: layer.get_submodule(name).weight.detach().double().numpy() for role, name in ROLES.items()}
-        for layer in decoder_layers(model)
-    ]
+    norms = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+
+    def read(layer, name: str) -> np.ndarray:
+        return np.atleast_2d(layer.get_submodule(name).weight.detach().double().numpy())  # norms as (1, hidden)
+
+    return [{role: read(layer, name) for role, name in {**ROLES, **norms}.items()} for layer in decoder_layers(model)]
 
 
 def terms(model, token_ids: list[int] = INVARIANT_TOKENS) -> np.ndarray:
