@@ -242,6 +242,7 @@ def opt_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
     names = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
              "ffn_in": "fc1", "ffn_out": "fc2"}  # fmt: skip
     prefix = _prefix(checkpoint, OPT_PREFIXES, "embed_tokens.weight")
+    attn: str | None
     if checkpoint.config.get("do_layer_norm_before", True):
         attn, ffn = f"{base}self_attn_layer_norm.weight", f"{base}final_layer_norm.weight"
     else:  # post-LN (OPT-350m): the attention reads the previous layer's output norm, layer 0 raw embeddings
@@ -283,6 +284,7 @@ def falcon_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
     base = _prefix(checkpoint, FALCON_PREFIXES, "word_embeddings.weight") + f"h.{index}."
     shape = falcon_shape(checkpoint.config)
     qkv = checkpoint.tensor(base + "self_attention.query_key_value.weight")
+    attn_norm, ffn_norm = falcon_norm_names(checkpoint.config)
     hd, d = shape.head_dim, shape.hidden
     if checkpoint.config.get("new_decoder_architecture"):
         group = shape.heads // shape.kv_heads
@@ -299,7 +301,7 @@ def falcon_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         "o": checkpoint.tensor(base + "self_attention.dense.weight"),
         "ffn_in": checkpoint.tensor(base + "mlp.dense_h_to_4h.weight"),
         "ffn_out": checkpoint.tensor(base + "mlp.dense_4h_to_h.weight"),
-        **_norms(checkpoint, *(base + name + ".weight" for name in falcon_norm_names(checkpoint.config))),
+        **_norms(checkpoint, f"{base}{attn_norm}.weight", f"{base}{ffn_norm}.weight"),
     }
 
 
@@ -334,7 +336,11 @@ def bert_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
              "o": "attention.output.dense", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"}  # fmt: skip
     prefix = _prefix(checkpoint, BERT_PREFIXES, "embeddings.word_embeddings.weight")
     # post-LN: the attention reads the previous layer's output norm (layer 0: the embeddings' norm)
-    attn = f"{prefix}encoder.layer.{index - 1}.output.LayerNorm.weight" if index else f"{prefix}embeddings.LayerNorm.weight"
+    attn = (
+        f"{prefix}encoder.layer.{index - 1}.output.LayerNorm.weight"
+        if index
+        else f"{prefix}embeddings.LayerNorm.weight"
+    )
     return {
         **{role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()},
         **_norms(checkpoint, attn, f"{base}attention.output.LayerNorm.weight"),

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench.attacks import adaptive, degrade, distill, impersonate
+from bench.attacks import adaptive, degrade, distill, impersonate, transforms
 from core.fileio import write_json_atomic
 from lineage import verdict as bands
 
@@ -45,6 +45,8 @@ MINILM_DERIVATIVE = "minilm-sft"
 CURVE_BASES = 2
 """Bases the adaptive, impersonation and distillation curves run on (the degrade rows use every base)."""
 PROBE_ROWS, PROBE_TOKENS = 4, 64
+FUNCTION_PROBE = torch.arange(3, 3 + PROBE_TOKENS).reshape(2, PROBE_TOKENS // 2)
+"""Token ids the float64 check of a function-preserving transform runs on (any ids in every vocabulary)."""
 """The slice of held-out text on which the largest logit change is measured."""
 MINILM_PROBE = (
     "The fingerprint survives quantisation.",
@@ -201,10 +203,44 @@ def run_degrade(setup: Setup) -> list[dict[str, Any]]:
     return rows
 
 
+FUNCTION_PRESERVING_CHAINS: dict[str, tuple[str, ...]] = {
+    "fold norms": ("fold_norms",),
+    "fold norms + rotate residual": ("fold_norms", "rotate_residual"),
+    "permute residual": ("permute_residual",),
+    "shift along ones": ("shift_along_ones",),
+    "scale residual": ("scale_residual",),
+}
+"""Rows of the function-preserving table; the last row composes every transform that applies."""
+
+
+def function_preserving_chains(model: torch.nn.Module) -> dict[str, tuple[str, ...]]:
+    """The chains that apply to this model, plus "all composed" (every applicable transform, in order)."""
+    chains = {
+        label: names
+        for label, names in FUNCTION_PRESERVING_CHAINS.items()
+        if transforms.compose(*names).applies_to(model)
+    }
+    everything = tuple(name for name in transforms.FUNCTION_PRESERVING if name in transforms.applicable(model))
+    chains["all composed: " + " > ".join(everything)] = everything
+    return chains
+
+
 def add_function_preserving_rows(rows: list[dict[str, Any]], setup: Setup) -> None:
-    """HOOK for the function-preserving table (`bench/attacks/transforms.py`): append one row per transform
-    and model, with the degrade rows' keys (`table` = "function-preserving", model, attack,
-    max_output_change, loss_change, ics, z_cosine, verdict, verdict_z). Empty until that table is wired in."""
+    """Every function-preserving transform (`bench/attacks/transforms.py`), alone and composed, on every zoo
+    base and on MiniLM: the output change, ICS, z-cosine and verdict against the untouched model."""
+    chosen = [*setup.bases, MINILM] if setup.folder(MINILM).exists() else list(setup.bases)
+    for model_name in tqdm(chosen, desc="function-preserving"):
+        folder = setup.folder(model_name)
+        network = degrade.load_network(folder).double()
+        for seed, (label, names) in enumerate(function_preserving_chains(network).items()):
+            target = setup.workdir / "function-preserving" / f"{model_name}-{seed}"
+            changed = transforms.compose(*names)(network, seed)
+            adaptive.save_like(changed.float(), folder, target)
+            row = degrade_row(setup, model_name, label, target, causal=model_name != MINILM)
+            row["table"] = "function-preserving"
+            row["max_output_change_float64"] = transforms.max_logit_change(network, changed, FUNCTION_PROBE)
+            rows.append(row)
+            shutil.rmtree(target)
 
 
 # --------------------------------------------------------------------------------------------- curves
@@ -496,13 +532,36 @@ def run(setup: Setup) -> dict[str, Any]:
     return results
 
 
+def function_preserving_only(args: argparse.Namespace) -> None:
+    """The function-preserving table alone, written beside the full results."""
+    workdir = degrade.scratch_dir("attacks")
+    rows: list[dict[str, Any]] = []
+    try:
+        add_function_preserving_rows(rows, zoo_setup(args.zoo, workdir, plan_for(args.quick)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for row in rows:
+        change = row.get("max_output_change_float64", float("nan"))
+        print(f"| {row['model']} | {row['attack']} | {change:.1e} | {row['ics']:.4f} | {row['z_cosine']:.4f} | "
+              f"{row['verdict']} |")  # fmt: skip
+    target = args.results.with_name("attacks-function-preserving.json")
+    write_json_atomic(target, json_safe({"function_preserving": rows}), mode=RESULTS_MODE)
+    print(f"wrote {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo", type=Path, default=ZOO)
     parser.add_argument("--quick", action="store_true", help="one base for the curves, few steps (a few minutes)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--figure", type=Path, default=FIGURE)
+    parser.add_argument(
+        "--function-preserving-only", action="store_true", help="only the function-preserving table (minutes)"
+    )
     args = parser.parse_args()
+    if args.function_preserving_only:
+        function_preserving_only(args)
+        return
     warnings.filterwarnings("ignore", message=".*requires_grad.*")  # the zoo loop logs float(loss)
     workdir = degrade.scratch_dir("attacks")
     try:
