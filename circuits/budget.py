@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from math import prod
 
+from core.chunks import Chunking, ChunkShape, distinct_shapes, plan_chunks
 from core.errors import NoseprintError
 from core.layout import CircuitLayout
 
@@ -73,6 +75,36 @@ def estimated_rows(layout: CircuitLayout) -> int:
         + ROWS_PER_TERM_ENTRY * term_entries
         + ROWS_PER_GATED_ACTIVATION * gated_activations
     )
+
+
+ROWS_PER_PARTIAL_VALUE = 4
+"""The encode circuit adds the chunks' partial terms: a few rows per value taken in."""
+
+
+def estimated_chunk_rows(shape: ChunkShape) -> int:
+    """An upper bound on one chunk circuit's rows: its committed values, its n x n output, its activations."""
+    n, d = shape.tokens, shape.hidden
+    committed = (n + 1) * d + 2 * d + shape.blinding_rows * n
+    for _, (rows, cols), _ in shape.input_shapes():
+        committed += (rows + 1) * (cols + 1)
+    activations = n * shape.rows if shape.gated else 0
+    return int(ROWS_PER_WEIGHT * committed) + ROWS_PER_TERM_ENTRY * n * n + ROWS_PER_GATED_ACTIVATION * activations
+
+
+def estimated_encode_rows(layout: CircuitLayout, chunks: int, output_values: int) -> int:
+    """An upper bound on the encode circuit's rows: the sums of the partial terms, then the single circuit's
+    per-term part (shifts, peaks, standardisation, encoder)."""
+    term_entries = TERMS_PER_LAYER * len(layout.layers) * layout.tokens * layout.tokens
+    return ROWS_PER_PARTIAL_VALUE * chunks * output_values + ROWS_PER_TERM_ENTRY * term_entries
+
+
+def estimated_chunked_rows(layout: CircuitLayout, chunking: Chunking) -> list[int]:
+    """Rows of every distinct circuit of a chunked fingerprint (chunk shapes, then encode), from the manifest's
+    layout and chunking alone."""
+    chunks = plan_chunks(layout, chunking)
+    shapes = distinct_shapes(chunks)
+    output = shapes[0].output_shape
+    return [estimated_chunk_rows(s) for s in shapes] + [estimated_encode_rows(layout, len(chunks), prod(output))]
 
 
 def refuse_over_budget(rows: int, what: str, budget: Budget) -> None:

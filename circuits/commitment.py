@@ -22,6 +22,7 @@ import secrets
 import numpy as np
 
 from circuits.settings import INPUT_SCALE
+from core.chunks import BlockPiece, Chunk
 from core.errors import UsageError
 from core.layout import BLINDING_BITS, MIN_BLINDING_VALUES, ROW, CircuitLayout, Piece
 from core.statement import owner_limbs
@@ -89,3 +90,68 @@ def circuit_inputs(committed: list[np.ndarray], owner: str | None) -> list[list[
     they reappear among the outputs, `core.statement`)."""
     limbs = [float(limb) for limb in owner_limbs(owner)]
     return [as_circuit_floats(c, INPUT_SCALE) for c in committed] + [limbs]
+
+
+def quantised_tensors(tensors: dict[str, np.ndarray], layout: CircuitLayout) -> dict[str, np.ndarray]:
+    """Every fingerprinted tensor, whole, quantised at unit RMS (so a block is quantised as part of its tensor,
+    and the fingerprint does not depend on how it is chunked)."""
+    short = layout.short_blinding_lines()
+    if short:
+        raise UsageError(
+            f"{short[0]} would get a blinding line of fewer than {MIN_BLINDING_VALUES} values, too few to hide "
+            f"the weights (hidden size {layout.hidden}; the commitment needs at least {MIN_BLINDING_VALUES})"
+        )
+    out = {}
+    for piece in layout.pieces():
+        if piece.name not in tensors:
+            raise UsageError(f"no tensor {piece.name} to commit to")
+        if tuple(tensors[piece.name].shape) != piece.shape:
+            shape = tensors[piece.name].shape
+            raise UsageError(f"tensor {piece.name} has shape {shape}, the layout says {piece.shape}")
+        out[piece.name] = quantise(tensors[piece.name], INPUT_SCALE)
+    return out
+
+
+def piece_values(quantised: dict[str, np.ndarray], piece: Piece) -> np.ndarray:
+    """The integers a piece commits to: a whole tensor, or a block of rows or columns of one."""
+    if not isinstance(piece, BlockPiece):
+        return quantised[piece.name]
+    whole = quantised[piece.tensor]
+    block = whole[piece.start : piece.stop] if piece.blinding_axis == ROW else whole[:, piece.start : piece.stop]
+    if block.shape != piece.shape:
+        raise UsageError(f"{piece.name}: block of shape {block.shape}, the chunk plan says {piece.shape}")
+    return block
+
+
+def commit_pieces(
+    quantised: dict[str, np.ndarray], pieces: list[Piece], blinding: dict[str, list[int]] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+    """Each piece's integers with its blinding line appended, by name, and the blinding lines (the opening).
+    Fresh blinding is drawn unless `blinding` is given (re-opening a commitment, or resuming a proof)."""
+    committed, opening = {}, {}
+    for piece in pieces:
+        if blinding is not None and piece.name not in blinding:
+            raise UsageError(f"the opening has no blinding line for {piece.name}")
+        line = blinding[piece.name] if blinding is not None else random_blinding(piece.blinding_count)
+        committed[piece.name] = with_blinding(piece_values(quantised, piece), piece, line)
+        opening[piece.name] = line
+    return committed, opening
+
+
+def output_blinding(chunk: Chunk) -> list[int]:
+    """Fresh random values for the rows appended to a chunk's partial term (its commitment then hides it)."""
+    return random_blinding(chunk.shape.blinding_rows * chunk.shape.tokens)
+
+
+def chunk_inputs(chunk: Chunk, committed: dict[str, np.ndarray], blinding_rows: list[int]) -> list[list[float]]:
+    """What a chunk circuit takes: its committed pieces, then its output blinding rows."""
+    rows = np.asarray(blinding_rows, dtype=np.int64).reshape(chunk.shape.blinding_rows, chunk.shape.tokens)
+    return [as_circuit_floats(committed[p.name], INPUT_SCALE) for p in chunk.pieces] + [
+        as_circuit_floats(rows, INPUT_SCALE)
+    ]
+
+
+def encode_inputs(partials: list[list[str]], owner: str | None) -> list[list]:
+    """What the encode circuit takes: each chunk's output as EZKL's own field elements (passed as they are,
+    so the commitment is recomputed over exactly the values the chunk committed), then the owner limbs."""
+    return [list(p) for p in partials] + [[float(limb) for limb in owner_limbs(owner)]]

@@ -14,11 +14,13 @@ PARAM_SCALE = 8
 SCALE_REBASE_MULTIPLIER = 3
 """Rebase only above scale 3·8: weight-sized products (scales 16 and 24) are never
 rebased (a rebase costs ~32 rows per value); the n x n terms are."""
-DECOMP_BASE = 16384
-DECOMP_LEGS = 4
-"""Range checks cover ±2^55: room for the shifted terms and the encoder."""
-MIN_LOGROWS = 15
-"""The 2^14-entry range-check table must fit in the columns."""
+DECOMP_BASE = 1024
+DECOMP_LEGS = 6
+"""Range checks cover ±2^60: room for the shifted terms and the encoder. A small base keeps the range-check
+table (DECOMP_BASE entries) small, so small chunk circuits can use few rows: a proof's fixed cost follows
+2^logrows, and a chunked proof is many proofs."""
+MIN_LOGROWS = 11
+"""The DECOMP_BASE-entry range-check table must fit in the columns."""
 MAX_LOGROWS = 20
 ROWS_PER_COLUMN_TARGET = 4
 """logrows is chosen so the circuit spans about this many column blocks (see `choose_logrows`)."""
@@ -40,8 +42,27 @@ def run_args_dict(logrows: int) -> dict:
     }
 
 
-def run_args(logrows: int):
-    """EZKL's PyRunArgs for these settings.
+def chunk_run_args_dict(logrows: int) -> dict:
+    """A chunk circuit's arguments: the fingerprint's, with the output committed (the encode circuit takes it in
+    with the same commitment) instead of public."""
+    return run_args_dict(logrows) | {"output_visibility": "polycommit"}
+
+
+ENCODE_SCALE_REBASE_MULTIPLIER = 1
+"""The encode circuit's inputs are the chunks' partial terms at their output scale (3·8 = 24, the scale the
+single circuit's terms had); rebasing above 1·24 to 24 keeps its arithmetic the single circuit's."""
+
+
+def encode_run_args_dict(logrows: int, input_scale: int) -> dict:
+    """The encode circuit's arguments: inputs at the chunks' output scale, outputs public."""
+    return run_args_dict(logrows) | {
+        "input_scale": input_scale,
+        "scale_rebase_multiplier": ENCODE_SCALE_REBASE_MULTIPLIER,
+    }
+
+
+def run_args(logrows: int | dict):
+    """EZKL's PyRunArgs for these settings (the fingerprint circuit's at `logrows`, or the given dictionary).
 
     `ignore_range_check_inputs_outputs`: EZKL would otherwise decompose every
     committed weight to prove it lies in range (8-9 rows per weight, most of the
@@ -52,7 +73,8 @@ def run_args(logrows: int):
     import ezkl
 
     args = ezkl.PyRunArgs()
-    for key, value in run_args_dict(logrows).items():
+    values = logrows if isinstance(logrows, dict) else run_args_dict(logrows)
+    for key, value in values.items():
         setattr(args, key, value)
     return args
 

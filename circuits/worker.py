@@ -22,13 +22,14 @@ from typing import Any
 from circuits.budget import GIB, Budget, OverBudget
 from circuits.srs import Srs
 from core import paths
+from core.chunks import Chunking
 from core.layout import CircuitLayout
 
 STAGING_PREFIXES = (".build-", ".setup-")
 
 
-def fingerprint_job(layout: CircuitLayout, srs: Srs) -> dict[str, Any]:
-    return {"kind": "fingerprint", "layout": layout.to_dict(), "srs": _srs_dict(srs)}
+def fingerprint_job(layout: CircuitLayout, chunking: Chunking, srs: Srs) -> dict[str, Any]:
+    return {"kind": "fingerprint", "layout": layout.to_dict(), "chunking": chunking.to_dict(), "srs": _srs_dict(srs)}
 
 
 def image_job(thumbnail: Path, digest: str, srs: Srs) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def _srs_dict(srs: Srs) -> dict[str, Any]:
 
 def run_job(job: dict[str, Any]) -> None:
     """Build (or find) the circuit and derive (or find) its verification key: the caches are the result."""
-    from circuits.build import cached_circuit
+    from circuits.chunked import build_chunked
     from circuits.image_circuit import cached_image_circuit
     from circuits.keys import ensure_keys
     from encoder import release
@@ -49,11 +50,13 @@ def run_job(job: dict[str, Any]) -> None:
     srs = Srs(Path(job["srs"]["path"]), job["srs"]["logrows"], job["srs"]["sha256"], job["srs"]["origin"])
     if job["kind"] == "fingerprint":
         layout = CircuitLayout.from_dict(job["layout"])
-        circuit = cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
+        chunking = Chunking.from_dict(job["chunking"])
+        circuits = build_chunked(layout, chunking, release.ENCODER, release.RELEASED_ENCODER_DIGEST).all
     else:
-        circuit = cached_image_circuit(Path(job["thumbnail"]), job["digest"])
-    if circuit.logrows == srs.logrows:  # else the caller's check of the SRS fails, with its own reason
-        ensure_keys(circuit, srs, need_pk=False)
+        circuits = [cached_image_circuit(Path(job["thumbnail"]), job["digest"])]
+    for circuit in circuits:
+        if circuit.logrows == srs.logrows:  # else the caller's check of the SRS fails, with its own reason
+            ensure_keys(circuit, srs, need_pk=False)
 
 
 def _limit_memory(max_bytes: int) -> None:
@@ -70,15 +73,14 @@ def _remove_staging_since(started: float) -> None:
                 shutil.rmtree(stage, ignore_errors=True)
 
 
-def fingerprint_ready(layout: CircuitLayout, srs: Srs) -> bool:
-    """Circuit built and verification key derived already: checking costs nothing more."""
-    from circuits.build import cached_circuit, circuit_folder, is_built
+def fingerprint_ready(layout: CircuitLayout, chunking: Chunking, srs: Srs) -> bool:
+    """Every circuit built and its verification key derived already: checking costs nothing more."""
+    from circuits.chunked import built_chunked
     from circuits.keys import has_verification_key
     from encoder import release
 
-    if not is_built(circuit_folder(layout, release.RELEASED_ENCODER_DIGEST)):
-        return False
-    return has_verification_key(cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST), srs)
+    circuits = built_chunked(layout, chunking, release.RELEASED_ENCODER_DIGEST)
+    return circuits is not None and all(has_verification_key(c, srs) for c in circuits.all)
 
 
 def image_ready(thumbnail: Path, digest: str, srs: Srs) -> bool:

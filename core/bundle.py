@@ -1,13 +1,15 @@
-"""The bundle format, version 3: one owner, with the reader and the writer side by side.
+"""The bundle format, version 4: one owner, with the reader and the writer side by side.
 
     BUNDLE/
-      manifest.json          what was proven, about which model, with which networks, circuit and SRS
+      manifest.json          what was proven, about which model, with which networks, circuits and SRS
       fingerprint.png        the picture (re-rendered and compared by verify)
       z.json                 the proven encoder output (raw integers) and z
       tokens.json            the selected token ids and strings
-      proof.json             the EZKL proof (public instances: z_raw; committed columns: the weights)
-      circuit/settings.json  EZKL settings (informative: verify derives its own)
-      circuit/vk.key         verification key (a hint: verify derives its own and compares)
+      proofs/chunks/NAME.json  one EZKL proof per chunk (`core.chunks`): committed weight blocks in, the
+                             committed partial term out
+      proofs/encode.json     the EZKL proof that takes every partial term in (same commitments) to the
+                             public z_raw, term peaks and owner limbs
+      circuit/chunkI/, circuit/encode/   settings.json and vk.key of each circuit (hints: verify derives its own)
       image/thumbnail.png    with --prove-image: the proven 16x16 thumbnail of z
       image/proof.json       with --prove-image: its EZKL proof
       attestation.dsse.json  optional: the owner's signature (signing/attestation.py)
@@ -28,18 +30,22 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from core.chunks import Chunking, chunking_errors
 from core.errors import NoseprintError
 from core.fileio import parse_json_strict, read_inside, sha256_file
 from core.layout import MIN_BLINDING_VALUES, CircuitLayout
 
 FORMAT = "noseprint-bundle"
-VERSION = 3
-"""3: the fingerprint is the canonical form (issue 18): the norm weights are committed and folded in, E is
+VERSION = 4
+"""4: the proof is chunked (issue 19): a proof per block of each term's weights, linked by commitments to an
+encode proof. 3: the fingerprint is the canonical form (issue 18): the norm weights are committed and folded in, E is
 centred for LayerNorm models, the gated FFN term is rotation-invariant. 2: the proof binds the owner's key
 and proves its term shifts minimal (issue 17). Older bundles are refused with the reason."""
 REFUSED_VERSIONS = {
     1: "this is a version 1 bundle: its proof binds no owner and lets its term shifts be chosen, so "
     "anyone could re-sign it and its owner could grind z; prove the model again with this noseprint",
+    3: "this is a version 3 bundle: its single proof is replaced by chunk proofs linked to an encode proof, "
+    "which is what scales to real models; prove the model again with this noseprint",
     2: "this is a version 2 bundle: its fingerprint ignores the norm weights and changes when they are folded "
     "into the layers or the residual stream is rotated, so a copy could be disguised for free; prove the model "
     "again with this noseprint",
@@ -50,9 +56,11 @@ SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 PICTURE_FILE = "fingerprint.png"
 Z_FILE = "z.json"
 TOKENS_FILE = "tokens.json"
-PROOF_FILE = "proof.json"
-SETTINGS_FILE = "circuit/settings.json"
-VK_FILE = "circuit/vk.key"
+ENCODE_PROOF_FILE = "proofs/encode.json"
+CHUNK_PROOFS_FOLDER = "proofs/chunks"
+ENCODE_CIRCUIT_FOLDER = "circuit/encode"
+SETTINGS_NAME = "settings.json"
+VK_NAME = "vk.key"
 THUMBNAIL_FILE = "image/thumbnail.png"
 IMAGE_PROOF_FILE = "image/proof.json"
 
@@ -60,6 +68,14 @@ NOT_STATED = "not stated"
 """What a redacted bundle's unstated claims read as."""
 TERMS_PER_LAYER = 3
 """Each fingerprinted layer contributes the attention, value-output and FFN terms, each with its own shift."""
+
+
+def chunk_proof_file(name: str) -> str:
+    return f"{CHUNK_PROOFS_FOLDER}/{name}.json"
+
+
+def chunk_circuit_folder(index: int) -> str:
+    return f"circuit/chunk{index}"
 
 
 class BundleError(NoseprintError):
@@ -112,6 +128,7 @@ class Manifest:
 
     data: dict[str, Any]
     layout: CircuitLayout
+    chunking: Chunking
 
     @classmethod
     def from_dict(cls, data: object) -> Manifest:
@@ -128,10 +145,14 @@ class Manifest:
             layout = CircuitLayout.from_dict(data["circuit"]["layout"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"circuit layout is unusable: {exc}") from None
-        problems = layout_errors(layout)
+        try:
+            chunking = Chunking.from_dict(data["circuit"]["chunking"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"circuit chunking is unusable: {exc}") from None
+        problems = layout_errors(layout) or chunking_errors(layout, chunking)
         if problems:
             raise BundleError(problems[0])
-        return cls(data, layout)
+        return cls(data, layout, chunking)
 
     @classmethod
     def from_json(cls, text: bytes | str) -> Manifest:
@@ -197,16 +218,36 @@ class Manifest:
 
     @property
     def circuit(self) -> dict[str, Any]:
-        """`logrows`, `num_rows`, `run_args`, `circuit_id`, `settings_file`, `vk_file`, `vk_sha256`, ..."""
+        """`layout`, `chunking`, `logrows`, `partial_scale`, `chunk_circuits`, `encode_circuit`."""
         return dict(self.data["circuit"])
+
+    @property
+    def chunk_circuits(self) -> list[dict[str, Any]]:
+        """Per chunk shape: `shape`, `circuit_id`, `num_rows`, `run_args`, `settings_file`, `vk_file`, `vk_sha256`."""
+        return [dict(c) for c in self.data["circuit"]["chunk_circuits"]]
+
+    @property
+    def encode_circuit(self) -> dict[str, Any]:
+        return dict(self.data["circuit"]["encode_circuit"])
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of every distinct circuit together (what key generation pays once)."""
+        return sum(int(c["num_rows"]) for c in [*self.chunk_circuits, self.encode_circuit])
+
+    @property
+    def chunk_proofs(self) -> list[dict[str, Any]]:
+        """Per chunk, in chunk order: `name`, `file`, `blinding_points`, `output_points`."""
+        return [dict(c) for c in self.data["proofs"]["chunks"]]
+
+    @property
+    def encode_proof(self) -> dict[str, Any]:
+        """`file`, `owner_points`."""
+        return dict(self.data["proofs"]["encode"])
 
     @property
     def logrows(self) -> int:
         return int(self.data["circuit"]["logrows"])
-
-    @property
-    def proof_file(self) -> str:
-        return str(self.data["proof"]["file"])
 
     @property
     def commitment_digest(self) -> str:
@@ -260,14 +301,10 @@ class Manifest:
 
     def referenced_files(self) -> list[str]:
         """Every file the manifest points at (each must also be listed with its hash)."""
-        names = [
-            self.tokens_file,
-            self.data["circuit"]["settings_file"],
-            self.data["circuit"]["vk_file"],
-            self.proof_file,
-            self.z_file,
-            self.image_file,
-        ]
+        circuits = [*self.chunk_circuits, self.encode_circuit]
+        names = [self.tokens_file, self.z_file, self.image_file, self.encode_proof["file"]]
+        names += [c["settings_file"] for c in circuits] + [c["vk_file"] for c in circuits]
+        names += [c["file"] for c in self.chunk_proofs]
         if self.image_proof is not None:
             names += [self.image_proof["file"], self.image_proof["proof_file"]]
         return [str(n) for n in names]

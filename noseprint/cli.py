@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from core.chunks import DEFAULT_CHUNK_WEIGHTS
 from noseprint.console import CatchingGroup, JsonOption, emit_json, err, out, stepper
 from noseprint.registry_cli import registry_app
 
@@ -55,14 +56,25 @@ def prove(
         bool, typer.Option(help="Leave out model type, depth, layer numbers and token strings (not needed to verify).")
     ] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing bundle and opening.")] = False,
+    jobs: Annotated[int, typer.Option(min=1, max=256, help="Chunk proofs to run at once on this machine.")] = 1,
+    ray: Annotated[
+        str | None, typer.Option(help="Run each chunk proof as a task on this Ray cluster (ADDRESS or auto).")
+    ] = None,
+    work: Annotated[
+        Path | None, typer.Option(help="Work folder for finished chunk proofs (default: OUT.work); a re-run resumes.")
+    ] = None,
+    chunk_weights: Annotated[
+        int, typer.Option(min=1024, help="Most weights one chunk proof takes (BENCHMARKS.md, 'Chunk size').")
+    ] = DEFAULT_CHUNK_WEIGHTS,
     as_json: JsonOption = False,
 ) -> None:
     """Fingerprint MODEL_DIR and prove it: writes a bundle and a private opening."""
     from prover.pipeline import ProveOptions, prove_model
+    from prover.schedule import Scheduler
 
     options = ProveOptions(
         model_dir, out_dir, opening, n_tokens, tokens, allow_pickle, force, srs, init_dev_srs, generator, sign,
-        prove_image, thumbnail, owner, redact,
+        prove_image, thumbnail, owner, redact, Scheduler(jobs, ray), work, chunk_weights,
     )  # fmt: skip
     with err.status("starting…") as status:
         result = prove_model(options, progress=stepper(status))
@@ -72,7 +84,8 @@ def prove(
         "opening": str(result.opening),
         "model_commitment": m.commitment_digest,
         "image_sha256": m.files[m.image_file],
-        "rows": m.circuit["num_rows"],
+        "rows": m.num_rows,
+        "chunks": len(m.chunk_proofs),
         "logrows": m.logrows,
         "weights_committed": m.weights_committed,
         "signed": sign is not None,
@@ -123,7 +136,11 @@ def _print_facts(facts: dict[str, Any]) -> None:
             out.print(f"  {key}: {facts[key]}", highlight=False)
     if "circuit" in facts:
         c = facts["circuit"]
-        out.print(f"  circuit: {c['circuit_id'][:16]}… {c['rows']:,} rows, logrows {c['logrows']}", highlight=False)
+        out.print(
+            f"  circuits: {c['chunks']} chunk proofs of {c['chunk_shapes']} shapes and an encode proof "
+            f"({c['encode_circuit_id'][:16]}…), {c['rows']:,} rows, logrows {c['logrows']}",
+            highlight=False,
+        )
     if "srs" in facts:
         s = facts["srs"]
         out.print(f"  srs: {s['sha256'][:16]}… (logrows {s['logrows']}, {s['origin']})", highlight=False)

@@ -1,8 +1,9 @@
 """Step one of `noseprint prove`: check everything that can fail fast, then settle what will be proven.
 
 Arguments, output paths, the signing key and the networks are checked before the minutes of proving;
-then the checkpoint is read, the committed inputs quantised and blinded, the term shifts chosen, the
-circuit built and the SRS found. Nothing here writes outside the circuit and key caches.
+then the checkpoint is read and quantised, the chunking and the term shifts chosen, the circuits built,
+the SRS found, and the work folder opened (a resumed proof reads its blinding back from it, so the
+commitments do not change). Nothing here writes outside the caches and the work folder.
 """
 
 from __future__ import annotations
@@ -16,18 +17,22 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from circuits import srs as srs_store
-from circuits.build import BuiltCircuit, cached_circuit
-from circuits.commitment import committed_inputs
+from circuits.chunked import ChunkedCircuits, build_chunked
+from circuits.commitment import commit_pieces, output_blinding, quantised_tensors
 from circuits.graph import choose_term_shifts
 from circuits.settings import INPUT_SCALE
 from circuits.srs import Srs
+from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking, chunking_errors, committed_pieces, plan_chunks
 from core.errors import UsageError
-from core.layout import ROW, CircuitLayout, with_term_shifts
+from core.fileio import canonical_json, sha256_bytes
+from core.layout import CircuitLayout, with_term_shifts
 from encoder import release
 from encoder.network import config_of, load_encoder
 from models.invariants import invariant_terms
 from models.weights import DEFAULT_TOKENS, ModelWeights, read_model
+from prover.schedule import Scheduler
 from prover.thumbnail import ThumbnailPlan, plan_thumbnail
+from prover.work import WorkFolder
 from signing.keys import key_id, load_private, load_public
 
 Progress = Callable[[str], None]
@@ -54,6 +59,13 @@ class ProveOptions:
     """A public key to bind without signing now (`sign` later with its private key); `sign_key` binds its own."""
     redact: bool = False
     """Leave out what verification does not need: model type, family, depth, layer numbers, token strings."""
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    """Where chunk proofs run: this process, a local pool (--jobs), or a Ray cluster (--ray)."""
+    work: Path | None = None
+    """The work folder (default OUT.work): finished chunk proofs, so an interrupted prove resumes."""
+    chunk_weights: int = DEFAULT_CHUNK_WEIGHTS
+    chunking: Chunking | None = None
+    """Explicit blocks (K/V heads, FFN rows per chunk) instead of the largest within `chunk_weights`."""
 
 
 @dataclass
@@ -81,10 +93,15 @@ class ProvePlan:
     """The key id the proof binds (`core.statement`), or None: then no registry accepts the bundle."""
     model: ModelWeights
     layout: CircuitLayout
-    committed: list[np.ndarray]
+    chunking: Chunking
+    circuits: ChunkedCircuits
+    committed: dict[str, np.ndarray]
+    """Each committed piece's integers with its blinding line, by name."""
     blinding: dict[str, list[int]]
-    circuit: BuiltCircuit
+    output_blinding: dict[str, list[int]]
+    """Per chunk, the random rows appended to its partial term."""
     srs: Srs
+    work: WorkFolder
     thumbnail: ThumbnailPlan | None
 
 
@@ -99,16 +116,13 @@ def _refuse_overwrite(path: Path, what: str, force: bool) -> None:
         raise UsageError(f"{what} already exists: {path} (use --force to replace it)")
 
 
-def circuit_input_terms(layout: CircuitLayout, committed: list[np.ndarray]) -> np.ndarray:
+def circuit_input_terms(layout: CircuitLayout, quantised: dict[str, np.ndarray]) -> np.ndarray:
     """The raw terms of the values the circuit actually receives (unit-RMS, quantised), in real units.
 
     The term shifts must bound these, not the terms of the raw weights: unit-RMS
     scaling multiplies a term by the product of its tensors' 1/rms factors.
     """
-    values = {}
-    for piece, tensor in zip(layout.pieces(), committed, strict=True):
-        core = tensor[:-1] if piece.blinding_axis == ROW else tensor[:, :-1]
-        values[piece.name] = core.astype(np.float64) / float(1 << INPUT_SCALE)
+    values = {name: q.astype(np.float64) / float(1 << INPUT_SCALE) for name, q in quantised.items()}
     layers = [
         {role: values[f"layer{i}.{role}"] for role, _, _ in shape.tensor_shapes()}
         for i, shape in enumerate(layout.layers)
@@ -153,14 +167,42 @@ def plan_proof(options: ProveOptions, progress: Progress, clock: Stopwatch) -> P
     model = read_model(options.model_dir, options.token_count, options.tokens_file, options.allow_pickle)
     clock.lap("read")
     progress("computing invariants")
-    committed, blinding = committed_inputs(model.tensors(), model.layout)
-    layout = with_term_shifts(model.layout, choose_term_shifts(circuit_input_terms(model.layout, committed)))
-    clock.lap("invariants_and_commit")
-    progress("building circuit")
-    circuit = cached_circuit(layout, release.ENCODER, release.network_digest(release.ENCODER))
+    quantised = quantised_tensors(model.tensors(), model.layout)
+    layout = with_term_shifts(model.layout, choose_term_shifts(circuit_input_terms(model.layout, quantised)))
+    chunking = options.chunking or choose_chunking(layout, options.chunk_weights)
+    problems = chunking_errors(layout, chunking)
+    if problems:
+        raise UsageError(f"this chunking does not fit the model: {problems[0]}")
+    clock.lap("invariants")
+    progress("building circuits")
+    circuits = build_chunked(layout, chunking, release.ENCODER, release.network_digest(release.ENCODER))
     clock.lap("circuit")
-    srs = choose_srs(circuit.logrows, options.srs_file, options.init_dev_srs, progress)
+    srs = choose_srs(circuits.logrows, options.srs_file, options.init_dev_srs, progress)
     clock.lap("srs")
+    work = WorkFolder(Path(options.work or out.with_name(out.name + ".work")))
+    chunks = plan_chunks(layout, chunking)
+    pieces = committed_pieces(chunks)
+    fresh = {
+        "blinding": commit_pieces(quantised, pieces)[1],
+        "output_blinding": {chunk.name: output_blinding(chunk) for chunk in chunks},
+    }
+    state = work.open(work_identity(model, quantised, circuits, srs), fresh)
+    committed, blinding = commit_pieces(quantised, pieces, state["blinding"])
+    clock.lap("commit")
     return ProvePlan(
-        options, opening_path, generator, signer, owner, model, layout, committed, blinding, circuit, srs, thumbnail
-    )
+        options, opening_path, generator, signer, owner, model, layout, chunking, circuits, committed, blinding,
+        state["output_blinding"], srs, work, thumbnail,
+    )  # fmt: skip
+
+
+def work_identity(model: ModelWeights, quantised: dict[str, np.ndarray], circuits: ChunkedCircuits, srs: Srs) -> dict:
+    """What a work folder's chunk proofs are proofs of: the committed integers, the tokens, the chunk circuits
+    (their shapes, logrows and chunking) and the SRS. The encode circuit and the owner may change between runs."""
+    digest = sha256_bytes(b"".join(sha256_bytes(q.tobytes()).encode() for q in quantised.values()))
+    return {
+        "weights": digest,
+        "token_ids": [token.id for token in model.tokens],
+        "chunk_circuits": [c.circuit_id for c in circuits.chunk_circuits],
+        "chunks": sha256_bytes(canonical_json([chunk.name for chunk in circuits.chunks])),
+        "srs": srs.sha256,
+    }

@@ -14,20 +14,26 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from circuits.build import BuiltCircuit
 from circuits.commitment import SCHEME
-from circuits.settings import INPUT_SCALE, run_args_dict
+from circuits.keys import Keys
+from circuits.settings import INPUT_SCALE, chunk_run_args_dict, encode_run_args_dict
 from core.bundle import (
+    ENCODE_CIRCUIT_FOLDER,
+    ENCODE_PROOF_FILE,
     FORMAT,
     PICTURE_FILE,
-    PROOF_FILE,
-    SETTINGS_FILE,
+    SETTINGS_NAME,
     TOKENS_FILE,
     VERSION,
-    VK_FILE,
+    VK_NAME,
     Z_FILE,
     Manifest,
+    chunk_circuit_folder,
+    chunk_proof_file,
     hash_files,
 )
+from core.chunks import committed_pieces
 from core.fileio import canonical_json, sha256_bytes, staged_directory, write_json_atomic
 from encoder import release
 from encoder.generator import save_png
@@ -43,13 +49,15 @@ OPENING_MODE = 0o600
 
 
 def commitment_section(plan: ProvePlan, proven: Proven) -> dict[str, Any]:
-    """The model commitment: the committed weight tensors' KZG points. The owner limbs, the circuit's last
-    input, are committed too but are no part of it: they are public, bound through the outputs."""
-    pieces = plan.layout.pieces()
-    weights = proven.artifacts.commitments[: len(pieces)]
+    """The model commitment: every committed piece's KZG points, from the first chunk that takes it (the
+    verifier checks every other chunk that takes it carries the same), and a hash over the list."""
+    points: dict[str, list[str]] = {}
+    for chunk, result in zip(plan.circuits.chunks, proven.chunks, strict=True):
+        for piece, piece_points in zip(chunk.pieces, result.input_points, strict=False):
+            points.setdefault(piece.name, piece_points)
     tensors = [
-        {"name": piece.name, "shape": list(piece.committed_shape), "points": points}
-        for piece, points in zip(pieces, weights, strict=True)
+        {"name": piece.name, "shape": list(piece.committed_shape), "points": points[piece.name]}
+        for piece in committed_pieces(plan.circuits.chunks)
     ]
     return {
         "scheme": SCHEME,
@@ -74,8 +82,56 @@ def model_section(plan: ProvePlan) -> dict[str, Any]:
     return section
 
 
+def circuit_entry(circuit: BuiltCircuit, keys: Keys, folder: str, run_args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "circuit_id": circuit.circuit_id,
+        "num_rows": circuit.num_rows,
+        "run_args": run_args,
+        "settings_file": f"{folder}/{SETTINGS_NAME}",
+        "vk_file": f"{folder}/{VK_NAME}",
+        "vk_sha256": keys.vk_sha256,
+    }
+
+
+def circuit_section(plan: ProvePlan, proven: Proven) -> dict[str, Any]:
+    circuits = plan.circuits
+    chunk_entries = [
+        circuit_entry(circuit, keys, chunk_circuit_folder(i), chunk_run_args_dict(circuits.logrows))
+        | {"shape": shape.to_dict()}
+        for i, (circuit, keys, shape) in enumerate(
+            zip(circuits.chunk_circuits, proven.chunk_keys, circuits.shapes, strict=True)
+        )
+    ]
+    encode_args = encode_run_args_dict(circuits.logrows, circuits.partial_scale)
+    return {
+        "layout": plan.layout.to_dict(),
+        "chunking": plan.chunking.to_dict(),
+        "logrows": circuits.logrows,
+        "partial_scale": circuits.partial_scale,
+        "chunk_circuits": chunk_entries,
+        "encode_circuit": circuit_entry(circuits.encode, proven.encode_keys, ENCODE_CIRCUIT_FOLDER, encode_args)
+        | {"output_scale": circuits.encode.output_scale},
+    }
+
+
+def proofs_section(plan: ProvePlan, proven: Proven) -> dict[str, Any]:
+    """Each chunk proof with the commitments that are not the model's: its output blinding's and its output's
+    (the link into the encode proof); the encode proof with its owner limbs' commitment."""
+    chunks = [
+        {
+            "name": chunk.name,
+            "file": chunk_proof_file(chunk.name),
+            "blinding_points": result.input_points[len(chunk.pieces)],
+            "output_points": result.output_points[0],
+        }
+        for chunk, result in zip(plan.circuits.chunks, proven.chunks, strict=True)
+    ]
+    encode = {"file": ENCODE_PROOF_FILE, "owner_points": proven.encode.input_points[-1]}
+    return {"chunks": chunks, "encode": encode}
+
+
 def build_manifest(plan: ProvePlan, proven: Proven, files: dict[str, str]) -> Manifest:
-    model, circuit, layout = plan.model, plan.circuit, plan.layout
+    model = plan.model
     data: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -87,18 +143,8 @@ def build_manifest(plan: ProvePlan, proven: Proven, files: dict[str, str]) -> Ma
             "encoder": {"digest": release.network_digest(release.ENCODER)},
             "generator": {"digest": release.network_digest(plan.generator)},
         },
-        "circuit": {
-            "layout": layout.to_dict(),
-            "run_args": run_args_dict(circuit.logrows),
-            "logrows": circuit.logrows,
-            "num_rows": circuit.num_rows,
-            "circuit_id": circuit.circuit_id,
-            "settings_file": SETTINGS_FILE,
-            "vk_file": VK_FILE,
-            "vk_sha256": proven.keys.vk_sha256,
-            "output_scale": circuit.output_scale,
-        },
-        "proof": {"file": PROOF_FILE},
+        "circuit": circuit_section(plan, proven),
+        "proofs": proofs_section(plan, proven),
         "commitment": commitment_section(plan, proven),
         "z": {"file": Z_FILE, "dim": len(proven.z), "frac_bits": Z_FRAC_BITS},
         "image": {"file": PICTURE_FILE, "width": int(proven.image.shape[1]), "height": int(proven.image.shape[0])},
@@ -113,13 +159,21 @@ def build_manifest(plan: ProvePlan, proven: Proven, files: dict[str, str]) -> Ma
 
 def write_files(stage: Path, plan: ProvePlan, proven: Proven) -> None:
     """Every file the manifest lists, into the staging folder."""
-    (stage / SETTINGS_FILE).parent.mkdir(parents=True)
     save_png(proven.image, stage / PICTURE_FILE)
-    (stage / PROOF_FILE).write_bytes(proven.artifacts.proof.read_bytes())
-    (stage / SETTINGS_FILE).write_bytes(proven.keys.settings.read_bytes())
-    (stage / VK_FILE).write_bytes(proven.keys.vk.read_bytes())
+    circuits = plan.circuits
+    keyed = [(chunk_circuit_folder(i), k) for i, k in enumerate(proven.chunk_keys)]
+    for folder, keys in [*keyed, (ENCODE_CIRCUIT_FOLDER, proven.encode_keys)]:
+        (stage / folder).mkdir(parents=True)
+        (stage / folder / SETTINGS_NAME).write_bytes(keys.settings.read_bytes())
+        (stage / folder / VK_NAME).write_bytes(keys.vk.read_bytes())
+    (stage / ENCODE_PROOF_FILE).parent.mkdir(parents=True)
+    (stage / ENCODE_PROOF_FILE).write_bytes(proven.encode.proof)
+    for chunk, result in zip(circuits.chunks, proven.chunks, strict=True):
+        path = stage / chunk_proof_file(chunk.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(result.proof)
     z_record = {"z_raw": proven.z_raw, "z": proven.z, "frac_bits": Z_FRAC_BITS}
-    z_record["output_scale"] = plan.circuit.output_scale
+    z_record["output_scale"] = circuits.encode.output_scale
     (stage / Z_FILE).write_text(json.dumps(z_record))
     tokens = tokens_to_json(plan.model.tokens, with_strings=not plan.options.redact)
     (stage / TOKENS_FILE).write_text(json.dumps(tokens, indent=1))
@@ -138,6 +192,7 @@ def write_opening(plan: ProvePlan, commitment_digest: str) -> None:
         "model_dir": str(Path(plan.options.model_dir).resolve()),
         "token_ids": [token.id for token in plan.model.tokens],
         "term_shifts": list(plan.layout.term_shifts),
+        "chunking": plan.chunking.to_dict(),
         "blinding": plan.blinding,
     }
     write_json_atomic(plan.opening_path, opening, mode=OPENING_MODE)
@@ -153,4 +208,5 @@ def write_outputs(plan: ProvePlan, proven: Proven, progress: Progress) -> Manife
             progress("signing")
             sign_bundle(stage, plan.signer)
     write_opening(plan, manifest.commitment_digest)
+    plan.work.remove()  # its chunk proofs are in the bundle, its blinding in the opening
     return manifest

@@ -19,12 +19,20 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from circuits import srs as srs_store
-from circuits.budget import RELEASED_THUMBNAIL_ROWS, Budget, OverBudget, estimated_rows, refuse_over_budget
+from circuits.budget import (
+    RELEASED_THUMBNAIL_ROWS,
+    Budget,
+    OverBudget,
+    estimated_chunked_rows,
+    refuse_over_budget,
+)
 from circuits.build import BuiltCircuit
+from circuits.chunked import ChunkedCircuits
 from circuits.commitment import SCHEME
 from circuits.keys import Keys
-from circuits.settings import INPUT_SCALE, run_args_dict
-from core.bundle import MANIFEST, BundleError, Manifest, parse_proof, parse_tokens, parse_z
+from circuits.settings import INPUT_SCALE, chunk_run_args_dict, encode_run_args_dict
+from core.bundle import MANIFEST, BundleError, Manifest, chunk_proof_file, parse_proof, parse_tokens, parse_z
+from core.chunks import committed_pieces
 from core.errors import UsageError
 from core.fileio import canonical_json, links_inside, parse_json_strict, read_inside, sha256_bytes, sha256_file
 from core.layout import CircuitLayout
@@ -85,8 +93,12 @@ class Context:
     """The thumbnail generator an image proof must be about: the released one, or one named by --thumbnail."""
     manifest_: Manifest | None = None
     srs: srs_store.Srs | None = None
-    circuit: BuiltCircuit | None = None
+    circuits: ChunkedCircuits | None = None
     keys: Keys | None = None
+    """The encode circuit's verification key."""
+    chunk_keys: list[Keys] = field(default_factory=list)
+    """One per chunk shape."""
+    usable_rows: int = 0
     z: list[int] = field(default_factory=list)
     signer: Ed25519PublicKey | None = None
     """The Ed25519 public key the auditor demands (--key), or None: then a signature is checked when present."""
@@ -246,71 +258,102 @@ def check_srs(ctx: Context) -> None:
 
 
 def check_circuit(ctx: Context) -> None:
-    """Rebuilt from the layout and the released encoder: within the budget, in a worker, unless cached."""
-    from circuits.build import cached_circuit
+    """Every circuit rebuilt from the layout, the chunking and the released encoder: within the budget, in a
+    worker, unless cached. The manifest's description of each must be what noseprint derives, exactly."""
+    from circuits.chunked import build_chunked
     from circuits.worker import derive_in_worker, fingerprint_job, fingerprint_ready
 
     assert ctx.srs is not None
-    if not fingerprint_ready(ctx.layout, ctx.srs):
+    layout, chunking = ctx.layout, ctx.manifest.chunking
+    if not fingerprint_ready(layout, chunking, ctx.srs):
         try:
-            refuse_over_budget(estimated_rows(ctx.layout), "this bundle's circuit", ctx.budget)
-            derive_in_worker(fingerprint_job(ctx.layout, ctx.srs), ctx.budget, "this bundle's circuit")
+            biggest = max(estimated_chunked_rows(layout, chunking))
+            refuse_over_budget(biggest, "this bundle's largest circuit", ctx.budget)
+            derive_in_worker(fingerprint_job(layout, chunking, ctx.srs), ctx.budget, "this bundle's circuits")
         except OverBudget as exc:
             raise Invalid("circuit", str(exc)) from None
         ctx.derived_in_worker = True
-    ctx.circuit = circuit = cached_circuit(ctx.layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
+    ctx.circuits = circuits = build_chunked(layout, chunking, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
     declared = ctx.manifest.circuit
-    if declared["logrows"] != circuit.logrows or declared["run_args"] != run_args_dict(circuit.logrows):
-        raise Invalid("circuit", "the circuit settings in the manifest are not the ones noseprint derives")
-    if declared["circuit_id"] != circuit.circuit_id:
-        raise Invalid("circuit", "the circuit id in the manifest is not the one derived from its layout")
+    if declared["logrows"] != circuits.logrows or declared["partial_scale"] != circuits.partial_scale:
+        raise Invalid("circuit", "the circuits' logrows or partial scale in the manifest are not the ones derived")
+    entries = ctx.manifest.chunk_circuits
+    if len(entries) != len(circuits.shapes):
+        raise Invalid(
+            "circuit", f"the manifest lists {len(entries)} chunk circuits; the chunk plan has {len(circuits.shapes)}"
+        )
+    for index, (entry, shape, circuit) in enumerate(
+        zip(entries, circuits.shapes, circuits.chunk_circuits, strict=True)
+    ):
+        if entry.get("shape") != shape.to_dict() or entry["run_args"] != chunk_run_args_dict(circuits.logrows):
+            raise Invalid("circuit", f"chunk circuit {index} is not the shape or settings the chunk plan derives")
+        if entry["circuit_id"] != circuit.circuit_id:
+            raise Invalid("circuit", f"chunk circuit {index}'s id is not the one derived from its shape")
+    encode = ctx.manifest.encode_circuit
+    if encode["run_args"] != encode_run_args_dict(circuits.logrows, circuits.partial_scale):
+        raise Invalid("circuit", "the encode circuit's settings in the manifest are not the ones noseprint derives")
+    if encode["circuit_id"] != circuits.encode.circuit_id or encode.get("output_scale") != circuits.encode.output_scale:
+        raise Invalid("circuit", "the encode circuit id in the manifest is not the one derived from its layout")
     ctx.report.facts["circuit"] = {
-        "circuit_id": circuit.circuit_id,
-        "rows": circuit.num_rows,
-        "logrows": circuit.logrows,
-        "weights_committed": ctx.layout.weight_count,
+        "chunks": len(circuits.chunks),
+        "chunk_shapes": len(circuits.shapes),
+        "chunking": chunking.to_dict(),
+        "encode_circuit_id": circuits.encode.circuit_id,
+        "rows": sum(c.num_rows for c in circuits.all),
+        "logrows": circuits.logrows,
+        "weights_committed": layout.weight_count,
     }
 
 
-def check_keys(ctx: Context) -> None:
+def _check_key(ctx: Context, circuit: BuiltCircuit, entry: dict[str, Any], what: str) -> Keys:
     from circuits.keys import ensure_keys
 
-    assert ctx.srs is not None and ctx.circuit is not None
-    ctx.keys = keys = ensure_keys(ctx.circuit, ctx.srs, need_pk=False)
-    declared = ctx.manifest.circuit
-    bundled = sha256_file(_path(ctx, declared["vk_file"]))
-    if bundled != keys.vk_sha256 or declared["vk_sha256"] != keys.vk_sha256:
-        raise Invalid("keys", "the bundle's verification key is not the one derived from the released circuit")
+    assert ctx.srs is not None
+    keys = ensure_keys(circuit, ctx.srs, need_pk=False)
+    bundled = sha256_file(_path(ctx, entry["vk_file"]))
+    if bundled != keys.vk_sha256 or entry["vk_sha256"] != keys.vk_sha256:
+        raise Invalid("keys", f"the bundle's verification key of {what} is not the one derived from its circuit")
     try:
-        settings = parse_json_strict(read_inside(ctx.bundle, declared["settings_file"]), allow_floats=True)
+        settings = parse_json_strict(read_inside(ctx.bundle, entry["settings_file"]), allow_floats=True)
     except (OSError, ValueError) as exc:
-        raise Invalid("keys", f"circuit/settings.json is unreadable ({exc})") from None
+        raise Invalid("keys", f"{entry['settings_file']} is unreadable ({exc})") from None
     if settings != parse_json_strict(keys.settings.read_bytes(), allow_floats=True):
-        raise Invalid("keys", "circuit/settings.json is not the settings noseprint derives for this circuit")
+        raise Invalid("keys", f"{entry['settings_file']} is not the settings noseprint derives for {what}")
+    return keys
+
+
+def check_keys(ctx: Context) -> None:
+    assert ctx.circuits is not None
+    circuits = ctx.circuits
+    ctx.chunk_keys = [
+        _check_key(ctx, circuit, entry, f"chunk circuit {i}")
+        for i, (circuit, entry) in enumerate(zip(circuits.chunk_circuits, ctx.manifest.chunk_circuits, strict=True))
+    ]
+    ctx.keys = keys = _check_key(ctx, circuits.encode, ctx.manifest.encode_circuit, "the encode circuit")
     ctx.report.facts["vk_sha256"] = keys.vk_sha256
     ctx.report.facts["vk_derived_now"] = keys.derived_now or ctx.derived_in_worker
 
 
-def _proof_json(ctx: Context) -> dict[str, Any]:
+def _proof_json(ctx: Context, relative: str, what: str) -> dict[str, Any]:
     try:
-        return parse_proof(read_inside(ctx.bundle, ctx.manifest.proof_file))
+        return parse_proof(read_inside(ctx.bundle, relative))
     except (OSError, ValueError) as exc:
-        raise Invalid("proof", f"the proof file is not an EZKL proof ({exc})") from None
+        raise Invalid("proof", f"{what} is not an EZKL proof ({exc})") from None
 
 
 def _proven_outputs(ctx: Context) -> PublicOutputs:
-    """The proof's instances, decoded with the verifier's own output scales (never the bundle's)."""
+    """The encode proof's instances, decoded with the verifier's own output scales (never the bundle's)."""
     from circuits.proving import felt_to_signed
 
-    assert ctx.circuit is not None
-    proof = _proof_json(ctx)
+    assert ctx.circuits is not None
+    proof = _proof_json(ctx, ctx.manifest.encode_proof["file"], "the encode proof")
     try:
         values = [felt_to_signed(felt) for felt in proof["instances"][0]]
     except BaseException as exc:  # pyo3 panics derive from BaseException
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise Invalid("public output", "the proof's public values are not field elements") from None
-    _, peak_scale, owner_scale = ctx.circuit.output_scales
+    _, peak_scale, owner_scale = ctx.circuits.encode.output_scales
     try:
         return split_outputs(values, ctx.manifest.z_dim, len(ctx.layout.term_shifts), peak_scale, owner_scale)
     except ValueError as exc:
@@ -351,47 +394,92 @@ def check_public_output(ctx: Context) -> None:
     ctx.report.facts["z"] = [v / (1 << Z_FRAC_BITS) for v in z]
 
 
-def check_commitment(ctx: Context) -> None:
-    """Exact, not prefix: every tensor of the layout, in order, each with exactly the number of KZG points
-    EZKL gives an input of its size; only then are they compared with the proof's committed columns."""
-    from circuits.proving import commitments_in_proof, points_per_input, usable_commit_rows
+def _tensor_points(ctx: Context) -> dict[str, list[str]]:
+    """The model commitment's tensors, exactly the pieces the chunk plan commits (names, shapes, order), each
+    with the number of points EZKL gives a value of its size; the digest recomputed over them."""
+    from circuits.proving import points_per_input, usable_commit_rows
 
-    assert ctx.keys is not None and ctx.srs is not None
+    assert ctx.keys is not None and ctx.srs is not None and ctx.circuits is not None
     commitment = ctx.manifest.data["commitment"]
     if commitment["scheme"] != SCHEME or commitment["input_scale"] != INPUT_SCALE:
         raise Invalid("commitment", f"the commitment scheme is not {SCHEME} at input scale {INPUT_SCALE}")
     tensors = commitment["tensors"]
     if sha256_bytes(canonical_json(tensors)) != commitment["digest"]:
         raise Invalid("commitment", "the commitment digest does not match the committed tensors listed")
-    pieces = ctx.layout.pieces()
+    pieces = committed_pieces(ctx.circuits.chunks)
     if len(tensors) != len(pieces):
-        raise Invalid("commitment", f"the manifest commits to {len(tensors)} tensors; the layout has {len(pieces)}")
-    expected = [(p.name, list(p.committed_shape)) for p in pieces]
-    if [(t["name"], t["shape"]) for t in tensors] != expected:
-        raise Invalid("commitment", "the committed tensors do not match the circuit layout")
-    usable = usable_commit_rows(ctx.keys, ctx.srs)
-    wanted = [points_per_input(math.prod(piece.committed_shape), usable) for piece in pieces]
-    for piece, tensor, count in zip(pieces, tensors, wanted, strict=True):
+        raise Invalid("commitment", f"the manifest commits to {len(tensors)} tensors; the chunk plan has {len(pieces)}")
+    if [(t["name"], t["shape"]) for t in tensors] != [(p.name, list(p.committed_shape)) for p in pieces]:
+        raise Invalid("commitment", "the committed tensors do not match the chunk plan")
+    ctx.usable_rows = usable = usable_commit_rows(ctx.keys, ctx.srs)
+    for piece, tensor in zip(pieces, tensors, strict=True):
+        count = points_per_input(math.prod(piece.committed_shape), usable)
         if len(tensor["points"]) != count:
             raise Invalid("commitment", f"{piece.name} has {len(tensor['points'])} commitment points, not {count}")
+    return {t["name"]: list(t["points"]) for t in tensors}
+
+
+def _commitments_match(ctx: Context, relative: str, inputs: list[list[str]], outputs: list[list[str]]) -> bool:
+    from circuits.proving import commitments_match
+
     try:
-        same = commitments_in_proof(_path(ctx, ctx.manifest.proof_file), [t["points"] for t in tensors], wanted)
+        return commitments_match(_path(ctx, relative), inputs, outputs)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise Invalid("commitment", "the proof's commitments cannot be read (corrupt proof or commitment)") from None
-    if not same:
-        raise Invalid("commitment", "the model commitment in the manifest is not the one the proof was made for")
-    ctx.report.facts["model_commitment"] = commitment["digest"]
+        return False
+
+
+def check_commitment(ctx: Context) -> None:
+    """Every link, exactly: each chunk proof's committed inputs are the model commitment's pieces that chunk
+    takes (then its output blinding), its committed output is the one listed; the encode proof's committed
+    inputs are every chunk's output, in chunk order, then the owner limbs. Counts first, then the points."""
+    from circuits.proving import points_per_input
+
+    assert ctx.circuits is not None
+    tensors = _tensor_points(ctx)
+    chunks, listed = ctx.circuits.chunks, ctx.manifest.chunk_proofs
+    if len(listed) != len(chunks):
+        raise Invalid("commitment", f"the bundle has {len(listed)} chunk proofs; the chunk plan has {len(chunks)}")
+    partial_points = points_per_input(math.prod(chunks[0].shape.output_shape), ctx.usable_rows)
+    for chunk, entry in zip(chunks, listed, strict=True):
+        if entry["name"] != chunk.name or entry["file"] != chunk_proof_file(chunk.name):
+            raise Invalid("commitment", f"chunk proof {chunk.index} is listed as {entry['name']}, not {chunk.name}")
+        if len(entry["output_points"]) != partial_points or len(entry["blinding_points"]) != 1:
+            raise Invalid("commitment", f"chunk {chunk.name} lists the wrong number of commitment points")
+        inputs = [tensors[piece.name] for piece in chunk.pieces] + [entry["blinding_points"]]
+        if not _commitments_match(ctx, entry["file"], inputs, [entry["output_points"]]):
+            raise Invalid(
+                "commitment",
+                f"chunk {chunk.name}'s proof is not about its committed weights and output (a chunk replaced, "
+                "moved or taken from another bundle, or a link changed)",
+            )
+    encode = ctx.manifest.encode_proof
+    if len(encode["owner_points"]) != 1:
+        raise Invalid("commitment", "the encode proof lists the wrong number of owner commitment points")
+    links = [entry["output_points"] for entry in listed] + [encode["owner_points"]]
+    if not _commitments_match(ctx, encode["file"], links, []):
+        raise Invalid("commitment", "the encode proof does not take in the chunks' outputs, in chunk order")
+    ctx.report.facts["model_commitment"] = ctx.manifest.commitment_digest
 
 
 def check_proof(ctx: Context) -> None:
-    from circuits.proving import verify_proof
+    """Every proof verifies against the key derived here; the first that does not is named."""
+    from circuits.proving import verify_many
 
-    _proof_json(ctx)
-    assert ctx.keys is not None and ctx.srs is not None
-    if not verify_proof(_path(ctx, ctx.manifest.proof_file), ctx.keys, ctx.srs):
-        raise Invalid("proof", "the zk-SNARK proof does not verify against the derived verification key")
+    assert ctx.keys is not None and ctx.srs is not None and ctx.circuits is not None
+    jobs = []
+    for chunk, entry in zip(ctx.circuits.chunks, ctx.manifest.chunk_proofs, strict=True):
+        _proof_json(ctx, entry["file"], f"chunk {chunk.name}'s proof")
+        keys = ctx.chunk_keys[ctx.circuits.shapes.index(chunk.shape)]
+        jobs.append((chunk.name, _path(ctx, entry["file"]), keys))
+    _proof_json(ctx, ctx.manifest.encode_proof["file"], "the encode proof")
+    jobs.append(("encode", _path(ctx, ctx.manifest.encode_proof["file"]), ctx.keys))
+    failed = verify_many(jobs, ctx.srs)
+    if failed is not None:
+        what = "the encode proof" if failed == "encode" else f"chunk {failed}'s proof"
+        raise Invalid("proof", f"{what} does not verify against the derived verification key")
+    ctx.report.facts["proofs_verified"] = len(jobs)
 
 
 def check_image(ctx: Context) -> None:

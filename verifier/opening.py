@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuits import srs as srs_store
-from circuits.build import cached_circuit
-from circuits.commitment import circuit_inputs, committed_inputs
+from circuits.chunked import build_chunked
+from circuits.commitment import chunk_inputs, commit_pieces, quantised_tensors
 from circuits.keys import ensure_keys
-from circuits.proving import commitments_of
+from circuits.proving import ProofTask, witness_of
 from circuits.settings import INPUT_SCALE
 from core.bundle import Bundle, BundleError, parse_tokens
+from core.chunks import committed_pieces
 from core.errors import UsageError
 from core.fileio import read_json
 from encoder import release
@@ -44,6 +45,8 @@ def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: P
         token_ids: list[int] = [int(i) for i in opening["token_ids"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"the opening file is malformed: {exc}") from None
+    if opening.get("chunking") != manifest.chunking.to_dict():
+        return OpeningResult(False, ["chunking"])  # the opening's blinding lines are for another split
     if opening.get("input_scale") != INPUT_SCALE:
         raise UsageError("the opening was made with another input scale")
     try:
@@ -59,13 +62,21 @@ def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: P
         tokens_file = Path(tmp) / "tokens.json"
         tokens_file.write_text(json.dumps(token_ids))
         model = read_model(model_dir, len(token_ids), tokens_file, allow_pickle=False)
-    committed, _ = committed_inputs(model.tensors(), layout, blinding)
-    circuit = cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
-    srs = srs_store.from_file(srs_file, circuit.logrows) if srs_file else srs_store.require(circuit.logrows)
-    keys = ensure_keys(circuit, srs, need_pk=False)
-    inputs = circuit_inputs(committed, manifest.owner_keyid)
-    computed = commitments_of(circuit, keys, srs, inputs)[: len(layout.pieces())]  # the weights, not the owner
-    mismatched = [
-        p.name for p, points in zip(layout.pieces(), computed, strict=True) if published.get(p.name) != points
-    ]
+    circuits = build_chunked(layout, manifest.chunking, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
+    committed, _ = commit_pieces(
+        quantised_tensors(model.tensors(), layout), committed_pieces(circuits.chunks), blinding
+    )
+    srs = srs_store.from_file(srs_file, circuits.logrows) if srs_file else srs_store.require(circuits.logrows)
+    keys = [ensure_keys(circuit, srs, need_pk=False) for circuit in circuits.chunk_circuits]
+    mismatched: list[str] = []
+    for chunk in circuits.chunks:  # every chunk: each takes its own weight blocks
+        key = keys[circuits.shapes.index(chunk.shape)]
+        circuit = circuits.circuit_of(chunk)
+        zeros = [0] * (chunk.shape.blinding_rows * chunk.shape.tokens)  # the output blinding is no part of the model
+        task = ProofTask(chunk.name, str(circuit.compiled), str(circuit.settings), str(key.vk), "", str(srs.path),
+                         chunk_inputs(chunk, committed, zeros))  # fmt: skip
+        points = witness_of(task)["processed_inputs"]["polycommit"]
+        for piece, piece_points in zip(chunk.pieces, points, strict=False):
+            if published.get(piece.name) != piece_points and piece.name not in mismatched:
+                mismatched.append(piece.name)
     return OpeningResult(not mismatched, mismatched)

@@ -1,0 +1,162 @@
+"""Build the circuits of a chunked fingerprint from public facts: one per chunk shape, and the encode circuit.
+
+Linked circuits must share logrows (a `polycommit` commitment is computed over 2^logrows rows, so the
+same values committed at another size give another point): every circuit is first exported and its rows
+counted, then all are compiled at the largest logrows any of them needs. The encode circuit takes the
+chunks' outputs at their output scale, which EZKL decides; all chunk shapes must agree on it.
+
+The prover and the verifier both call `build_chunked`; each circuit is cached by what it was built from.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from circuits.build import BuiltCircuit, cached_build, canonicalise_settings, is_built
+from circuits.settings import choose_logrows, chunk_run_args_dict, encode_run_args_dict, run_args
+from core import paths
+from core.chunks import Chunk, Chunking, ChunkShape, distinct_shapes, plan_chunks, terms_chunks
+from core.fileio import canonical_json, sha256_bytes, sha256_file
+from core.layout import CircuitLayout
+
+BUILDER_VERSION = 1
+"""Bump when the chunk or encode graphs or their settings rules change, so cached circuits are rebuilt."""
+PROBE_LOGROWS = 20
+"""Settings are first generated at this size to count a circuit's rows (the count does not depend on it)."""
+
+Export = Callable[[Path], None]
+ArgsFor = Callable[[int], dict]
+
+
+@dataclass(frozen=True)
+class ChunkedCircuits:
+    """Every circuit of one chunked fingerprint, all at one logrows."""
+
+    chunks: list[Chunk]
+    shapes: list[ChunkShape]
+    chunk_circuits: list[BuiltCircuit]
+    """One per shape, in `shapes` order."""
+    encode: BuiltCircuit
+    logrows: int
+    partial_scale: int
+    """Fixed-point scale of the chunks' outputs, which is the encode circuit's input scale."""
+
+    def circuit_of(self, chunk: Chunk) -> BuiltCircuit:
+        return self.chunk_circuits[self.shapes.index(chunk.shape)]
+
+    @property
+    def all(self) -> list[BuiltCircuit]:
+        return [*self.chunk_circuits, self.encode]
+
+
+def _versions() -> dict[str, str]:
+    return {"torch": version("torch").split("+")[0], "ezkl": version("ezkl"), "builder": str(BUILDER_VERSION)}
+
+
+def _key(description: dict) -> str:
+    return sha256_bytes(canonical_json(description | _versions()))
+
+
+class NotCached(Exception):
+    """Raised in cache-only mode where building would be needed."""
+
+
+def _probe(description: dict, export: Export, args_for: ArgsFor, cached_only: bool = False) -> dict:
+    """Rows and output scales of a circuit, cached by its description (export and settings: seconds)."""
+    import ezkl
+
+    record = paths.home() / "circuits" / f"probe-{_key(description)}.json"
+    if record.is_file():
+        return dict(json.loads(record.read_text()))
+    if cached_only:
+        raise NotCached
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=record.parent, prefix=".probe-") as tmp:
+        onnx, settings = Path(tmp) / "circuit.onnx", Path(tmp) / "settings.json"
+        export(onnx)
+        ezkl.gen_settings(str(onnx), str(settings), run_args(args_for(PROBE_LOGROWS)))
+        data = json.loads(settings.read_text())
+    probe = {"num_rows": int(data["num_rows"]), "output_scales": [int(s) for s in data["model_output_scales"]]}
+    staged = record.with_suffix(".tmp")
+    staged.write_text(json.dumps(probe))
+    staged.replace(record)
+    return probe
+
+
+def _compile(export: Export, args: dict, stage: Path) -> BuiltCircuit:
+    import ezkl
+
+    onnx, settings, compiled = stage / "circuit.onnx", stage / "settings.json", stage / "circuit.ezkl"
+    export(onnx)
+    ezkl.gen_settings(str(onnx), str(settings), run_args(args))
+    canonicalise_settings(settings)
+    ezkl.compile_circuit(str(onnx), str(compiled), str(settings))
+    num_rows = int(json.loads(settings.read_text())["num_rows"])
+    circuit_id = sha256_bytes(canonical_json({"onnx": sha256_file(onnx), "run_args": args}))
+    return BuiltCircuit(stage, onnx, settings, compiled, args["logrows"], num_rows, circuit_id)
+
+
+def _cached(description: dict, export: Export, args: dict, cached_only: bool = False) -> BuiltCircuit:
+    folder = paths.home() / "circuits" / _key(description | {"run_args": args})
+    if cached_only and not is_built(folder):
+        raise NotCached
+    return cached_build(folder, lambda stage: _compile(export, args, stage))
+
+
+def _chunk_export(shape: ChunkShape) -> Export:
+    from circuits.chunk_graph import export_chunk_onnx
+
+    return lambda path: export_chunk_onnx(shape, path)
+
+
+def _encode_export(layout: CircuitLayout, per_term: list[int], shape: ChunkShape, encoder_weights: Path) -> Export:
+    def export(path: Path) -> None:
+        from circuits.chunk_graph import export_encode_onnx
+        from encoder.network import load_encoder
+
+        export_encode_onnx(layout, per_term, shape.output_shape, load_encoder(encoder_weights), path)
+
+    return export
+
+
+def built_chunked(layout: CircuitLayout, chunking: Chunking, encoder_digest: str) -> ChunkedCircuits | None:
+    """The circuits if every one of them is in the cache already, else None (nothing is built)."""
+    from encoder import release
+
+    try:
+        return build_chunked(layout, chunking, release.ENCODER, encoder_digest, cached_only=True)
+    except NotCached:
+        return None
+
+
+def build_chunked(
+    layout: CircuitLayout, chunking: Chunking, encoder_weights: Path, encoder_digest: str, cached_only: bool = False
+) -> ChunkedCircuits:
+    """Every circuit of this layout and chunking, built (or found in the cache) at one common logrows."""
+    chunks = plan_chunks(layout, chunking)
+    shapes = distinct_shapes(chunks)
+    per_term = terms_chunks(chunks)
+    probes = [_probe({"chunk": s.to_dict()}, _chunk_export(s), chunk_run_args_dict, cached_only) for s in shapes]
+    scales = {p["output_scales"][0] for p in probes}
+    if len(scales) != 1:
+        raise RuntimeError(f"the chunk circuits disagree on their output scale ({sorted(scales)})")
+    partial_scale = scales.pop()
+    encode_description = {
+        "encode": {"layout": layout.to_dict(), "chunks_per_term": per_term, "output_shape": shapes[0].output_shape},
+        "encoder": encoder_digest,
+    }
+    encode_export = _encode_export(layout, per_term, shapes[0], encoder_weights)
+    # Sized by the chunks, the many proofs: the one encode proof spreads over more columns if it needs them.
+    # So logrows does not depend on the term shifts either, which are settled after the chunks are proven.
+    logrows = max(choose_logrows(p["num_rows"]) for p in probes)
+    built = [
+        _cached({"chunk": s.to_dict()}, _chunk_export(s), chunk_run_args_dict(logrows), cached_only) for s in shapes
+    ]
+    encode_args = encode_run_args_dict(logrows, partial_scale)
+    encode = _cached(encode_description, encode_export, encode_args, cached_only)
+    return ChunkedCircuits(chunks, shapes, built, encode, logrows, partial_scale)
