@@ -7,8 +7,8 @@ Targets (tests/fuzz_targets.py), in two groups:
 - local verify: the manifest reader (bytes; a real manifest with one value's text replaced), z.json,
   tokens.json and proof.json parsers (bytes; the real file with one value's text replaced), the circuit
   layout reader (arbitrary values, a real layout with one value replaced), `verify` on the real signed
-  bundle (--bundle, default tests/data/bundle-v3) with its manifest mutated, and, slowest, `verify` end to
-  end on an unsigned copy of it with one of manifest.json, tokens.json, z.json, proof.json replaced and
+  bundle (--bundle, default tests/data/bundle-v4) with its manifest mutated, and, slowest, `verify` end to
+  end on an unsigned copy of it with one of manifest.json, tokens.json, z.json, a proof replaced and
   re-hashed (`--verify-examples` inputs, --srs the SRS it was proven with; one NOSEPRINT_HOME for the run,
   so the verifier's key is derived once).
 Hostile inputs include integers past Python's 4,300-digit limit, floats and NaN where integers belong,
@@ -78,7 +78,8 @@ def plan(bundle: Path) -> list[tuple[str, str, st.SearchStrategy, object]]:
         ("parse_z", "verify", targets.file_bytes(targets.real("z.json", bundle)), targets.z_from_bytes),
         ("parse_tokens", "verify", targets.file_bytes(targets.real("tokens.json", bundle)),
          targets.tokens_from_bytes),
-        ("parse_proof", "verify", targets.file_bytes(targets.real("proof.json", bundle)), targets.proof_from_bytes),
+        ("parse_proof", "verify", targets.file_bytes(targets.real("proofs/encode.json", bundle)),
+         targets.proof_from_bytes),
         ("CircuitLayout.from_dict", "verify", targets.layout_inputs(layout), targets.layout_from_dict),
         ("verify, signed bundle, manifest mutated", "verify", targets.mutations(manifest) | targets.JSON,
          lambda m: targets.verify_manifest(bundle, m)),

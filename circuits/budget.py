@@ -79,6 +79,8 @@ def estimated_rows(layout: CircuitLayout) -> int:
 
 ROWS_PER_PARTIAL_VALUE = 4
 """The encode circuit adds the chunks' partial terms: a few rows per value taken in."""
+ROWS_PER_PARTIAL_ENTRY = 48
+"""A chunk's n x n partial term is a product rescaled once (about 32 rows a value, and the output's)."""
 
 
 def estimated_chunk_rows(shape: ChunkShape) -> int:
@@ -88,7 +90,7 @@ def estimated_chunk_rows(shape: ChunkShape) -> int:
     for _, (rows, cols), _ in shape.input_shapes():
         committed += (rows + 1) * (cols + 1)
     activations = n * shape.rows if shape.gated else 0
-    return int(ROWS_PER_WEIGHT * committed) + ROWS_PER_TERM_ENTRY * n * n + ROWS_PER_GATED_ACTIVATION * activations
+    return int(ROWS_PER_WEIGHT * committed) + ROWS_PER_PARTIAL_ENTRY * n * n + ROWS_PER_GATED_ACTIVATION * activations
 
 
 def estimated_encode_rows(layout: CircuitLayout, chunks: int, output_values: int) -> int:

@@ -160,3 +160,9 @@ def build_chunked(
     encode_args = encode_run_args_dict(logrows, partial_scale)
     encode = _cached(encode_description, encode_export, encode_args, cached_only)
     return ChunkedCircuits(chunks, shapes, built, encode, logrows, partial_scale)
+
+
+def probe_rows(shape: ChunkShape) -> int:
+    """EZKL's row count of the chunk circuit of `shape` (exported and counted once, then cached: seconds), so a
+    proof can be costed before anything is compiled; `build_chunked` chooses logrows from the same count."""
+    return int(_probe({"chunk": shape.to_dict()}, _chunk_export(shape), chunk_run_args_dict)["num_rows"])

@@ -15,7 +15,7 @@ import numpy as np
 from core.errors import UsageError
 from core.layout import CircuitLayout
 from models.architectures import Adapter, adapter_for, check_layer
-from models.checkpoint import Checkpoint, open_checkpoint
+from models.checkpoint import Checkpoint, open_checkpoint, read_config
 from models.invariants import canonical_embedding
 from models.tokens import Token, load_tokenizer, read_token_file, select_tokens
 
@@ -83,6 +83,20 @@ def open_model(model_dir: Path, token_count: int, tokens_file: Path | None, allo
     layout = CircuitLayout(tokens=len(tokens), hidden=shape.hidden, layers=(shape,) * FINGERPRINTED_LAYERS)
     model_type = str(checkpoint.config.get("model_type"))
     return OpenModel(checkpoint, adapter, model_type, layer_count, indices, tokens, embedding, layout)
+
+
+def read_layout(model_dir: Path, token_count: int = DEFAULT_TOKENS) -> CircuitLayout:
+    """The circuit layout `open_model` would give, from config.json alone: no tensor, no tokenizer is read, so a
+    proof of a 7B checkpoint can be costed in a second, even from a folder holding only its config.json."""
+    if not Path(model_dir).is_dir():
+        raise UsageError(f"model folder not found: {model_dir}")
+    config = read_config(Path(model_dir))
+    adapter = adapter_for(config)
+    shape = adapter.layer_shape(config)
+    layer_count = adapter.layer_count(config)
+    if layer_count < FINGERPRINTED_LAYERS:
+        raise UsageError(f"the model has {layer_count} layer(s); the fingerprint needs {FINGERPRINTED_LAYERS}")
+    return CircuitLayout(tokens=token_count, hidden=shape.hidden, layers=(shape,) * FINGERPRINTED_LAYERS)
 
 
 def read_model(model_dir: Path, token_count: int, tokens_file: Path | None, allow_pickle: bool) -> ModelWeights:

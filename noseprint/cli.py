@@ -5,6 +5,7 @@ Errors are handled once, in `noseprint.console.CatchingGroup`; every command tak
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,12 +13,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from core.chunks import DEFAULT_CHUNK_WEIGHTS
+from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking
+from core.errors import UsageError
 from noseprint.console import CatchingGroup, JsonOption, emit_json, err, out, stepper
 from noseprint.registry_cli import registry_app
 
 if TYPE_CHECKING:
     from verifier.checks import Report
+
+logging.getLogger("ezkl").setLevel(logging.ERROR)
+"""EZKL logs through Python's logging; its warnings (a high fixed-point scale, chosen on purpose for the encode
+circuit) would reach the user's terminal through logging's last-resort handler. Its errors come as exceptions."""
 
 app = typer.Typer(
     cls=CatchingGroup, add_completion=False, no_args_is_help=True, help="Zero-knowledge-proven LLM fingerprints."
@@ -27,6 +33,16 @@ app.add_typer(srs_app, name="srs")
 app.add_typer(registry_app, name="registry")
 
 ForceOption = Annotated[bool, typer.Option(help="Replace what is there already.")]
+
+
+def parse_chunking(text: str | None) -> Chunking | None:
+    """KV:FFN, two positive integers."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UsageError(f"--chunking takes K/V heads and FFN rows per chunk as KV:FFN (e.g. 1:16), not {text!r}")
+    return Chunking(int(parts[0]), int(parts[1]))
 
 
 @app.command()
@@ -66,6 +82,9 @@ def prove(
     chunk_weights: Annotated[
         int, typer.Option(min=1024, help="Most weights one chunk proof takes (BENCHMARKS.md, 'Chunk size').")
     ] = DEFAULT_CHUNK_WEIGHTS,
+    chunking: Annotated[
+        str | None, typer.Option(help="K/V heads and FFN rows per chunk, as KV:FFN (instead of --chunk-weights).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fingerprint MODEL_DIR and prove it: writes a bundle and a private opening."""
@@ -74,7 +93,7 @@ def prove(
 
     options = ProveOptions(
         model_dir, out_dir, opening, n_tokens, tokens, allow_pickle, force, srs, init_dev_srs, generator, sign,
-        prove_image, thumbnail, owner, redact, Scheduler(jobs, ray), work, chunk_weights,
+        prove_image, thumbnail, owner, redact, Scheduler(jobs, ray), work, chunk_weights, parse_chunking(chunking),
     )  # fmt: skip
     with err.status("starting…") as status:
         result = prove_model(options, progress=stepper(status))
@@ -86,6 +105,8 @@ def prove(
         "image_sha256": m.files[m.image_file],
         "rows": m.num_rows,
         "chunks": len(m.chunk_proofs),
+        "chunks_proven": len(m.chunk_proofs) - result.chunks_reused,
+        "chunks_reused": result.chunks_reused,
         "logrows": m.logrows,
         "weights_committed": m.weights_committed,
         "signed": sign is not None,
@@ -418,6 +439,67 @@ def srs_list(as_json: JsonOption = False) -> None:
     for entry in entries:
         label = "DEV, insecure" if entry.is_dev else entry.origin
         out.print(f"logrows {entry.logrows}: sha256 {entry.sha256} ({label})")
+
+
+@app.command()
+def plan(
+    model_dir: Annotated[Path, typer.Argument(help="Local Hugging Face checkpoint folder (its config.json suffices).")],
+    nodes: Annotated[int, typer.Option(min=1, help="Machines proving chunks at once.")] = 1,
+    cores: Annotated[int | None, typer.Option(min=1, help="Cores per machine (default: this machine's).")] = None,
+    memory_gb: Annotated[
+        float | None, typer.Option(min=0.1, help="Memory per machine in GB: fewer proofs at once if they need more.")
+    ] = None,
+    chunk_weights: Annotated[
+        int, typer.Option(min=1024, help="Most weights one chunk proof takes (as for `prove`).")
+    ] = DEFAULT_CHUNK_WEIGHTS,
+    n_tokens: Annotated[int, typer.Option(min=4, max=256, help="How many tokens to fingerprint.")] = 16,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Calibration table measured on your machine (bench/calibrate.py --write --out).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What proving MODEL_DIR will cost, before paying: chunks, circuits, core-hours, wall-hours, memory."""
+    import os
+
+    from rich.table import Table
+
+    from circuits.calibration import load_calibration
+    from core.chunks import choose_chunking
+    from models.weights import read_layout
+    from prover.estimate import estimate
+
+    layout = read_layout(model_dir, n_tokens)
+    table = load_calibration(calibration)
+    with err.status("counting the chunk circuits' rows (seconds per shape, cached)…"):
+        chunking = choose_chunking(layout, chunk_weights)
+        result = estimate(layout, chunking, nodes, cores or os.cpu_count() or 1, table, memory_gb)
+    if as_json:
+        return emit_json(result.to_dict())
+    grid = Table(title=f"{result.chunks:,} chunk proofs and an encode proof, logrows {result.logrows}")
+    for heading in ("circuit", "proofs", "weights each", "rows", "setup s", "prove s each", "pk GB", "peak GB"):
+        grid.add_column(heading, justify="left" if heading == "circuit" else "right")
+    for cost in [*result.shapes, result.encode]:
+        rows = f"{cost.rows:,}" if cost.rows_exact else f"≤ {cost.rows:,}"
+        grid.add_row(
+            cost.name, f"{cost.count:,}", f"{cost.weights:,}" if cost.weights else "-", rows, f"{cost.setup_s:,.0f}",
+            f"{cost.prove_s:,.0f}", f"{cost.pk_gb:.2f}", f"{cost.peak_gb:.2f}",
+        )  # fmt: skip
+    out.print(grid)
+    out.print(
+        f"{result.weights:,} weights committed; a chunk takes {chunking.kv_heads} K/V head(s) or "
+        f"{chunking.ffn_rows} FFN rows",
+        highlight=False,
+    )
+    out.print(
+        f"[bold]{result.core_hours:,.2f} core-hours[/]; [bold]{result.wall_hours:,.2f} h[/] on {nodes} node(s) of "
+        f"{result.cores} cores ({result.workers_per_node} proof(s) at once each); {result.peak_gb:.2f} GB per proof",
+        highlight=False,
+    )
+    out.print(f"calibration: {escape(table.machine)}, measured {table.measured} ({len(table.points)} points)")
+    if table.note:
+        out.print(f"[dim]{escape(table.note)}[/]")
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover

@@ -26,6 +26,8 @@ class ProveResult:
     opening: Path
     manifest: Manifest
     timings: dict[str, float] = field(default_factory=dict)
+    chunks_reused: int = 0
+    """Chunk proofs taken from the work folder of an interrupted run."""
 
 
 def prove_model(options: ProveOptions, progress: Callable[[str], None] = lambda step: None) -> ProveResult:
@@ -35,4 +37,4 @@ def prove_model(options: ProveOptions, progress: Callable[[str], None] = lambda 
         plan, proven = run_proofs(plan, Path(tmp), progress, clock)
         manifest = write_outputs(plan, proven, progress)
     clock.lap("bundle")
-    return ProveResult(Path(options.out), plan.opening_path, manifest, clock.timings)
+    return ProveResult(Path(options.out), plan.opening_path, manifest, clock.timings, proven.reused)

@@ -49,6 +49,8 @@ class Proven:
     z: list[int]
     image: np.ndarray
     thumbnail: ThumbnailProof | None
+    reused: int = 0
+    """Chunk proofs found in the work folder (a resumed prove), not proven by this run."""
 
 
 def render(generator: Path, z: list[int]) -> np.ndarray:
@@ -82,7 +84,7 @@ class ChunkTasks(Sequence[tuple[str, ProofTask]]):
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         chunk = self.chunks[index]
@@ -92,7 +94,7 @@ class ChunkTasks(Sequence[tuple[str, ProofTask]]):
         return chunk.name, task_for(chunk.name, circuits.circuit_of(chunk), keys, self.plan, inputs)
 
 
-def prove_chunks(plan: ProvePlan, progress: Progress) -> tuple[list[Keys], list[ProofResult]]:
+def prove_chunks(plan: ProvePlan, progress: Progress) -> tuple[list[Keys], list[ProofResult], int]:
     """Every chunk proof, from the work folder where it is already done, else proven now and saved there."""
     circuits = plan.circuits
     keys = []
@@ -109,7 +111,7 @@ def prove_chunks(plan: ProvePlan, progress: Progress) -> tuple[list[Keys], list[
         run_tasks(ChunkTasks(plan, keys, missing), prove_task, plan.work.record, plan.options.scheduler)
     except RuntimeError as exc:  # EZKL reports witness and proving failures as RuntimeError
         raise ProvingFailed(f"EZKL could not prove a chunk ({exc}); the finished ones are kept") from None
-    return keys, [plan.work.load(chunk.name) for chunk in circuits.chunks]
+    return keys, [plan.work.load(chunk.name) for chunk in circuits.chunks], done
 
 
 def settle_shifts(plan: ProvePlan, partials: list[list[str]], progress: Progress) -> tuple[ProvePlan, Keys]:
@@ -145,7 +147,7 @@ def settle_shifts(plan: ProvePlan, partials: list[list[str]], progress: Progress
 
 
 def run_proofs(plan: ProvePlan, work: Path, progress: Progress, clock: Stopwatch) -> tuple[ProvePlan, Proven]:
-    chunk_keys, chunks = prove_chunks(plan, progress)
+    chunk_keys, chunks, reused = prove_chunks(plan, progress)
     clock.lap("chunks")
     partials = [result.outputs[0] for result in chunks]
     plan, encode_keys = settle_shifts(plan, partials, progress)
@@ -168,4 +170,4 @@ def run_proofs(plan: ProvePlan, work: Path, progress: Progress, clock: Stopwatch
     if plan.thumbnail is not None:
         thumbnail = prove_thumbnail(plan.thumbnail, z, work, progress)
         clock.lap("image_proof")
-    return plan, Proven(chunk_keys, encode_keys, chunks, encode, outputs.z_raw, z, image, thumbnail)
+    return plan, Proven(chunk_keys, encode_keys, chunks, encode, outputs.z_raw, z, image, thumbnail, reused)

@@ -25,7 +25,8 @@ from signing import dsse
 from signing.keys import key_id, parse_public, public_pem
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://noseprint.dev/attestation/fingerprint/v1"
+PREDICATE_TYPE = "https://noseprint.dev/attestation/fingerprint/v2"
+"""v2: the proof is chunked (bundle format 4); the predicate names every circuit's id and key."""
 ENVELOPE_FILE = "attestation.dsse.json"
 SIGNER_FILE = "signer.pub"
 COMMITMENT_SUBJECT = "model-commitment"
@@ -48,8 +49,8 @@ def statement_for(manifest: dict, manifest_bytes: bytes) -> dict:
         "predicate": {
             "manifest": {"name": MANIFEST, "digest": {"sha256": sha256_bytes(manifest_bytes)}},
             "circuit": {
-                "circuit_id": circuit["circuit_id"],
-                "vk_sha256": circuit["vk_sha256"],
+                "encode": {key: circuit["encode_circuit"][key] for key in ("circuit_id", "vk_sha256")},
+                "chunks": [{key: c[key] for key in ("circuit_id", "vk_sha256")} for c in circuit["chunk_circuits"]],
                 "logrows": circuit["logrows"],
             },
             "networks": {name: net["digest"] for name, net in sorted(manifest["networks"].items())},

@@ -43,6 +43,15 @@ def with_trained_norms(model, seed: int = 0):
     return model
 
 
+CHUNKY = {"hidden": 24, "heads": 6, "kv_heads": 3, "ffn": 48}
+"""A tiny LLaMA whose terms split into three chunks each under CHUNKING (grouped-query heads, two per K/V head)."""
+CHUNKING = "1:16"
+
+
+def chunky_llama(seed: int = 0):
+    return tiny_llama(seed=seed, **CHUNKY)
+
+
 def tiny_llama(
     seed: int = 0,
     model_type: str = "llama",

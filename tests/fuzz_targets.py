@@ -138,10 +138,10 @@ def parse_checkpoint(value: object) -> None:
 # the local `verify` path ----------------------------------------------------------------------------------
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v3"
-"""A real proven, signed bundle (tiny llama, logrows 15), committed with the tests."""
-SRS = DATA / "dev-k15.srs"
-MEMBERS = ("manifest.json", "tokens.json", "z.json", "proof.json")
+BUNDLE = DATA / "bundle-v4"
+"""A real proven, signed bundle (chunky llama, 18 chunk proofs, logrows 12), committed with the tests."""
+SRS = DATA / "dev-k12.srs"
+MEMBERS = ("manifest.json", "tokens.json", "z.json", "proofs/encode.json", "proofs/chunks/layer1.ffn.2.json")
 """The member files `verify` parses as JSON from the bundle (settings.json it only compares with its own)."""
 
 HOSTILE_TEXT = [

@@ -10,28 +10,32 @@ from pathlib import Path
 
 import pytest
 
-from circuits.budget import Budget, estimated_rows
+from circuits.budget import Budget, estimated_chunked_rows
 from core.bundle import Manifest
+from core.chunks import DEFAULT_CHUNK_WEIGHTS, choose_chunking
 from core.layout import CircuitLayout, LayerShape
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v3"
-SRS = DATA / "dev-k15.srs"
+BUNDLE = DATA / "bundle-v4"
+SRS, LOGROWS = DATA / "dev-k12.srs", "12"
 
 
 def test_the_estimate_bounds_the_real_rows_from_above():
-    """The committed bundle's circuit: the estimate must not be below its real rows, nor far above."""
+    """The committed bundle's circuits (three chunk shapes, the encode circuit): each estimate is not below
+    the circuit's real rows, nor far above."""
     manifest = Manifest.read(BUNDLE)
-    real = manifest.circuit["num_rows"]
-    estimate = estimated_rows(manifest.layout)
-    assert real <= estimate <= 3 * real, (real, estimate)
+    real = [c["num_rows"] for c in manifest.chunk_circuits] + [manifest.encode_circuit["num_rows"]]
+    estimates = estimated_chunked_rows(manifest.layout, manifest.chunking)
+    assert len(real) == len(estimates) == 4
+    for rows, estimate in zip(real, estimates, strict=True):
+        assert rows <= estimate <= 3 * rows, (real, estimates)
 
 
 def test_the_audits_layouts_are_over_the_default_budget():
     big = LayerShape(hidden=1024, heads=16, kv_heads=16, head_dim=64, ffn=4096, gated=True)
     mid = CircuitLayout(tokens=256, hidden=1024, layers=(big, big), term_shifts=(0,) * 6)
-    assert estimated_rows(mid) > Budget().max_rows
+    assert max(estimated_chunked_rows(mid, choose_chunking(mid, DEFAULT_CHUNK_WEIGHTS))) > Budget().max_rows
 
 
 def forged_layout(target: Path) -> Path:
@@ -53,7 +57,7 @@ def forged_layout(target: Path) -> Path:
 
 def test_an_oversized_layout_is_refused_before_anything_is_built(tmp_path):
     home = tmp_path / "auditor"
-    run_cli("srs", "import", str(SRS), "--logrows", "15", home=home, check=True)
+    run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
     started = time.perf_counter()
     result = run_cli("verify", str(forged_layout(tmp_path / "b")), "--json", home=home)
     seconds = time.perf_counter() - started
@@ -68,7 +72,7 @@ def test_an_oversized_layout_is_refused_before_anything_is_built(tmp_path):
 def test_building_runs_in_a_worker_under_a_memory_limit(tmp_path):
     """Out of memory kills the worker, not the verifier: a refusal, and no staging folder left behind."""
     home = tmp_path / "auditor"
-    run_cli("srs", "import", str(SRS), "--logrows", "15", home=home, check=True)
+    run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
     result = run_cli("verify", str(BUNDLE), "--json", home=home, env={"NOSEPRINT_MAX_MEMORY_GB": "0.5"})
     report = json.loads(result.stdout)
     assert result.returncode == 1 and report["failed_check"] == "circuit", report

@@ -11,19 +11,20 @@ from pathlib import Path
 import pytest
 
 from core.bundle import MANIFEST, Bundle, BundleError, Manifest, hash_files
+from core.chunks import committed_pieces, plan_chunks
 from core.errors import UsageError
 from core.sources import SourceKind, source_kind
 from core.statement import keyid_of_limbs, owner_limbs, shift_for_peak, shift_is_minimal
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v3"
-"""Proven with --sign (tiny llama, seed 0, 8 tokens) under the development SRS beside it (k15), by
-`python -m tests.make_fixture_bundle`."""
-OWNER = DATA / "bundle-v3.owner.pub"
+BUNDLE = DATA / "bundle-v4"
+"""Proven with --sign (chunky llama, seed 0, 8 tokens, three chunks a term) under the development SRS beside it
+(k12), by `python -m tests.make_fixture_bundle`."""
+OWNER = DATA / "bundle-v4.owner.pub"
 OLD_BUNDLE = DATA / "bundle-v2"
 """Proven and signed by the code before issue 18 (format version 2: no norms, not rotation-invariant)."""
-SRS = DATA / "dev-k15.srs"
+SRS, LOGROWS = DATA / "dev-k12.srs", "12"
 
 
 def manifest_data() -> dict:
@@ -39,7 +40,9 @@ def test_reader_then_writer_gives_the_same_bytes_back():
 def test_typed_views_of_the_manifest():
     manifest = Bundle.open(BUNDLE).manifest
     assert manifest.model_type == "llama" and manifest.token_count == 8 == manifest.layout.tokens
-    assert [t.name for t in manifest.committed_tensors] == [p.name for p in manifest.layout.pieces()]
+    chunks = plan_chunks(manifest.layout, manifest.chunking)
+    assert [t.name for t in manifest.committed_tensors] == [p.name for p in committed_pieces(chunks)]
+    assert [c["name"] for c in manifest.chunk_proofs] == [c.name for c in chunks] and len(chunks) == 18
     assert set(manifest.referenced_files()) <= set(manifest.files)
     assert manifest.image_proof is None and manifest.owner_keyid is not None
     assert len(Bundle.open(BUNDLE).z()) == manifest.z_dim
@@ -48,6 +51,8 @@ def test_typed_views_of_the_manifest():
 def test_older_versions_are_refused_with_the_reason():
     with pytest.raises(BundleError, match="version 2 bundle: its fingerprint ignores the norm weights"):
         Manifest.read(OLD_BUNDLE)
+    with pytest.raises(BundleError, match="version 3 bundle: its single proof is replaced by chunk proofs"):
+        Manifest.from_dict({**manifest_data(), "version": 3})
     with pytest.raises(BundleError, match="version 1 bundle: its proof binds no owner"):
         Manifest.from_dict({**manifest_data(), "version": 1})
 
@@ -83,7 +88,7 @@ def test_minimal_shifts():
         (lambda m: m.pop("owner"), "does not follow the bundle schema"),
         (lambda m: m["owner"].update(keyid="not hex"), "does not follow the bundle schema"),
         (lambda m: m["circuit"]["layout"].update(tokens="eight"), "does not follow the bundle schema"),
-        (lambda m: m["circuit"]["layout"]["layers"][0].update(kv_heads=3), "inconsistent"),
+        (lambda m: m["circuit"]["layout"]["layers"][0].update(kv_heads=4), "inconsistent"),
         (lambda m: m["circuit"]["layout"].update(term_shifts=[0]), "term shifts"),
         (lambda m: m["circuit"]["layout"]["layers"][0].update(hidden=8), "inconsistent"),
         (
@@ -127,9 +132,9 @@ def test_source_kinds(tmp_path):
 
 @pytest.mark.proof
 def test_the_committed_bundle_verifies_and_the_old_one_says_why_not(tmp_path):
-    """Version 3 verifies with its owner's key; version 2 is INVALID with the format's reason, not a crash."""
+    """Version 4 verifies with its owner's key; version 2 is INVALID with the format's reason, not a crash."""
     home = tmp_path / "auditor"
-    run_cli("srs", "import", str(SRS), "--logrows", "15", home=home, check=True)
+    run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
     result = run_cli("verify", str(BUNDLE), "--key", str(OWNER), "--json", home=home)
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["valid"], report
@@ -152,7 +157,7 @@ def test_a_redacted_bundle_reveals_only_what_verification_needs(tmp_path):
     from tests.conftest import save_tiny, tiny_llama
 
     home = tmp_path / "home"
-    run_cli("srs", "import", str(SRS), "--logrows", "15", home=home, check=True)
+    run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
     model = save_tiny(tiny_llama(seed=0), tmp_path / "model")
     bundle = tmp_path / "redacted"
     run_cli("prove", str(model), "--out", str(bundle), "--n-tokens", "8", "--redact", home=home, check=True)

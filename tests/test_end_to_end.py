@@ -19,6 +19,7 @@ from core.fileio import sha256_file
 from tests.conftest import TOKENS, run_cli
 
 pytestmark = pytest.mark.proof
+ENCODE = "proofs/encode.json"
 
 
 def verify(bundle: Path, home: Path, *extra: str) -> tuple[int, dict]:
@@ -38,7 +39,7 @@ def test_bundle_verifies_from_an_independent_verifier(proven):
     assert len(report["facts"]["z"]) == manifest["z"]["dim"]
     assert any("committed weights" in w for w in report["warnings"])
     # The auditor derived its own key, identical to the owner's: the circuit is reproducible.
-    assert report["facts"]["vk_sha256"] == manifest["circuit"]["vk_sha256"]
+    assert report["facts"]["vk_sha256"] == manifest["circuit"]["encode_circuit"]["vk_sha256"]
 
 
 def test_bundle_contents_and_opening(proven):
@@ -134,7 +135,7 @@ def test_commitment_edited(proven, copy):
         manifest["commitment"]["digest"] = sha256_bytes(canonical_json(tensors))
 
     edit_manifest(bundle, swap_points)
-    assert_invalid(bundle, proven, "commitment", "not the one the proof was made for")
+    assert_invalid(bundle, proven, "commitment", "is not about its committed weights")
 
 
 def test_commitment_digest_edited(proven, copy):
@@ -145,41 +146,41 @@ def test_commitment_digest_edited(proven, copy):
 
 def test_proof_from_another_bundle(proven, copy):
     bundle = copy()
-    shutil.copyfile(proven["bundles"][1] / "proof.json", bundle / "proof.json")
-    rehash(bundle, "proof.json")
+    shutil.copyfile(proven["bundles"][1] / ENCODE, bundle / ENCODE)
+    rehash(bundle, ENCODE)
     assert_invalid(bundle, proven, "public output", "differs from the proof's public output")
-    # Same, with z.json taken along: the commitment is what catches it.
+    # Same, with z.json taken along: the links are what catch it.
     shutil.copyfile(proven["bundles"][1] / "z.json", bundle / "z.json")
     rehash(bundle, "z.json")
-    assert_invalid(bundle, proven, "commitment", "not the one the proof was made for")
+    assert_invalid(bundle, proven, "commitment", "does not take in the chunks' outputs")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "bit flip"])
 def test_damaged_proof(proven, copy, damage):
     bundle = copy()
-    path = bundle / "proof.json"
+    path = bundle / ENCODE
     text = path.read_text()
     if damage == "truncated":
         path.write_text(text[: len(text) // 2])
-        rehash(bundle, "proof.json")
+        rehash(bundle, ENCODE)
         assert_invalid(bundle, proven, "proof", "not an EZKL proof")
     elif damage == "garbage":
         path.write_bytes(bytes(range(256)) * 10)
-        rehash(bundle, "proof.json")
+        rehash(bundle, ENCODE)
         assert_invalid(bundle, proven, "proof", "not an EZKL proof")
     else:
         proof = json.loads(text)
         proof["proof"][-40] ^= 0x01
         proof["hex_proof"] = None
         path.write_text(json.dumps(proof))
-        rehash(bundle, "proof.json")
+        rehash(bundle, ENCODE)
         assert_invalid(bundle, proven, "proof", "does not verify")
 
 
 def test_verification_key_from_another_circuit(proven, copy, tmp_path):
     bundle = copy()
     other_vk = next((proven["owner"] / "keys").glob("*/vk.key"))
-    own = bundle / "circuit" / "vk.key"
+    own = bundle / "circuit" / "encode" / "vk.key"
     if sha256_file(other_vk) == sha256_file(own):  # pick a key of a different circuit
         others = [p for p in (proven["owner"] / "keys").glob("*/vk.key") if sha256_file(p) != sha256_file(own)]
         if not others:
@@ -188,7 +189,7 @@ def test_verification_key_from_another_circuit(proven, copy, tmp_path):
         else:
             other_vk = others[0]
     shutil.copyfile(other_vk, own)
-    rehash(bundle, "circuit/vk.key")
+    rehash(bundle, "circuit/encode/vk.key")
     assert_invalid(bundle, proven, "keys", "not the one derived")
 
 
@@ -214,7 +215,7 @@ def test_manifest_not_json(proven, copy):
     assert_invalid(bundle, proven, "manifest", "not valid JSON")
 
 
-@pytest.mark.parametrize("name", ["z.json", "proof.json", "circuit/vk.key", "manifest.json"])
+@pytest.mark.parametrize("name", ["z.json", "proofs/encode.json", "circuit/encode/vk.key", "manifest.json"])
 def test_missing_file(proven, copy, name):
     bundle = copy()
     (bundle / name).unlink()

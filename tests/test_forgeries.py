@@ -1,6 +1,7 @@
 """Bundles forged the ways an audit of `verify` found (issue 17), each refused with a reason and exit 1.
 
-Every case starts from a committed bundle (`tests/data/bundle-v3`, signed by the key it binds), strips its
+Every case starts from a committed bundle (`tests/data/bundle-v4`: 18 chunk proofs and an encode proof,
+signed by the key it binds), strips its
 signature (an attacker re-signs or leaves it unsigned), edits it, re-hashes what it edited, and runs the
 real `noseprint verify` in a subprocess: a refusal must be INVALID, never a crash (exit 3) or a traceback.
 """
@@ -19,7 +20,8 @@ import pytest
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")
-BUNDLE = DATA / "bundle-v3"
+BUNDLE = DATA / "bundle-v4"
+SRS, LOGROWS = DATA / "dev-k12.srs", "12"
 
 pytestmark = pytest.mark.proof  # the commitment check derives the verifier's key (EZKL setup, about 20 s once)
 
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.proof  # the commitment check derives the verifier's ke
 @pytest.fixture(scope="module")
 def auditor(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("auditor")
-    run_cli("srs", "import", str(DATA / "dev-k15.srs"), "--logrows", "15", home=home, check=True)
+    run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
     first = run_cli("verify", str(BUNDLE), "--json", home=home)
     assert first.returncode == 0, first.stdout + first.stderr
     return home
@@ -110,7 +112,7 @@ CRASHERS = {
     "a float where an integer belongs": manifest_with(("circuit", "layout", "layers", 0, "head_dim"), "8.0"),
     "a 5,000-digit integer": manifest_with(("z", "dim"), "9" * 5000),
     "deeply nested JSON": manifest_with(("model", "model_type"), "[" * 50_000 + "]" * 50_000),
-    "NaN": manifest_with(("circuit", "output_scale"), "NaN"),
+    "NaN": manifest_with(("circuit", "partial_scale"), "NaN"),
 }
 
 
@@ -120,7 +122,7 @@ def test_manifests_that_crashed_the_verifier(name, auditor, tmp_path):
     assert report["failed_check"] == "manifest", report
 
 
-@pytest.mark.parametrize("member", ["tokens.json", "z.json", "proof.json"])
+@pytest.mark.parametrize("member", ["tokens.json", "z.json", "proofs/encode.json", "proofs/chunks/layer0.vo.1.json"])
 @pytest.mark.parametrize("content", ["[" * 50_000, '{"tokens": [{"id": 1.5}], "z": [1.5], "z_raw": [0]}', "9" * 5000])
 def test_member_files_that_crashed_the_verifier(member, content, auditor, tmp_path):
     def edit(target: Path, _: dict) -> None:
@@ -154,30 +156,120 @@ def test_a_linked_manifest_is_refused(auditor, tmp_path):
 
 
 @pytest.mark.parametrize("name", list(PREFIXES) + ["none"])
-def test_commitments_in_proof_is_exact_not_prefix(name, auditor, monkeypatch):
-    """The function the commitment check rests on: before the fix it accepted all of these."""
-    from circuits.proving import commitments_in_proof
+def test_commitments_match_is_exact_not_prefix(name, auditor, monkeypatch):
+    """The function the link checks rest on: EZKL's swap writes over the first commitments only, so a short
+    list would change nothing and pass; the verifier counts first, and this shows why it must."""
+    from circuits.proving import commitments_match
 
     monkeypatch.setenv("NOSEPRINT_HOME", str(auditor))
-    tensors = json.loads((BUNDLE / "manifest.json").read_text())["commitment"]["tensors"]
-    expected = [1] * len(tensors)  # each tensor of this tiny layout is one KZG point (checked just below)
-    assert commitments_in_proof(BUNDLE / "proof.json", [t["points"] for t in tensors], expected)
-    forged = [] if name == "none" else PREFIXES[name](tensors)
-    assert not commitments_in_proof(BUNDLE / "proof.json", [t["points"] for t in forged], expected)
+    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    tensors = {t["name"]: t for t in manifest["commitment"]["tensors"]}
+    entry = manifest["proofs"]["chunks"][0]  # layer0.qk.0: embedding, norm, q and k blocks, then its blinding
+    own = [tensors[name] for name in ("embedding", "layer0.attn_norm", "layer0.q.0", "layer0.k.0")]
+    inputs = [t["points"] for t in own] + [entry["blinding_points"]]
+    proof = BUNDLE / entry["file"]
+    assert commitments_match(proof, inputs, [entry["output_points"]])
+    forged = [] if name == "none" else PREFIXES[name](own)
+    swapped = commitments_match(proof, [t["points"] for t in forged] + [entry["blinding_points"]], [])
+    # Merged lists spell the same points in the same order: the swap alone cannot tell, the counts can.
+    assert swapped is (name == "two merged into one entry")
+    other = manifest["proofs"]["chunks"][1]["output_points"]
+    assert not commitments_match(proof, inputs, [other]), "another chunk's output is not this chunk's link"
 
 
 def test_points_per_input_follows_ezkl(auditor, monkeypatch):
-    """`usable_commit_rows` finds EZKL's column height by asking EZKL; the fixture's k15 key has 2^15 - 6."""
+    """`usable_commit_rows` finds EZKL's column height by asking EZKL; the fixture's k12 keys have 2^12 - 6."""
     from circuits import srs as srs_store
     from circuits.keys import Keys
     from circuits.proving import points_per_input, usable_commit_rows
 
     monkeypatch.setenv("NOSEPRINT_HOME", str(auditor))
-    (folder,) = (auditor / "keys").iterdir()
+    folder = next((auditor / "keys").iterdir())
     keys = Keys(folder / "vk.key", None, folder / "settings.json", "", False)
-    usable = usable_commit_rows(keys, srs_store.require(15))
-    assert usable == (1 << 15) - 6
+    usable = usable_commit_rows(keys, srs_store.require(int(LOGROWS)))
+    assert usable == (1 << int(LOGROWS)) - 6
     assert [points_per_input(n, usable) for n in (1, usable - 1, usable, 2 * usable)] == [1, 1, 2, 3]
+
+
+def chunk_entries(manifest: dict) -> list[dict]:
+    return manifest["proofs"]["chunks"]
+
+
+def replace_chunk_proof(target: Path, manifest: dict) -> None:
+    """Chunk 0's proof file holds chunk 1's proof (same shape, same key: it verifies on its own)."""
+    first, second = chunk_entries(manifest)[:2]
+    (target / first["file"]).write_bytes((target / second["file"]).read_bytes())
+
+
+def swap_chunk_files(target: Path, manifest: dict) -> None:
+    first, second = (target / e["file"] for e in chunk_entries(manifest)[:2])
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+
+
+def swap_chunk_entries(_: Path, manifest: dict) -> None:
+    chunks = chunk_entries(manifest)
+    chunks[0], chunks[1] = chunks[1], chunks[0]
+
+
+def swap_chunk_links(_: Path, manifest: dict) -> None:
+    """Both chunks' entries and their links swapped, so the encode proof's inputs look re-ordered too."""
+    chunks = chunk_entries(manifest)
+    chunks[0]["output_points"], chunks[1]["output_points"] = chunks[1]["output_points"], chunks[0]["output_points"]
+
+
+def drop_chunk(target: Path, manifest: dict) -> None:
+    dropped = chunk_entries(manifest).pop(4)
+    (target / dropped["file"]).unlink()
+    del manifest["files"][dropped["file"]]
+
+
+def change_link(_: Path, manifest: dict) -> None:
+    """A link commitment replaced by another valid point (the next chunk's output)."""
+    chunks = chunk_entries(manifest)
+    chunks[2]["output_points"] = list(chunks[3]["output_points"])
+
+
+def flip_chunk_proof(target: Path, manifest: dict) -> None:
+    path = target / chunk_entries(manifest)[5]["file"]
+    proof = json.loads(path.read_text())
+    proof["proof"][-40] ^= 0x01
+    proof["hex_proof"] = None
+    path.write_text(json.dumps(proof))
+
+
+CHUNK_FORGERIES = {
+    "a chunk proof replaced by another chunk's": (
+        replace_chunk_proof,
+        "commitment",
+        "layer0.qk.0's proof is not about",
+    ),
+    "two chunk proofs swapped": (swap_chunk_files, "commitment", "layer0.qk.0's proof is not about"),
+    "two chunks swapped in the manifest": (swap_chunk_entries, "commitment", "is listed as layer0.qk.1"),
+    "two links swapped": (swap_chunk_links, "commitment", "layer0.qk.0's proof is not about"),
+    "a chunk dropped": (drop_chunk, "commitment", "17 chunk proofs; the chunk plan has 18"),
+    "a link commitment changed": (change_link, "commitment", "layer0.qk.2's proof is not about"),
+    "a chunk proof damaged": (flip_chunk_proof, "proof", "layer0.vo.2's proof does not verify"),
+}
+
+
+@pytest.mark.parametrize("name", list(CHUNK_FORGERIES))
+def test_chunk_forgeries_are_refused_with_the_chunk_named(name, auditor, tmp_path):
+    edit, check, words = CHUNK_FORGERIES[name]
+    report = refused(forge(tmp_path / "b", edit), auditor)
+    assert report["failed_check"] == check and words in report["reason"], report
+
+
+def test_the_encode_proof_must_take_the_listed_links(auditor, tmp_path):
+    """Links changed consistently in a chunk entry would still have to be the encode proof's inputs: the
+    owner commitment point moved into a chunk's place is refused by the encode proof's check."""
+
+    def edit(_: Path, manifest: dict) -> None:
+        manifest["proofs"]["encode"]["owner_points"] = list(chunk_entries(manifest)[0]["output_points"])
+
+    report = refused(forge(tmp_path / "b", edit), auditor)
+    assert report["failed_check"] == "commitment" and "encode proof" in report["reason"], report
 
 
 def edit_json(member: str, change: Callable[[dict], None]) -> Callable[[Path, dict], None]:
@@ -192,10 +284,19 @@ def edit_json(member: str, change: Callable[[dict], None]) -> Callable[[Path, di
 
 UNPROVEN_EDITS = {
     "settings with range checks on": (
-        edit_json("circuit/settings.json", lambda s: s["run_args"].update(ignore_range_check_inputs_outputs=False)),
+        edit_json(
+            "circuit/encode/settings.json", lambda s: s["run_args"].update(ignore_range_check_inputs_outputs=False)
+        ),
         "keys",
     ),
-    "settings at logrows 20": (edit_json("circuit/settings.json", lambda s: s["run_args"].update(logrows=20)), "keys"),
+    "settings at logrows 20": (
+        edit_json("circuit/chunk1/settings.json", lambda s: s["run_args"].update(logrows=20)),
+        "keys",
+    ),
+    "a chunking other than the proofs'": (
+        edit_json("manifest.json", lambda m: m["circuit"]["chunking"].update(ffn_rows=48)),
+        "circuit",
+    ),
     "another commitment scheme": (
         edit_json("manifest.json", lambda m: m["commitment"].update(scheme="noseprint-kzg-unblinded/v0")),
         "commitment",
@@ -228,10 +329,10 @@ def test_claims_are_reported_apart_from_facts(auditor, tmp_path):
 
 def test_check_opening_binds_the_bundles_token_ids(auditor, tmp_path):
     """The opening's token ids must be the bundle's: otherwise the bundle could name tokens it never committed."""
-    from tests.conftest import save_tiny, tiny_llama
+    from tests.conftest import chunky_llama, save_tiny
 
-    model = save_tiny(tiny_llama(seed=0), tmp_path / "model")  # the fixture's model, rebuilt from its seed
-    opening = DATA / "bundle-v3.opening.json"
+    model = save_tiny(chunky_llama(seed=0), tmp_path / "model")  # the fixture's model, rebuilt from its seed
+    opening = DATA / "bundle-v4.opening.json"
     same = run_cli("check-opening", str(BUNDLE), str(model), "--opening", str(opening), home=auditor)
     assert same.returncode == 0 and "MATCH" in same.stdout, same.stdout + same.stderr
 
@@ -266,9 +367,9 @@ def test_a_stolen_bundle_re_signed_by_another_key_is_refused(auditor, tmp_path):
     assert report["failed_check"] == "public output" and "another owner key" in report["reason"], report
 
     db = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
-    attempt = run_cli("registry", "add", str(stolen), "--db", db, "--srs", str(DATA / "dev-k15.srs"), home=auditor)
+    attempt = run_cli("registry", "add", str(stolen), "--db", db, "--srs", str(SRS), home=auditor)
     assert attempt.returncode == 1, attempt.stdout + attempt.stderr
-    real = run_cli("registry", "add", str(BUNDLE), "--db", db, "--srs", str(DATA / "dev-k15.srs"), home=auditor)
+    real = run_cli("registry", "add", str(BUNDLE), "--db", db, "--srs", str(SRS), home=auditor)
     assert real.returncode == 0, real.stdout + real.stderr
 
 
@@ -278,7 +379,7 @@ def test_other_term_shifts_are_refused(tmp_path, monkeypatch):
     from dataclasses import replace
 
     import prover.prove as prove_step
-    from circuits.build import cached_circuit
+    from circuits.chunked import build_chunked
     from circuits.keys import ensure_keys
     from core.layout import with_term_shifts
     from encoder import release
@@ -286,16 +387,16 @@ def test_other_term_shifts_are_refused(tmp_path, monkeypatch):
     from tests.conftest import save_tiny, tiny_llama
     from verifier.checks import verify_bundle
 
-    def grind(plan, progress):
+    def grind(plan, partials, progress):
         layout = with_term_shifts(plan.layout, [shift + 1 for shift in plan.layout.term_shifts])
-        circuit = cached_circuit(layout, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
-        ground = replace(plan, layout=layout, circuit=circuit)
-        return ground, ensure_keys(circuit, plan.srs, need_pk=True)
+        circuits = build_chunked(layout, plan.chunking, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
+        ground = replace(plan, layout=layout, circuits=circuits)
+        return ground, ensure_keys(circuits.encode, plan.srs, need_pk=True)
 
     monkeypatch.setattr(prove_step, "settle_shifts", grind)
     model = save_tiny(tiny_llama(seed=0), tmp_path / "model")
     out = tmp_path / "ground"
-    prove_model(ProveOptions(model, out, token_count=8, srs_file=DATA / "dev-k15.srs"))
-    report = verify_bundle(out, srs_file=DATA / "dev-k15.srs")
+    prove_model(ProveOptions(model, out, token_count=8, srs_file=SRS))
+    report = verify_bundle(out, srs_file=SRS)
     assert not report.valid and report.failed_check == "public output", report.to_dict()
     assert "is not the minimal one" in str(report.reason)

@@ -76,7 +76,7 @@ def test_parse_tokens(data):
 
 
 @FAST
-@given(targets.file_bytes(targets.real("proof.json")))
+@given(targets.file_bytes(targets.real("proofs/encode.json")))
 def test_parse_proof(data):
     targets.proof_from_bytes(data)
 

@@ -9,12 +9,7 @@ workers import `test_schedule` (and the project's packages) straight from this c
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,57 +122,14 @@ def test_jobs_must_be_positive():
         Scheduler(jobs=0)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    """A one-node Ray cluster on loopback, 2 CPUs, started from this checkout; yields its address.
-
-    `ray start --block` runs in its own session and is stopped by signalling that one process (its node then
-    stops the daemons it started), not with `ray stop`, which kills every Ray process on the machine, other
-    users' clusters included. Its temp dir is private, so "auto" elsewhere never finds this cluster.
-    """
+    """A one-node Ray cluster on loopback, 2 CPUs, started from this checkout (`bench.ray_local`)."""
     pytest.importorskip("ray")
-    ray_exe = Path(sys.executable).with_name("ray")
-    port = free_port()
-    temp_dir = Path(tempfile.mkdtemp(prefix="ray-"))  # short: Ray's unix socket paths must fit in 107 bytes
-    log = (temp_dir / "start.log").open("w")
-    command = [
-        str(ray_exe), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-        "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
-        f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-        f"--object-store-memory={RAY_OBJECT_STORE_BYTES}",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
-    head = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_head(head, temp_dir / "start.log")
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_head(head)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    from bench.ray_local import local_cluster
 
-
-def wait_for_head(head: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + RAY_START_TIMEOUT_S
-    while "Ray runtime started" not in log.read_text():
-        if head.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"ray start did not come up:\n{log.read_text()}")
-        time.sleep(RAY_POLL_S)
-
-
-def stop_head(head: subprocess.Popen) -> None:
-    head.send_signal(signal.SIGTERM)
-    try:
-        head.wait(RAY_STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)  # the session this fixture started, and only it
-        head.wait()
+    with local_cluster(head_cpus=2, extra_path=[ROOT / "tests"]) as address:
+        yield address
 
 
 @pytest.mark.ray
@@ -206,6 +158,8 @@ def test_a_failing_ray_task_is_named_with_its_own_message(ray_cluster):
 
 def test_an_unreachable_ray_address_is_a_usage_error_in_seconds():
     pytest.importorskip("ray")
+    from bench.ray_local import free_port
+
     address = f"127.0.0.1:{free_port()}"  # bound and released: nothing listens there now
     started = time.monotonic()
     with pytest.raises(UsageError, match=f"no Ray cluster answers at {address}"):

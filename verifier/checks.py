@@ -447,6 +447,7 @@ def check_commitment(ctx: Context) -> None:
             raise Invalid("commitment", f"chunk proof {chunk.index} is listed as {entry['name']}, not {chunk.name}")
         if len(entry["output_points"]) != partial_points or len(entry["blinding_points"]) != 1:
             raise Invalid("commitment", f"chunk {chunk.name} lists the wrong number of commitment points")
+        _proof_json(ctx, entry["file"], f"chunk {chunk.name}'s proof")  # a readable proof, before its links
         inputs = [tensors[piece.name] for piece in chunk.pieces] + [entry["blinding_points"]]
         if not _commitments_match(ctx, entry["file"], inputs, [entry["output_points"]]):
             raise Invalid(
