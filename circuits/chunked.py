@@ -1,9 +1,11 @@
 """Build the circuits of a chunked fingerprint from public facts: one per chunk shape, and the encode circuit.
 
 Linked circuits must share logrows (a `polycommit` commitment is computed over 2^logrows rows, so the
-same values committed at another size give another point): every circuit is first exported and its rows
-counted, then all are compiled at the largest logrows any of them needs. The encode circuit takes the
-chunks' outputs at their output scale, which EZKL decides; all chunk shapes must agree on it.
+same values committed at another size give another point): every chunk circuit is first exported and its
+rows counted, then all circuits are compiled at the largest logrows a chunk needs. The chunks are the many
+proofs, and a proof's fixed cost follows 2^logrows; the one encode proof spreads over more column blocks
+instead (measured: BENCHMARKS.md, "Chunked proofs"). The encode circuit takes the chunks' outputs at their
+output scale, which EZKL decides; all chunk shapes must agree on it.
 
 The prover and the verifier both call `build_chunked`; each circuit is cached by what it was built from.
 """

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking
 from core.errors import UsageError
-from noseprint.console import CatchingGroup, JsonOption, emit_json, err, out, stepper
+from noseprint.console import CatchingGroup, JsonOption, emit_json, err, out, step_lines
 from noseprint.registry_cli import registry_app
 
 if TYPE_CHECKING:
@@ -95,8 +95,7 @@ def prove(
         model_dir, out_dir, opening, n_tokens, tokens, allow_pickle, force, srs, init_dev_srs, generator, sign,
         prove_image, thumbnail, owner, redact, Scheduler(jobs, ray), work, chunk_weights, parse_chunking(chunking),
     )  # fmt: skip
-    with err.status("starting…") as status:
-        result = prove_model(options, progress=stepper(status))
+    result = prove_model(options, progress=step_lines)
     m = result.manifest
     summary = {
         "bundle": str(result.bundle),
@@ -291,12 +290,12 @@ def demo(
     from verifier.checks import verify_bundle
 
     model_dir, bundle = work / "model", work / "bundle"
-    with err.status("writing the demo model…") as status:
-        if not (model_dir / "config.json").exists() or force:
-            write_demo_model(model_dir)
-        options = ProveOptions(model_dir, bundle, force=force, init_dev_srs=True)
-        result = prove_model(options, progress=stepper(status))
-        status.update("[bold]verifying…")
+    step_lines("writing the demo model")
+    if not (model_dir / "config.json").exists() or force:
+        write_demo_model(model_dir)
+    options = ProveOptions(model_dir, bundle, force=force, init_dev_srs=True)
+    result = prove_model(options, progress=step_lines)
+    with err.status("[bold]verifying…"):
         report = verify_bundle(bundle)
     if not as_json:
         out.print(f"[green]demo bundle:[/] {result.bundle}  (picture: {result.bundle / 'fingerprint.png'})")
@@ -452,6 +451,9 @@ def plan(
     chunk_weights: Annotated[
         int, typer.Option(min=1024, help="Most weights one chunk proof takes (as for `prove`).")
     ] = DEFAULT_CHUNK_WEIGHTS,
+    chunking: Annotated[
+        str | None, typer.Option(help="K/V heads and FFN rows per chunk, as KV:FFN (as for `prove`).")
+    ] = None,
     n_tokens: Annotated[int, typer.Option(min=4, max=256, help="How many tokens to fingerprint.")] = 16,
     calibration: Annotated[
         Path | None, typer.Option(help="Calibration table measured on your machine (bench/calibrate.py --write --out).")
@@ -464,15 +466,18 @@ def plan(
     from rich.table import Table
 
     from circuits.calibration import load_calibration
-    from core.chunks import choose_chunking
+    from core.chunks import choose_chunking, chunking_errors
     from models.weights import read_layout
     from prover.estimate import estimate
 
     layout = read_layout(model_dir, n_tokens)
     table = load_calibration(calibration)
     with err.status("counting the chunk circuits' rows (seconds per shape, cached)…"):
-        chunking = choose_chunking(layout, chunk_weights)
-        result = estimate(layout, chunking, nodes, cores or os.cpu_count() or 1, table, memory_gb)
+        split = parse_chunking(chunking) or choose_chunking(layout, chunk_weights)
+        problems = chunking_errors(layout, split)
+        if problems:
+            raise UsageError(f"this chunking does not fit the model: {problems[0]}")
+        result = estimate(layout, split, nodes, cores or os.cpu_count() or 1, table, memory_gb)
     if as_json:
         return emit_json(result.to_dict())
     grid = Table(title=f"{result.chunks:,} chunk proofs and an encode proof, logrows {result.logrows}")
@@ -486,8 +491,8 @@ def plan(
         )  # fmt: skip
     out.print(grid)
     out.print(
-        f"{result.weights:,} weights committed; a chunk takes {chunking.kv_heads} K/V head(s) or "
-        f"{chunking.ffn_rows} FFN rows",
+        f"{result.weights:,} weights committed; a chunk takes {split.kv_heads} K/V head(s) or "
+        f"{split.ffn_rows} FFN rows",
         highlight=False,
     )
     out.print(

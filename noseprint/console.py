@@ -62,5 +62,11 @@ def stepper(status: Status) -> Callable[[str], None]:
     return lambda message: status.update(f"[bold]{message}…")
 
 
+def step_lines(message: str) -> None:
+    """A progress callback that prints each step on its own line: for commands whose long steps draw their own
+    progress bar (chunk proofs), which a spinner would garble."""
+    err.print(f"[bold]{message}…", highlight=False)
+
+
 def emit_json(value: Any) -> None:
     print(json.dumps(value, indent=2))

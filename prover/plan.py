@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from circuits import srs as srs_store
 from circuits.chunked import ChunkedCircuits, build_chunked
-from circuits.commitment import commit_pieces, output_blinding, quantised_tensors
+from circuits.commitment import commit_pieces, output_blinding, quantised_tensors, random_blinding
 from circuits.graph import choose_term_shifts
 from circuits.settings import INPUT_SCALE
 from circuits.srs import Srs
@@ -183,7 +183,7 @@ def plan_proof(options: ProveOptions, progress: Progress, clock: Stopwatch) -> P
     chunks = plan_chunks(layout, chunking)
     pieces = committed_pieces(chunks)
     fresh = {
-        "blinding": commit_pieces(quantised, pieces)[1],
+        "blinding": {piece.name: random_blinding(piece.blinding_count) for piece in pieces},
         "output_blinding": {chunk.name: output_blinding(chunk) for chunk in chunks},
     }
     state = work.open(work_identity(model, quantised, circuits, srs), fresh)

@@ -38,6 +38,10 @@ LAYOUTS = {
     "multi-query, gated": LayerShape(hidden=32, heads=4, kv_heads=1, head_dim=8, ffn=96, gated=True),
 }
 CHUNKINGS = [Chunking(1, 16), Chunking(1, 8), Chunking(3, 48)]
+COARSE, COARSE_CHUNKS = "3:16", 10
+"""The Ray test's split of the chunky model: one attention chunk a term, three FFN chunks (the fixture's FFN
+chunk shape), five a layer."""
+KILL_AFTER = 2
 
 
 def random_tensors(layout: CircuitLayout, seed: int) -> dict[str, np.ndarray]:
@@ -128,7 +132,7 @@ def test_a_prove_on_ray_killed_part_way_resumes_and_verifies(tmp_path):
     run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
     model = save_tiny(chunky_llama(seed=1), tmp_path / "model")
     bundle, work = tmp_path / "bundle", tmp_path / "work"
-    args = ["prove", str(model), "--out", str(bundle), "--n-tokens", TOKENS, "--chunking", CHUNKING]
+    args = ["prove", str(model), "--out", str(bundle), "--n-tokens", TOKENS, "--chunking", COARSE]
     args += ["--work", str(work), "--json"]
     env = {"NOSEPRINT_HOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(home)}
     with local_cluster(head_cpus=2) as address:
@@ -137,28 +141,28 @@ def test_a_prove_on_ray_killed_part_way_resumes_and_verifies(tmp_path):
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 900
-        while len(chunk_files(work)) < 3:
+        while len(chunk_files(work)) < KILL_AFTER:
             assert prover.poll() is None, prover.communicate()
             assert time.monotonic() < deadline, "no chunk proof appeared"
             time.sleep(0.5)
         os.killpg(prover.pid, signal.SIGKILL)
         prover.wait()
     kept = chunk_files(work)
-    assert not bundle.exists() and 3 <= len(kept) < 18
+    assert not bundle.exists() and KILL_AFTER <= len(kept) < COARSE_CHUNKS
     for path in kept:
         json.loads(path.read_text())  # each file whole, never half-written
     resumed = run_cli(*args, "--jobs", "2", home=home, check=True)
     summary = json.loads(resumed.stdout)
-    assert summary["chunks_reused"] == len(kept) and summary["chunks_proven"] == 18 - len(kept), summary
+    assert summary["chunks_reused"] == len(kept) and summary["chunks_proven"] == COARSE_CHUNKS - len(kept), summary
     assert not work.exists(), "the work folder goes once its proofs are in the bundle"
     report = json.loads(run_cli("verify", str(bundle), "--json", home=home).stdout)
-    assert report["valid"] and report["facts"]["proofs_verified"] == 19, report
+    assert report["valid"] and report["facts"]["proofs_verified"] == COARSE_CHUNKS + 1, report
 
     spliced = tmp_path / "spliced"
     shutil.copytree(FIXTURE, spliced)
     for name in ("attestation.dsse.json", "signer.pub"):
         (spliced / name).unlink()
-    member = "proofs/chunks/layer1.vo.1.json"
+    member = "proofs/chunks/layer1.ffn.1.json"  # the same FFN chunk shape in both plans
     shutil.copyfile(bundle / member, spliced / member)
     manifest = json.loads((spliced / "manifest.json").read_text())
     from core.fileio import sha256_file
@@ -166,7 +170,7 @@ def test_a_prove_on_ray_killed_part_way_resumes_and_verifies(tmp_path):
     manifest["files"][member] = sha256_file(spliced / member)
     (spliced / "manifest.json").write_text(json.dumps(manifest))
     report = json.loads(run_cli("verify", str(spliced), "--json", home=home).stdout)
-    assert report["failed_check"] == "commitment" and "layer1.vo.1's proof is not about" in report["reason"], report
+    assert report["failed_check"] == "commitment" and "layer1.ffn.1's proof is not about" in report["reason"], report
 
 
 def test_a_work_folder_of_another_model_is_refused(tmp_path):
