@@ -3,6 +3,7 @@
     python -m bench.calibrate                                      # hidden 384 (all-MiniLM-L6-v2's width)
     python -m bench.calibrate --hidden 64 --chunk-weights 16384 65536 --write
     python -m bench.calibrate --from-checkpoint DIR --chunks 3     # real chunks of a checkpoint, measured vs plan
+    python -m bench.calibrate --llama-7b-width --kinds ffn --chunks 3   # chunks at hidden 4096, measured vs plan
 
 For each `--chunk-weights` value: a random LLaMA-architecture model of width `--hidden` (`models.demo_model`,
 two layers, 16 tokens), its chunk plan, the chunk circuit of its largest shape compiled at the logrows
@@ -13,7 +14,10 @@ proving key size and peak memory. `--write` replaces circuits/calibration.json (
 measured, the machine and this command; `--out FILE` writes another table (`noseprint plan --calibration`).
 
 `--from-checkpoint DIR --chunks N` proves N chunks of a real checkpoint (round robin over its chunk shapes;
-`bench/big_checkpoint.py` writes a 7B-shaped one) and prints each beside `noseprint plan`'s prediction.
+`bench/big_checkpoint.py` writes a 7B-shaped one) and prints each beside `noseprint plan`'s prediction;
+`--llama-7b-width` writes that checkpoint itself (two layers are enough: a chunk's shape depends on the width,
+not the depth) and `--kinds` keeps only some shapes (an attention chunk at hidden 4096 is a whole K/V head,
+about 1M weights: mind the memory).
 `--cores N` gives each child N threads (RAYON_NUM_THREADS) and records N; otherwise every core of the machine.
 """
 
@@ -44,6 +48,11 @@ TOKENS = 16
 HEAD_DIM = 32
 """all-MiniLM-L6-v2's: its 384 wide layers have 12 heads of 32."""
 GB = 2**30
+LLAMA_7B_HIDDEN, LLAMA_7B_FFN, LLAMA_7B_HEADS = 4096, 11008, 32
+WIDTH_CHECK_LAYERS = 2
+"""The fingerprint reads the last two layers."""
+WIDTH_CHECK_VOCAB = 31_997
+"""Words for the tokenizer, as bench/big_checkpoint.py (its vocabulary is LLaMA-2's 32,000 with specials)."""
 
 
 @dataclass
@@ -167,7 +176,7 @@ def sweep(args: argparse.Namespace, scratch: Path) -> list[dict]:
     model = demo_model(scratch / "model", args.hidden, args.heads, args.kv_heads, args.ffn)
     points: list[dict] = []
     measured: dict[tuple, dict] = {}
-    for size in args.chunk_weights:
+    for size in args.chunk_weights or DEFAULT_SIZES:
         prep = prepare(model, size, args.tokens)
         shape = max(prep.shapes, key=lambda s: prep.rows[s])
         key = (shape, prep.logrows)
@@ -199,18 +208,27 @@ def print_curve(points: list[dict]) -> None:
 def from_checkpoint(args: argparse.Namespace, scratch: Path) -> list[dict]:
     """N real chunks of a checkpoint, round robin over its shapes, each beside the plan's prediction."""
     from circuits.calibration import load_calibration
+    from core.chunks import DEFAULT_CHUNK_WEIGHTS
     from prover.estimate import estimate
 
-    size = args.chunk_weights[0]
-    prep = prepare(args.from_checkpoint, size, args.tokens)
+    size = args.chunk_weights[0] if args.chunk_weights else DEFAULT_CHUNK_WEIGHTS
+    checkpoint = args.from_checkpoint
+    if checkpoint is None:
+        from bench.big_checkpoint import synthesize
+
+        checkpoint = scratch / "llama-7b-width"
+        synthesize(checkpoint, LLAMA_7B_HIDDEN, LLAMA_7B_FFN, WIDTH_CHECK_LAYERS, LLAMA_7B_HEADS, WIDTH_CHECK_VOCAB)
+        print(f"wrote a LLaMA-2-7B-width checkpoint of {WIDTH_CHECK_LAYERS} layers", file=sys.stderr)
+    prep = prepare(checkpoint, size, args.tokens)
     table = load_calibration(args.calibration)
     plan = estimate(prep.layout, prep.chunking, 1, table.cores, table)
     print(
         f"plan: {plan.chunks:,} chunks of {len(plan.shapes)} shapes at logrows {plan.logrows}, "
         f"{plan.core_hours:,.1f} core-hours (calibration: {table.machine}, {table.measured})"
     )
-    rounds = max(len([c for c in prep.chunks if c.shape == s]) for s in prep.shapes)
-    order = [c for i in range(rounds) for s in prep.shapes for c in [c for c in prep.chunks if c.shape == s][i : i + 1]]
+    kinds = [s for s in prep.shapes if not args.kinds or s.kind in args.kinds]
+    rounds = max(len([c for c in prep.chunks if c.shape == s]) for s in kinds)
+    order = [c for i in range(rounds) for s in kinds for c in [c for c in prep.chunks if c.shape == s][i : i + 1]]
     points = measure(prep, order[: args.chunks], args.cores, scratch, size)
     predicted = {shape.kind: cost for shape, cost in zip(prep.shapes, plan.shapes, strict=True)}
     print(f"{'chunk':>18} {'rows':>10} {'logrows':>7}   measured / predicted: setup s, prove s, pk GB, peak GB")
@@ -259,9 +277,13 @@ def main() -> None:
     parser.add_argument("--kv-heads", type=int, help="default: heads")
     parser.add_argument("--ffn", type=int, help="default: 4 x hidden")
     parser.add_argument("--tokens", type=int, default=TOKENS)
-    parser.add_argument("--chunk-weights", type=int, nargs="+", default=DEFAULT_SIZES)
+    parser.add_argument(
+        "--chunk-weights", type=int, nargs="+", help=f"default: {DEFAULT_SIZES}; one size (prove's) for real chunks"
+    )
     parser.add_argument("--cores", type=int, help="threads per proof (RAYON_NUM_THREADS); default: every core")
     parser.add_argument("--from-checkpoint", type=Path, help="prove chunks of this checkpoint instead")
+    parser.add_argument("--llama-7b-width", action="store_true", help="prove chunks of a LLaMA-2-7B-width model")
+    parser.add_argument("--kinds", nargs="+", choices=["qk", "vo", "ffn"], help="only chunks of these kinds")
     parser.add_argument("--chunks", type=int, default=3, help="with --from-checkpoint: how many chunks")
     parser.add_argument("--calibration", type=Path, help="with --from-checkpoint: the table to predict with")
     parser.add_argument("--write", action="store_true", help="replace the calibration table with these points")
@@ -273,8 +295,9 @@ def main() -> None:
     if args.one:
         return child(args.one[0], Path(args.one[1]))
     with tempfile.TemporaryDirectory(prefix="noseprint-calibrate-") as tmp:
-        points = from_checkpoint(args, Path(tmp)) if args.from_checkpoint else sweep(args, Path(tmp))
-    if not args.from_checkpoint:
+        real = args.from_checkpoint or args.llama_7b_width
+        points = from_checkpoint(args, Path(tmp)) if real else sweep(args, Path(tmp))
+    if not real:
         print_curve(points)
     if args.write:
         from circuits.calibration import CALIBRATION_FILE

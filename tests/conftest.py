@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,38 @@ def tiny_gpt2(seed: int = 0, hidden: int = 16, heads: int = 2, layers: int = 3, 
 def isolated_home(tmp_path_factory, monkeypatch):
     """Each test gets an empty NOSEPRINT_HOME (its SRS store and key cache), never the user's."""
     monkeypatch.setenv("NOSEPRINT_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+DATA = Path(__file__).with_name("data")
+FIXTURE_BUNDLE = DATA / "bundle-v4"
+"""The committed bundle (`python -m tests.make_fixture_bundle`): the chunky llama, 18 chunk proofs, one encode proof."""
+FIXTURE_SRS, FIXTURE_LOGROWS = DATA / "dev-k12.srs", "12"
+
+
+def linked_copy(home: Path, target: Path) -> Path:
+    """A NOSEPRINT_HOME that starts as `home`, its files hard links: the SRS and the cached keys come without
+    paying EZKL setup again (keys are content-addressed and never rewritten in place: a new key lands in a new
+    folder), and what the test writes stays its own."""
+    shutil.copytree(home, target, copy_function=os.link)
+    return target
+
+
+@pytest.fixture(scope="session")
+def fixture_auditor(tmp_path_factory) -> Path:
+    """An auditor's home that has verified the committed bundle once, deriving its verification keys itself:
+    the slow half of every later verify of it. Tests take a `linked_copy`."""
+    home = tmp_path_factory.mktemp("fixture-auditor")
+    run_cli("srs", "import", str(FIXTURE_SRS), "--logrows", FIXTURE_LOGROWS, home=home, check=True)
+    first = run_cli("verify", str(FIXTURE_BUNDLE), "--json", home=home)
+    report = json.loads(first.stdout)
+    assert first.returncode == 0 and report["valid"] and report["facts"]["vk_derived_now"], report
+    return home
+
+
+@pytest.fixture
+def fixture_home(fixture_auditor, tmp_path) -> Path:
+    """This test's own copy of `fixture_auditor`."""
+    return linked_copy(fixture_auditor, tmp_path / "fixture-auditor")
 
 
 @pytest.fixture(scope="session")
@@ -248,7 +281,5 @@ def signed(proven, tmp_path_factory):
     for name, source in (("base0", proven["bundles"][0]), ("base1", proven["bundles"][1])):
         shutil.copytree(source, bundles[name])
         run_cli("sign", str(bundles[name]), "--key", str(root / "owner.key"), home=owner, check=True)
-    logrows = proven["logrows"]
-    srs_file = owner / "srs" / f"k{logrows}.srs"
-    run_cli("srs", "import", str(srs_file), "--logrows", str(logrows), home=home, check=True)
+    linked_copy(proven["auditor"], home)  # an auditor's SRS and derived keys, not the owner's
     return {"root": root, "home": home, "owner": owner, "key": root / "owner.key", "bundles": bundles}

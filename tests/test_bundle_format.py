@@ -24,7 +24,6 @@ BUNDLE = DATA / "bundle-v4"
 OWNER = DATA / "bundle-v4.owner.pub"
 OLD_BUNDLE = DATA / "bundle-v2"
 """Proven and signed by the code before issue 18 (format version 2: no norms, not rotation-invariant)."""
-SRS, LOGROWS = DATA / "dev-k12.srs", "12"
 
 
 def manifest_data() -> dict:
@@ -131,14 +130,13 @@ def test_source_kinds(tmp_path):
 
 
 @pytest.mark.proof
-def test_the_committed_bundle_verifies_and_the_old_one_says_why_not(tmp_path):
+def test_the_committed_bundle_verifies_and_the_old_one_says_why_not(fixture_home, tmp_path):
     """Version 4 verifies with its owner's key; version 2 is INVALID with the format's reason, not a crash."""
-    home = tmp_path / "auditor"
-    run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
+    home = fixture_home
     result = run_cli("verify", str(BUNDLE), "--key", str(OWNER), "--json", home=home)
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["valid"], report
-    assert report["facts"]["signer_demanded"] and report["facts"]["vk_derived_now"]
+    assert report["facts"]["signer_demanded"] and not report["facts"]["vk_derived_now"]
     assert report["facts"]["owner_keyid"] == report["facts"]["signer_keyid"]
     old = run_cli("verify", str(OLD_BUNDLE), "--json", home=home)
     assert old.returncode == 1 and "version 2 bundle" in json.loads(old.stdout)["reason"]
@@ -152,13 +150,13 @@ def test_the_committed_bundle_verifies_and_the_old_one_says_why_not(tmp_path):
 
 
 @pytest.mark.proof
-def test_a_redacted_bundle_reveals_only_what_verification_needs(tmp_path):
-    """--redact: no model type, family, depth, layer numbers or token strings; still VALID, claims empty."""
-    from tests.conftest import save_tiny, tiny_llama
+def test_a_redacted_bundle_reveals_only_what_verification_needs(proven, tmp_path):
+    """--redact: no model type, family, depth, layer numbers or token strings; still VALID, claims empty.
+    Proven in a copy of the session owner's home: the same shape, so its keys are cached."""
+    from tests.conftest import linked_copy
 
-    home = tmp_path / "home"
-    run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
-    model = save_tiny(tiny_llama(seed=0), tmp_path / "model")
+    home = linked_copy(proven["owner"], tmp_path / "home")
+    model = proven["models"][0]
     bundle = tmp_path / "redacted"
     run_cli("prove", str(model), "--out", str(bundle), "--n-tokens", "8", "--redact", home=home, check=True)
     manifest = json.loads((bundle / MANIFEST).read_text())

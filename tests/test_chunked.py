@@ -121,7 +121,7 @@ def chunk_files(work: Path) -> list[Path]:
 
 @pytest.mark.proof
 @pytest.mark.ray
-def test_a_prove_on_ray_killed_part_way_resumes_and_verifies(tmp_path):
+def test_a_prove_on_ray_killed_part_way_resumes_and_verifies(tmp_path, fixture_home):
     """Prove on a local Ray cluster, SIGKILL the prover once chunks are on disk, resume with a local pool:
     only the missing chunks are proven, nothing written is corrupt, and the bundle verifies. A chunk proof of
     this bundle spliced into the committed fixture (same chunk plan, another model) is refused."""
@@ -169,7 +169,7 @@ def test_a_prove_on_ray_killed_part_way_resumes_and_verifies(tmp_path):
 
     manifest["files"][member] = sha256_file(spliced / member)
     (spliced / "manifest.json").write_text(json.dumps(manifest))
-    report = json.loads(run_cli("verify", str(spliced), "--json", home=home).stdout)
+    report = json.loads(run_cli("verify", str(spliced), "--json", home=fixture_home).stdout)
     assert report["failed_check"] == "commitment" and "layer1.ffn.1's proof is not about" in report["reason"], report
 
 

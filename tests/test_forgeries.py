@@ -17,22 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import linked_copy, run_cli
 
 DATA = Path(__file__).with_name("data")
 BUNDLE = DATA / "bundle-v4"
 SRS, LOGROWS = DATA / "dev-k12.srs", "12"
 
-pytestmark = pytest.mark.proof  # the commitment check derives the verifier's key (EZKL setup, about 20 s once)
+pytestmark = pytest.mark.proof  # verifies real proofs (the keys derived once, by the session's fixture_auditor)
 
 
 @pytest.fixture(scope="module")
-def auditor(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("auditor")
-    run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
-    first = run_cli("verify", str(BUNDLE), "--json", home=home)
-    assert first.returncode == 0, first.stdout + first.stderr
-    return home
+def auditor(fixture_auditor, tmp_path_factory) -> Path:
+    """An auditor that verified the fixture once (its keys derived): every forgery below reaches the check it
+    is aimed at without paying EZKL setup again."""
+    return linked_copy(fixture_auditor, tmp_path_factory.mktemp("forgeries") / "auditor")
 
 
 def forge(target: Path, edit: Callable[[Path, dict], None]) -> Path:
@@ -373,9 +371,10 @@ def test_a_stolen_bundle_re_signed_by_another_key_is_refused(auditor, tmp_path):
     assert real.returncode == 0, real.stdout + real.stderr
 
 
-def test_other_term_shifts_are_refused(tmp_path, monkeypatch):
+def test_other_term_shifts_are_refused(proven, tmp_path, monkeypatch):
     """The same weights (same commitment) proven with shifts of the owner's choosing give another valid-looking
-    z; the proof's own term peaks show the shifts are not the minimal ones, and verify refuses."""
+    z; the proof's own term peaks show the shifts are not the minimal ones, and verify refuses. Proven in a
+    copy of the session owner's home (the chunk keys cached: only the ground encode circuit is new)."""
     from dataclasses import replace
 
     import prover.prove as prove_step
@@ -384,7 +383,6 @@ def test_other_term_shifts_are_refused(tmp_path, monkeypatch):
     from core.layout import with_term_shifts
     from encoder import release
     from prover.pipeline import ProveOptions, prove_model
-    from tests.conftest import save_tiny, tiny_llama
     from verifier.checks import verify_bundle
 
     def grind(plan, partials, progress):
@@ -394,9 +392,10 @@ def test_other_term_shifts_are_refused(tmp_path, monkeypatch):
         return ground, ensure_keys(circuits.encode, plan.srs, need_pk=True)
 
     monkeypatch.setattr(prove_step, "settle_shifts", grind)
-    model = save_tiny(tiny_llama(seed=0), tmp_path / "model")
+    monkeypatch.setenv("NOSEPRINT_HOME", str(linked_copy(proven["owner"], tmp_path / "owner")))
+    srs = proven["owner"] / "srs" / f"k{proven['logrows']}.srs"
     out = tmp_path / "ground"
-    prove_model(ProveOptions(model, out, token_count=8, srs_file=SRS))
-    report = verify_bundle(out, srs_file=SRS)
+    prove_model(ProveOptions(proven["models"][0], out, token_count=8, srs_file=srs))
+    report = verify_bundle(out, srs_file=srs)
     assert not report.valid and report.failed_check == "public output", report.to_dict()
     assert "is not the minimal one" in str(report.reason)
