@@ -9,6 +9,9 @@ Hugging Face `nn.Linear` convention (out_features, in_features):
     attn_norm, ffn_norm: (1, hidden), the scale γ of the norm that the attention's and the FFN's
                          readers read (all ones where the model has none there)
 
+The matrices may be `LazyMatrix` views (read block by block when the fingerprint streams them);
+`Adapter.load_layer` gives arrays, `Adapter.lazy_layer` the views.
+
 Biases (of layers and of LayerNorms) are ignored, as in HuRef: they only shift a reader's output, and the
 invariants are products of weight matrices. The norm scales are not: folding them into the readers is a
 free disguise unless the canonical form reads them (docs/invariants.md).
@@ -16,14 +19,17 @@ free disguise unless the canonical form reads them (docs/invariants.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from core.errors import UsageError
 from core.layout import LayerShape
-from models.checkpoint import Checkpoint
+from models.checkpoint import Checkpoint, LazyMatrix
+
+Matrix = np.ndarray | LazyMatrix
 
 
 @dataclass(frozen=True)
@@ -33,11 +39,22 @@ class Adapter:
     layer_shape: Callable[[dict], LayerShape]
     layer_count: Callable[[dict], int]
     embedding_name: Callable[[Checkpoint], str]
-    load_layer: Callable[[Checkpoint, int], dict[str, np.ndarray]]
+    layer_reader: Callable[[Checkpoint, int], dict[str, Matrix]]
+    """One layer's roles, matrices as lazy views where the layout allows (fused per-head layouts: arrays)."""
     embedding_rows: Callable[[Checkpoint, list[int]], np.ndarray] | None = None
     """Overrides the plain row read (OPT projects its word embeddings to the hidden size)."""
     layer_norm: bool = False
     """LayerNorm family: every norm removes the residual's mean, so the canonical E is centred."""
+    reads_previous_norm: Callable[[dict], bool] = lambda config: False
+    """Post-LN: a layer's attention reads the previous layer's output norm (BERT, OPT-350m)."""
+
+    def lazy_layer(self, checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
+        """The layer's roles without reading their matrices (each is read block by block later)."""
+        return self.layer_reader(checkpoint, index)
+
+    def load_layer(self, checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+        """The layer's roles as float64 arrays, every matrix read whole."""
+        return {role: np.asarray(value) for role, value in self.layer_reader(checkpoint, index).items()}
 
     def read_embedding(self, checkpoint: Checkpoint, ids: list[int]) -> np.ndarray:
         if self.embedding_rows is not None:
@@ -102,7 +119,7 @@ def llama_shape(config: dict) -> LayerShape:
     return LayerShape(hidden, heads, kv_heads, head_dim, _int(config, "intermediate_size"), gated=True)
 
 
-def llama_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+def llama_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     base = _prefix(checkpoint, LLAMA_PREFIXES, "embed_tokens.weight") + f"layers.{index}."
     names = {
         "q": "self_attn.q_proj",
@@ -117,7 +134,7 @@ def llama_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
     offset = 1.0 if model_type in GEMMA_TYPES else 0.0
     ffn_norm = "pre_feedforward_layernorm" if model_type == "gemma2" else "post_attention_layernorm"
     return {
-        **{role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()},
+        **{role: checkpoint.matrix(f"{base}{name}.weight") for role, name in names.items()},
         **_norms(checkpoint, f"{base}input_layernorm.weight", f"{base}{ffn_norm}.weight", offset),
     }
 
@@ -136,18 +153,18 @@ def gpt2_shape(config: dict) -> LayerShape:
     return LayerShape(hidden, heads, heads, hidden // heads, ffn, gated=False)
 
 
-def gpt2_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+def gpt2_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     base = _prefix(checkpoint, GPT2_PREFIXES, "wte.weight") + f"h.{index}."
-    c_attn = checkpoint.tensor(base + "attn.c_attn.weight")  # (hidden, 3*hidden)
+    c_attn = checkpoint.matrix(base + "attn.c_attn.weight")  # (hidden, 3*hidden)
     hidden = c_attn.shape[0]
     q, k, v = (c_attn[:, i * hidden : (i + 1) * hidden].T for i in range(3))
     return {
         "q": q,
         "k": k,
         "v": v,
-        "o": checkpoint.tensor(base + "attn.c_proj.weight").T,
-        "ffn_in": checkpoint.tensor(base + "mlp.c_fc.weight").T,
-        "ffn_out": checkpoint.tensor(base + "mlp.c_proj.weight").T,
+        "o": checkpoint.matrix(base + "attn.c_proj.weight").T,
+        "ffn_in": checkpoint.matrix(base + "mlp.c_fc.weight").T,
+        "ffn_out": checkpoint.matrix(base + "mlp.c_proj.weight").T,
         **_norms(checkpoint, base + "ln_1.weight", base + "ln_2.weight"),
     }
 
@@ -155,20 +172,20 @@ def gpt2_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
 # Phi-3: fused qkv_proj rows [q | k | v]; fused gate_up_proj rows [gate | up] (chunked in half).
 
 
-def phi3_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+def phi3_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     base = _prefix(checkpoint, LLAMA_PREFIXES, "embed_tokens.weight") + f"layers.{index}."
     shape = llama_shape(checkpoint.config)
-    qkv = checkpoint.tensor(base + "self_attn.qkv_proj.weight")
+    qkv = checkpoint.matrix(base + "self_attn.qkv_proj.weight")
     q, kv = shape.q_width, shape.kv_width
-    gate_up = checkpoint.tensor(base + "mlp.gate_up_proj.weight")
+    gate_up = checkpoint.matrix(base + "mlp.gate_up_proj.weight")
     return {
         "q": qkv[:q],
         "k": qkv[q : q + kv],
         "v": qkv[q + kv :],
-        "o": checkpoint.tensor(base + "self_attn.o_proj.weight"),
+        "o": checkpoint.matrix(base + "self_attn.o_proj.weight"),
         "gate": gate_up[: shape.ffn],
         "up": gate_up[shape.ffn :],
-        "ffn_out": checkpoint.tensor(base + "mlp.down_proj.weight"),
+        "ffn_out": checkpoint.matrix(base + "mlp.down_proj.weight"),
         **_norms(checkpoint, base + "input_layernorm.weight", base + "post_attention_layernorm.weight"),
     }
 
@@ -191,7 +208,7 @@ def split_interleaved(qkv: np.ndarray, heads: int) -> tuple[np.ndarray, np.ndarr
     return tuple(per_head[:, i].reshape(-1, qkv.shape[1]) for i in range(3))  # type: ignore[return-value]
 
 
-def neox_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+def neox_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     base = _prefix(checkpoint, NEOX_PREFIXES, "embed_in.weight") + f"layers.{index}."
     heads = neox_shape(checkpoint.config).heads
     q, k, v = split_interleaved(checkpoint.tensor(base + "attention.query_key_value.weight"), heads)
@@ -199,9 +216,9 @@ def neox_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         "q": q,
         "k": k,
         "v": v,
-        "o": checkpoint.tensor(base + "attention.dense.weight"),
-        "ffn_in": checkpoint.tensor(base + "mlp.dense_h_to_4h.weight"),
-        "ffn_out": checkpoint.tensor(base + "mlp.dense_4h_to_h.weight"),
+        "o": checkpoint.matrix(base + "attention.dense.weight"),
+        "ffn_in": checkpoint.matrix(base + "mlp.dense_h_to_4h.weight"),
+        "ffn_out": checkpoint.matrix(base + "mlp.dense_4h_to_h.weight"),
         **_norms(checkpoint, base + "input_layernorm.weight", base + "post_attention_layernorm.weight"),
     }
 
@@ -216,12 +233,12 @@ def gptj_shape(config: dict) -> LayerShape:
     return LayerShape(hidden, heads, heads, hidden // heads, ffn, gated=False)
 
 
-def gptj_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+def gptj_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     base = _prefix(checkpoint, GPT2_PREFIXES, "wte.weight") + f"h.{index}."
     names = {"q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "o": "attn.out_proj",
              "ffn_in": "mlp.fc_in", "ffn_out": "mlp.fc_out"}  # fmt: skip
     return {  # GPT-J's attention and FFN run in parallel on one ln_1
-        **{role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()},
+        **{role: checkpoint.matrix(f"{base}{name}.weight") for role, name in names.items()},
         **_norms(checkpoint, base + "ln_1.weight", base + "ln_1.weight"),
     }
 
@@ -237,7 +254,7 @@ def opt_shape(config: dict) -> LayerShape:
     return LayerShape(hidden, heads, heads, hidden // heads, _int(config, "ffn_dim"), gated=False)
 
 
-def opt_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+def opt_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     base = _prefix(checkpoint, OPT_PREFIXES, "embed_tokens.weight") + f"layers.{index}."
     names = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
              "ffn_in": "fc1", "ffn_out": "fc2"}  # fmt: skip
@@ -249,7 +266,7 @@ def opt_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         attn = f"{prefix}layers.{index - 1}.final_layer_norm.weight" if index > 0 else None
         ffn = f"{base}self_attn_layer_norm.weight"
     return {
-        **{role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()},
+        **{role: checkpoint.matrix(f"{base}{name}.weight") for role, name in names.items()},
         **_norms(checkpoint, attn, ffn),
     }
 
@@ -280,7 +297,7 @@ def falcon_shape(config: dict) -> LayerShape:
     return LayerShape(hidden, heads, kv_heads, hidden // heads, ffn, gated=False)
 
 
-def falcon_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+def falcon_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     base = _prefix(checkpoint, FALCON_PREFIXES, "word_embeddings.weight") + f"h.{index}."
     shape = falcon_shape(checkpoint.config)
     qkv = checkpoint.tensor(base + "self_attention.query_key_value.weight")
@@ -298,9 +315,9 @@ def falcon_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         "q": q,
         "k": k,
         "v": v,
-        "o": checkpoint.tensor(base + "self_attention.dense.weight"),
-        "ffn_in": checkpoint.tensor(base + "mlp.dense_h_to_4h.weight"),
-        "ffn_out": checkpoint.tensor(base + "mlp.dense_4h_to_h.weight"),
+        "o": checkpoint.matrix(base + "self_attention.dense.weight"),
+        "ffn_in": checkpoint.matrix(base + "mlp.dense_h_to_4h.weight"),
+        "ffn_out": checkpoint.matrix(base + "mlp.dense_4h_to_h.weight"),
         **_norms(checkpoint, f"{base}{attn_norm}.weight", f"{base}{ffn_norm}.weight"),
     }
 
@@ -330,7 +347,7 @@ def bert_shape(config: dict) -> LayerShape:
     return LayerShape(hidden, heads, heads, hidden // heads, ffn, gated=False)
 
 
-def bert_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
+def bert_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     base = _prefix(checkpoint, BERT_PREFIXES, "embeddings.word_embeddings.weight") + f"encoder.layer.{index}."
     names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
              "o": "attention.output.dense", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"}  # fmt: skip
@@ -342,7 +359,7 @@ def bert_layer(checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
         else f"{prefix}embeddings.LayerNorm.weight"
     )
     return {
-        **{role: checkpoint.tensor(f"{base}{name}.weight") for role, name in names.items()},
+        **{role: checkpoint.matrix(f"{base}{name}.weight") for role, name in names.items()},
         **_norms(checkpoint, attn, f"{base}attention.output.LayerNorm.weight"),
     }
 
@@ -358,7 +375,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_shape=llama_shape,
         layer_count=_layers("num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, LLAMA_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
-        load_layer=llama_layer,
+        layer_reader=llama_layer,
     ),
     Adapter(
         family="phi3",
@@ -366,7 +383,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_shape=llama_shape,
         layer_count=_layers("num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, LLAMA_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
-        load_layer=phi3_layer,
+        layer_reader=phi3_layer,
     ),
     Adapter(
         family="gpt2",
@@ -374,7 +391,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_shape=gpt2_shape,
         layer_count=_layers("n_layer", "num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, GPT2_PREFIXES, "wte.weight") + "wte.weight",
-        load_layer=gpt2_layer,
+        layer_reader=gpt2_layer,
         layer_norm=True,
     ),
     Adapter(
@@ -383,7 +400,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_shape=neox_shape,
         layer_count=_layers("num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, NEOX_PREFIXES, "embed_in.weight") + "embed_in.weight",
-        load_layer=neox_layer,
+        layer_reader=neox_layer,
         layer_norm=True,
     ),
     Adapter(
@@ -392,7 +409,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_shape=gptj_shape,
         layer_count=_layers("n_layer", "num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, GPT2_PREFIXES, "wte.weight") + "wte.weight",
-        load_layer=gptj_layer,
+        layer_reader=gptj_layer,
         layer_norm=True,
     ),
     Adapter(
@@ -401,9 +418,10 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_shape=opt_shape,
         layer_count=_layers("num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, OPT_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
-        load_layer=opt_layer,
+        layer_reader=opt_layer,
         embedding_rows=opt_embedding,
         layer_norm=True,
+        reads_previous_norm=lambda config: not config.get("do_layer_norm_before", True),
     ),
     Adapter(
         family="falcon",
@@ -411,7 +429,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         layer_shape=falcon_shape,
         layer_count=_layers("num_hidden_layers", "n_layer"),
         embedding_name=lambda ck: _prefix(ck, FALCON_PREFIXES, "word_embeddings.weight") + "word_embeddings.weight",
-        load_layer=falcon_layer,
+        layer_reader=falcon_layer,
         layer_norm=True,
     ),
     Adapter(
@@ -422,8 +440,9 @@ ADAPTERS: tuple[Adapter, ...] = (
         embedding_name=lambda ck: (
             _prefix(ck, BERT_PREFIXES, "embeddings.word_embeddings.weight") + "embeddings.word_embeddings.weight"
         ),
-        load_layer=bert_layer,
+        layer_reader=bert_layer,
         layer_norm=True,
+        reads_previous_norm=lambda config: True,
     ),
 )
 
@@ -442,7 +461,29 @@ def adapter_for(config: dict) -> Adapter:
     )
 
 
-def check_layer(weights: dict[str, np.ndarray], shape: LayerShape, index: int) -> None:
+LAYER_NAME = r"(^|\.)(layers|h|layer)\.{index}\."
+"""How every supported family names a layer's tensors: `model.layers.30.`, `transformer.h.30.`,
+`encoder.layer.30.`."""
+
+
+def needed_tensors(checkpoint: Checkpoint, adapter: Adapter, indices: list[int]) -> list[str]:
+    """Every tensor the fingerprint of layers `indices` may read, from names alone (no shard need exist):
+    the embedding (and OPT's `project_in`), all tensors of those layers, and for post-LN models the norms of
+    the layer before (BERT's layer 0: the embeddings' norm). A superset by the layers' biases at most, which
+    live in the same shards, so the files it names are exactly those the fingerprint opens."""
+    layers = [re.compile(LAYER_NAME.format(index=i)) for i in indices]
+    before = re.compile(LAYER_NAME.format(index=min(indices) - 1)) if min(indices) else re.compile(r"embeddings\.")
+    previous = adapter.reads_previous_norm(checkpoint.config)
+    wanted = {adapter.embedding_name(checkpoint)}
+    for name in checkpoint.names:
+        if any(p.search(name) for p in layers) or "project_in" in name:
+            wanted.add(name)
+        elif previous and before.search(name) and "norm" in name.lower():
+            wanted.add(name)
+    return sorted(wanted)
+
+
+def check_layer(weights: Mapping[str, Matrix], shape: LayerShape, index: int) -> None:
     """Refuse tensors whose shapes disagree with config.json, before any circuit is built."""
     for role, expected, _ in shape.tensor_shapes():
         actual = tuple(weights[role].shape)

@@ -1,17 +1,21 @@
 """Lazy, read-only access to a local Hugging Face checkpoint folder.
 
 Only the tensors a fingerprint needs are read (`safetensors.safe_open` maps the
-file and reads one tensor, or a few embedding rows, at a time), so a 7B model
-fingerprints in the memory of its last two layers. Pickle checkpoints
-(`*.bin`, `*.pt`) execute code when loaded and are refused unless the caller
-explicitly allows them.
+file and reads one tensor, a block of one, or a few embedding rows, at a time),
+so a fingerprint's memory does not grow with the model. A sharded checkpoint
+may be partial: only the shards holding what is read must be on disk
+(`missing_shards` names the others, `Checkpoint.shard_of` says where a tensor
+lives). Pickle checkpoints (`*.bin`, `*.pt`) execute code when loaded and are
+refused unless the caller explicitly allows them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +27,69 @@ INDEX_FILE = "model.safetensors.index.json"
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class LazyMatrix:
+    """A 2-D tensor of a checkpoint, or a transposed or sliced view of one, read only block by block.
+
+    The adapters build their roles from these exactly as from arrays (`.T`, `m[a:b]`, `m[:, a:b]`), so a
+    fused or transposed layout costs nothing until a block is read, and reading a block reads only its
+    bytes from the memory-mapped file: the fingerprint streams any model in bounded memory."""
+
+    read: Callable[[Span, Span], np.ndarray]
+    """(stored rows, stored columns) -> that block of the stored tensor as float64."""
+    rows: Span
+    cols: Span
+    transposed: bool = False
+    ndim = 2
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        stored = (self.rows[1] - self.rows[0], self.cols[1] - self.cols[0])
+        return (stored[1], stored[0]) if self.transposed else stored
+
+    @property
+    def T(self) -> LazyMatrix:  # noqa: N802 (numpy's name, so adapters treat arrays and views alike)
+        return replace(self, transposed=not self.transposed)
+
+    def __getitem__(self, key: slice | tuple[slice, slice]) -> LazyMatrix:
+        first, second = key if isinstance(key, tuple) else (key, slice(None))
+        view_rows, view_cols = self._narrow(first, 0), self._narrow(second, 1)
+        stored_rows, stored_cols = (view_cols, view_rows) if self.transposed else (view_rows, view_cols)
+        return replace(self, rows=stored_rows, cols=stored_cols)
+
+    def block(self, rows: Span | None = None, cols: Span | None = None) -> np.ndarray:
+        """Rows and columns (in this view's coordinates, None: all) as a float64 array."""
+        rows = (0, self.shape[0]) if rows is None else rows
+        cols = (0, self.shape[1]) if cols is None else cols
+        if self.transposed:
+            return self._read(cols, rows).T
+        return self._read(rows, cols)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self.block()
+        return whole if dtype is None else whole.astype(dtype)
+
+    def _read(self, rows: Span, cols: Span) -> np.ndarray:
+        """Stored-coordinate offsets added to a block of this view's stored ranges."""
+        return self.read(
+            (self.rows[0] + rows[0], self.rows[0] + rows[1]), (self.cols[0] + cols[0], self.cols[0] + cols[1])
+        )
+
+    def _narrow(self, key: slice, axis: int) -> Span:
+        start, stop, step = key.indices(self.shape[axis])
+        if step != 1:
+            raise ValueError("lazy tensors take contiguous slices only")
+        base = (
+            (self.cols if self.transposed else self.rows)
+            if axis == 0
+            else (self.rows if self.transposed else self.cols)
+        )
+        return (base[0] + start, base[0] + max(start, stop))
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint folder: its config and where each tensor lives."""
@@ -31,6 +98,7 @@ class Checkpoint:
     config: dict
     tensor_files: dict[str, Path]
     _pickled: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
 
     @property
     def names(self) -> set[str]:
@@ -42,36 +110,58 @@ class Checkpoint:
     def shape(self, name: str) -> tuple[int, ...]:
         if self._pickled is not None:
             return tuple(self._require_pickled(name).shape)
-        with self._open(name) as handle:
-            return tuple(handle.get_slice(name).get_shape())
+        return tuple(self._open(name).get_slice(name).get_shape())
 
     def tensor(self, name: str) -> np.ndarray:
         """One whole tensor as float64 (bf16/fp16/fp32 on disk)."""
         if self._pickled is not None:
             return self._require_pickled(name).to(torch.float64).numpy()
-        with self._open(name) as handle:
-            return handle.get_tensor(name).to(torch.float64).numpy()
+        return self._open(name).get_tensor(name).to(torch.float64).numpy()
+
+    def matrix(self, name: str) -> LazyMatrix | np.ndarray:
+        """A 2-D tensor to be read block by block (`LazyMatrix`); pickled tensors are in memory already."""
+        if self._pickled is not None:
+            return self.tensor(name)
+        shape = self.shape(name)
+        if len(shape) != 2:
+            raise UsageError(f"tensor {name!r} has shape {shape}; a matrix was expected")
+        return LazyMatrix(lambda rows, cols: self._block(name, rows, cols), (0, shape[0]), (0, shape[1]))
+
+    def _block(self, name: str, rows: Span, cols: Span) -> np.ndarray:
+        view = self._open(name).get_slice(name)
+        return view[rows[0] : rows[1], cols[0] : cols[1]].to(torch.float64).numpy()
+
+    def shard_of(self, name: str) -> Path | None:
+        """The file holding `name` (None for pickled checkpoints), whether or not it is on disk."""
+        return self.tensor_files.get(name)
 
     def rows(self, name: str, indices: list[int]) -> np.ndarray:
         """Selected rows of a 2-D tensor (the embedding), without reading the rest."""
         if self._pickled is not None:
             return self._require_pickled(name)[indices].to(torch.float64).numpy()
-        with self._open(name) as handle:
-            view = handle.get_slice(name)
-            vocab = view.get_shape()[0]
-            bad = [i for i in indices if not 0 <= i < vocab]
-            if bad:
-                raise UsageError(f"token ids {bad[:5]} are outside the embedding's {vocab} rows")
-            return np.stack([view[i : i + 1].to(torch.float64).numpy()[0] for i in indices])
+        view = self._open(name).get_slice(name)
+        vocab = view.get_shape()[0]
+        bad = [i for i in indices if not 0 <= i < vocab]
+        if bad:
+            raise UsageError(f"token ids {bad[:5]} are outside the embedding's {vocab} rows")
+        return np.stack([view[i : i + 1].to(torch.float64).numpy()[0] for i in indices])
 
-    def _open(self, name: str):
+    def _open(self, name: str) -> Any:
+        """The file's safetensors handle, opened once (it maps the file; blocks are read from the map)."""
         path = self.tensor_files.get(name)
         if path is None:
             raise UsageError(f"tensor {name!r} is missing from the checkpoint in {self.folder}")
-        try:
-            return safe_open(str(path), framework="pt")
-        except (SafetensorError, OSError) as exc:
-            raise UsageError(f"cannot read safetensors file {path.name}: {exc}") from None
+        if path not in self._handles:
+            if not path.is_file():
+                raise UsageError(
+                    f"tensor {name!r} lives in shard {path.name}, which is not in {self.folder}: fetch it "
+                    "(`noseprint fingerprint MODEL_DIR --needed` lists every file the fingerprint reads)"
+                )
+            try:
+                self._handles[path] = safe_open(str(path), framework="pt")
+            except (SafetensorError, OSError) as exc:
+                raise UsageError(f"cannot read safetensors file {path.name}: {exc}") from None
+        return self._handles[path]
 
     def _require_pickled(self, name: str) -> torch.Tensor:
         assert self._pickled is not None
@@ -94,16 +184,18 @@ def read_config(folder: Path) -> dict:
 
 
 def _index_safetensors(folder: Path) -> dict[str, Path]:
+    """Where each tensor lives. With an index, its shards need not all be on disk (a partial download):
+    a tensor in an absent shard is refused, naming the shard, only if it is read."""
     index_path = folder / INDEX_FILE
     if index_path.is_file():
         try:
             weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            sharded = {str(name): folder / str(shard) for name, shard in weight_map.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{INDEX_FILE} in {folder} is unreadable: {exc}") from None
-        sharded = {name: folder / shard for name, shard in weight_map.items()}
-        missing = sorted({p.name for p in sharded.values() if not p.is_file()})
-        if missing:
-            raise UsageError(f"shards named in {INDEX_FILE} are missing: {', '.join(missing)}")
+        outside = sorted({p.name for p in sharded.values() if p.parent != folder})
+        if outside:
+            raise UsageError(f"{INDEX_FILE} in {folder} names files outside the folder: {', '.join(outside)}")
         return sharded
     files: dict[str, Path] = {}
     for path in sorted(folder.glob("*.safetensors")):
@@ -114,6 +206,12 @@ def _index_safetensors(folder: Path) -> dict[str, Path]:
         except (SafetensorError, OSError) as exc:
             raise UsageError(f"cannot read safetensors file {path.name}: {exc}") from None
     return files
+
+
+def missing_shards(checkpoint: Checkpoint, names: list[str]) -> list[str]:
+    """The files holding `names` that are not on disk, sorted (empty when everything needed is there)."""
+    paths = {checkpoint.shard_of(name) for name in names}
+    return sorted(p.name for p in paths if p is not None and not p.is_file())
 
 
 def open_checkpoint(folder: Path, allow_pickle: bool = False) -> Checkpoint:

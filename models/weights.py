@@ -1,8 +1,11 @@
 """What the fingerprint reads from a checkpoint, and nothing else: the selected embedding rows and the
 last layers' matrices, shape-checked against `config.json` and laid out as the circuit's inputs.
 
-`open_model` reads lazily (one layer at a time, so a 7B checkpoint fingerprints in the memory of one
-layer); `read_model` holds everything at once, which is fine at provable sizes.
+`open_model` reads only headers, the tokenizer and the embedding rows; its layers come whole (`load_layer`)
+or as views read block by block (`lazy_layer`, what `fingerprint` streams, in memory that does not grow
+with the model); `read_model` holds everything at once, which is fine at provable sizes. The source may
+be a checkpoint folder (a partial download will do: only the shards holding what is read), a GGUF file, or
+a Hugging Face id in the local cache.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import numpy as np
 
 from core.errors import UsageError
 from core.layout import CircuitLayout
-from models.architectures import Adapter, adapter_for, check_layer
-from models.checkpoint import Checkpoint, open_checkpoint, read_config
+from models.architectures import Adapter, Matrix, adapter_for, check_layer, needed_tensors
+from models.checkpoint import Checkpoint, missing_shards, open_checkpoint, read_config
+from models.gguf import gguf_tokenizer, is_gguf, open_gguf
+from models.hub import resolve_model
 from models.invariants import canonical_embedding
 from models.tokens import Token, load_tokenizer, read_token_file, select_tokens
 
@@ -64,22 +69,56 @@ class OpenModel:
         check_layer(weights, self.layout.layers[position], index)
         return weights
 
+    def lazy_layer(self, position: int) -> dict[str, Matrix]:
+        """The same roles, shape-checked, with matrices as views read block by block (`models.streamed`)."""
+        index = self.layer_indices[position]
+        weights = self.adapter.lazy_layer(self.checkpoint, index)
+        check_layer(weights, self.layout.layers[position], index)
+        return weights
+
+
+def fingerprinted_layers(layer_count: int) -> list[int]:
+    if layer_count < FINGERPRINTED_LAYERS:
+        raise UsageError(f"the model has {layer_count} layer(s); the fingerprint needs {FINGERPRINTED_LAYERS}")
+    return list(range(layer_count - FINGERPRINTED_LAYERS, layer_count))
+
+
+def open_source(source: Path | str, allow_pickle: bool = False) -> Checkpoint:
+    """A checkpoint folder, a GGUF file or a Hugging Face id in the local cache, opened (headers only)."""
+    path = resolve_model(source)
+    return open_gguf(path) if is_gguf(path) else open_checkpoint(path, allow_pickle=allow_pickle)
+
+
+def needed_files(model_dir: Path) -> tuple[list[str], list[str]]:
+    """(files the fingerprint reads, those of them not on disk), from config.json and the shard index alone:
+    what to fetch of a partial download before `fingerprint` or `prove`."""
+    checkpoint = open_source(model_dir)
+    adapter = adapter_for(checkpoint.config)
+    names = needed_tensors(checkpoint, adapter, fingerprinted_layers(adapter.layer_count(checkpoint.config)))
+    files = sorted({path.name for name in names if (path := checkpoint.shard_of(name)) is not None})
+    return files, missing_shards(checkpoint, names)
+
 
 def open_model(model_dir: Path, token_count: int, tokens_file: Path | None, allow_pickle: bool) -> OpenModel:
-    checkpoint = open_checkpoint(model_dir, allow_pickle=allow_pickle)
+    checkpoint = open_source(model_dir, allow_pickle=allow_pickle)
     adapter = adapter_for(checkpoint.config)
     shape = adapter.layer_shape(checkpoint.config)
     layer_count = adapter.layer_count(checkpoint.config)
-    if layer_count < FINGERPRINTED_LAYERS:
-        raise UsageError(f"the model has {layer_count} layer(s); the fingerprint needs {FINGERPRINTED_LAYERS}")
+    indices = fingerprinted_layers(layer_count)
+    absent = missing_shards(checkpoint, needed_tensors(checkpoint, adapter, indices))
+    if absent:
+        raise UsageError(
+            f"the fingerprint reads shard(s) not in {model_dir}: {', '.join(absent)} "
+            "(other shards of the index may stay absent; `noseprint fingerprint MODEL_DIR --needed` lists them all)"
+        )
     if tokens_file is not None:
         tokens = read_token_file(tokens_file, token_count)
     else:
-        tokens = select_tokens(load_tokenizer(model_dir), token_count)
+        encode = gguf_tokenizer(checkpoint.folder) if is_gguf(checkpoint.folder) else load_tokenizer(checkpoint.folder)
+        tokens = select_tokens(encode, token_count)
     embedding = canonical_embedding(adapter.read_embedding(checkpoint, [t.id for t in tokens]), adapter.layer_norm)
     if embedding.shape[1] != shape.hidden:
         raise UsageError(f"embedding width {embedding.shape[1]} differs from hidden size {shape.hidden}")
-    indices = list(range(layer_count - FINGERPRINTED_LAYERS, layer_count))
     layout = CircuitLayout(tokens=len(tokens), hidden=shape.hidden, layers=(shape,) * FINGERPRINTED_LAYERS)
     model_type = str(checkpoint.config.get("model_type"))
     return OpenModel(checkpoint, adapter, model_type, layer_count, indices, tokens, embedding, layout)
@@ -93,9 +132,7 @@ def read_layout(model_dir: Path, token_count: int = DEFAULT_TOKENS) -> CircuitLa
     config = read_config(Path(model_dir))
     adapter = adapter_for(config)
     shape = adapter.layer_shape(config)
-    layer_count = adapter.layer_count(config)
-    if layer_count < FINGERPRINTED_LAYERS:
-        raise UsageError(f"the model has {layer_count} layer(s); the fingerprint needs {FINGERPRINTED_LAYERS}")
+    fingerprinted_layers(adapter.layer_count(config))
     return CircuitLayout(tokens=token_count, hidden=shape.hidden, layers=(shape,) * FINGERPRINTED_LAYERS)
 
 

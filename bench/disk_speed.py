@@ -1,0 +1,216 @@
+"""Issue 21: `noseprint fingerprint` beside the floor (reading exactly the needed tensors with safetensors, no
+arithmetic), in one run, on random fp16 checkpoints of real shapes, page cache warm.
+
+    python -m bench.disk_speed --dir /tmp/np21 --shapes 7b 70b     # writes, measures, deletes
+
+Each checkpoint is *partial*, as a download of only what the fingerprint reads would be: its index names every
+shard of the real layout (embedding, one shard per layer, LM head), but only the shards holding the embedding
+and the last two layers are written (the 70B shape: 5.5 GB on disk instead of 141 GB). The floor process
+imports torch and safetensors and reads every tensor of the last two layers whole plus the 16 embedding rows;
+`noseprint fingerprint` does everything (tokenizer, tokens, streamed terms, encoder, picture). Peak RSS is
+and private memory (RSS less the shared, file-backed
+pages: the mapped shards' pages count in RSS once touched, but they are page cache, not the process's) are
+sampled every 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import torch
+from safetensors.torch import save_file
+
+from models.demo_model import build_tokenizer
+
+TOKENIZER_WORDS = 31_997
+"""The bench tokenizer's words (a word-level tokenizer of 32,000 entries, as in bench/big_checkpoint.py)."""
+WEIGHT_STD = 0.02
+REPEATS = 3
+FINGERPRINTED = 2
+TOKENS = 16
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    hidden: int
+    ffn: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+
+    def layer_tensors(self, index: int) -> dict[str, tuple[int, ...]]:
+        head_dim = self.hidden // self.heads
+        kv = self.kv_heads * head_dim
+        p = f"model.layers.{index}."
+        return {
+            f"{p}self_attn.q_proj.weight": (self.hidden, self.hidden),
+            f"{p}self_attn.k_proj.weight": (kv, self.hidden),
+            f"{p}self_attn.v_proj.weight": (kv, self.hidden),
+            f"{p}self_attn.o_proj.weight": (self.hidden, self.hidden),
+            f"{p}mlp.gate_proj.weight": (self.ffn, self.hidden),
+            f"{p}mlp.up_proj.weight": (self.ffn, self.hidden),
+            f"{p}mlp.down_proj.weight": (self.hidden, self.ffn),
+            f"{p}input_layernorm.weight": (self.hidden,),
+            f"{p}post_attention_layernorm.weight": (self.hidden,),
+        }
+
+
+SHAPES = {
+    "7b": Shape("LLaMA-2-7B", 4096, 11008, 32, 32, 32, 32_000),
+    "70b": Shape("Llama-3-70B (GQA 64/8, vocab 128,256)", 8192, 28672, 80, 64, 8, 128_256),
+}
+
+
+def write_partial(folder: Path, shape: Shape) -> int:
+    """Config, tokenizer, the full index, and only the needed shards; returns the bytes the fingerprint needs."""
+    folder.mkdir(parents=True)
+    build_tokenizer(TOKENIZER_WORDS).save_pretrained(str(folder))
+    config = {
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": shape.hidden,
+        "intermediate_size": shape.ffn, "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads, "vocab_size": shape.vocab, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "float16",
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    count = shape.layers + 2
+    shards: list[dict[str, tuple[int, ...]]] = [
+        {"model.embed_tokens.weight": (shape.vocab, shape.hidden), "model.norm.weight": (shape.hidden,)}
+    ]
+    shards += [shape.layer_tensors(i) for i in range(shape.layers)]
+    shards.append({"lm_head.weight": (shape.vocab, shape.hidden)})
+    names = [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+    weight_map = {tensor: names[i] for i, shard in enumerate(shards) for tensor in shard}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    generator = torch.Generator().manual_seed(0)
+    needed = 0
+    for i in [0, *range(count - 1 - FINGERPRINTED, count - 1)]:
+        tensors = {
+            name: torch.empty(dims, dtype=torch.float16).normal_(0, WEIGHT_STD, generator=generator)
+            for name, dims in shards[i].items()
+        }
+        save_file(tensors, str(folder / names[i]), metadata={"format": "pt"})
+        if i:
+            needed += sum(t.numel() * 2 for t in tensors.values())
+        del tensors
+    return needed
+
+
+FLOOR = """
+import json, sys
+from safetensors import safe_open
+folder, layers, tokens = sys.argv[1], json.loads(sys.argv[2]), {tokens}
+index = json.load(open(folder + "/model.safetensors.index.json"))["weight_map"]
+wanted = [n for n in index if any(f"layers.{{i}}." in n for i in layers)]
+total = 0
+for name in wanted:
+    with safe_open(folder + "/" + index[name], framework="pt") as handle:
+        total += handle.get_tensor(name).clone().numel()  # clone: the bytes are read, not only mapped
+with safe_open(folder + "/" + index["model.embed_tokens.weight"], framework="pt") as handle:
+    view = handle.get_slice("model.embed_tokens.weight")
+    rows = [view[i : i + 1].clone() for i in range(3, 3 + tokens)]
+print(total)
+"""
+
+
+SAMPLE_S = 0.05
+
+
+def run_sampled(command: list[str]) -> tuple[subprocess.CompletedProcess, float, float, float]:
+    """Wall seconds, peak RSS and peak private memory (RSS - shared) in GB of a command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks = [0, 0]
+
+    def sample() -> None:
+        try:
+            handle = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                info = handle.memory_info()
+                peaks[0], peaks[1] = max(peaks[0], info.rss), max(peaks[1], info.rss - info.shared)
+                time.sleep(SAMPLE_S)
+        except psutil.Error:
+            pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    sampler.join()
+    seconds = time.perf_counter() - start
+    return subprocess.CompletedProcess(command, proc.returncode, out, err), seconds, peaks[0] / 2**30, peaks[1] / 2**30
+
+
+def measure(shape: Shape, folder: Path, out: Path, repeats: int) -> list[dict]:
+    layers = list(range(shape.layers - FINGERPRINTED, shape.layers))
+    floor = [sys.executable, "-c", FLOOR.format(tokens=TOKENS), str(folder), json.dumps(layers)]
+    noseprint = [sys.executable, "-m", "noseprint.cli", "fingerprint", str(folder), "--out", str(out), "--force"]
+    run_sampled(floor)  # warm the page cache
+    rows = []
+    for _ in range(repeats):
+        for label, command in (("floor", floor), ("noseprint", noseprint)):
+            result, seconds, peak, private = run_sampled(command)
+            if result.returncode:
+                raise SystemExit(f"{label} failed: {result.stderr[-2000:]}")
+            rows.append(
+                {"shape": shape.name, "what": label, "seconds": seconds, "peak_gb": peak, "private_gb": private}
+            )
+            print(f"  {label:9s} {seconds:6.2f} s  peak RSS {peak:5.2f} GB  private {private:5.2f} GB", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["7b", "70b"])
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--keep", action="store_true", help="Leave the checkpoints on disk.")
+    args = parser.parse_args()
+    summary = []
+    for key in args.shapes:
+        shape, folder = SHAPES[key], args.dir / f"partial-{key}"
+        start = time.perf_counter()
+        if not (folder / "config.json").is_file():
+            needed = write_partial(folder, shape)
+            print(f"{shape.name}: wrote the needed shards in {time.perf_counter() - start:.0f} s", flush=True)
+        else:
+            needed = sum(
+                2 * _numel(d) for i in range(shape.layers - 2, shape.layers) for d in shape.layer_tensors(i).values()
+            )
+        on_disk = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+        print(f"{shape.name}: {needed / 1e9:.2f} GB needed, {on_disk / 1e9:.2f} GB on disk", flush=True)
+        rows = measure(shape, folder, args.dir / f"fp-{key}", args.repeats)
+        best = {
+            what: min((r for r in rows if r["what"] == what), key=lambda r: r["seconds"])
+            for what in ("floor", "noseprint")
+        }
+        summary.append((shape.name, needed, best["floor"], best["noseprint"]))
+        if not args.keep:
+            shutil.rmtree(folder)
+    print("\n| shape | needed | floor | noseprint | ratio | peak RSS (floor / noseprint) | peak private |")
+    print("|---|---|---|---|---|---|---|")
+    for name, needed, floor, ours in summary:
+        ratio = ours["seconds"] / floor["seconds"]
+        print(f"| {name} | {needed / 1e9:.2f} GB | {floor['seconds']:.2f} s | {ours['seconds']:.2f} s | {ratio:.1f}x "
+              f"| {floor['peak_gb']:.2f} / {ours['peak_gb']:.2f} GB "
+              f"| {floor['private_gb']:.2f} / {ours['private_gb']:.2f} GB |")  # fmt: skip
+
+
+def _numel(dims: tuple[int, ...]) -> int:
+    count = 1
+    for d in dims:
+        count *= d
+    return count
+
+
+if __name__ == "__main__":
+    main()
