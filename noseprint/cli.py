@@ -17,6 +17,7 @@ from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking
 from core.errors import UsageError
 from noseprint.console import CatchingGroup, JsonOption, emit_json, err, out, step_lines
 from noseprint.registry_cli import registry_app
+from noseprint.watermark_cli import radioactive, watermark_app
 
 if TYPE_CHECKING:
     from verifier.checks import Report
@@ -31,6 +32,8 @@ app = typer.Typer(
 srs_app = typer.Typer(no_args_is_help=True, help="The SRS store this machine trusts.")
 app.add_typer(srs_app, name="srs")
 app.add_typer(registry_app, name="registry")
+app.add_typer(watermark_app, name="watermark")
+app.command("radioactive")(radioactive)
 
 ForceOption = Annotated[bool, typer.Option(help="Replace what is there already.")]
 
@@ -325,17 +328,35 @@ def make_demo_model(
 
 @app.command()
 def fingerprint(
-    model_dir: Annotated[Path, typer.Argument(help="Local Hugging Face checkpoint folder.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Fingerprint folder to write.")],
+    model: Annotated[
+        str, typer.Argument(help="Checkpoint folder, GGUF file, or a Hugging Face id (org/name) in the local cache.")
+    ],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Fingerprint folder to write.")] = None,
     n_tokens: Annotated[int, typer.Option(min=4, max=4096, help="How many tokens to fingerprint.")] = 16,
     tokens: Annotated[Path | None, typer.Option(help="Token ids to use instead of the tokenizer's.")] = None,
+    needed: Annotated[
+        bool, typer.Option("--needed", help="Only list the files the fingerprint reads (and which are missing).")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Picture, z and raw invariants in seconds, without a proof (the invariants stay private)."""
+    if needed:
+        from models.weights import needed_files
+
+        files, missing = needed_files(Path(model))
+        if as_json:
+            return emit_json({"needed": files, "missing": missing})
+        for name in files:
+            out.print(f"{escape(name)}{'  (missing)' if name in missing else ''}")
+        return None
+    if out_dir is None:
+        raise UsageError("fingerprint needs --out FOLDER (or --needed to list the files it reads)")
     from lineage.fingerprint import fingerprint_model
 
-    record = fingerprint_model(model_dir, out_dir, token_count=n_tokens, tokens_file=tokens, force=force)
+    record = fingerprint_model(
+        Path(model), out_dir, token_count=n_tokens, tokens_file=tokens, force=force, progress=sys.stderr.isatty()
+    )
     if as_json:
         return emit_json({"folder": str(out_dir)} | record)
     out.print(f"fingerprint written to {out_dir} ({record['model_type']}, layers {record['fingerprinted_layers']})")

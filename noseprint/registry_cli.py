@@ -126,13 +126,14 @@ def show(
 
     from core.fileio import write_bytes_atomic
     from registry import archive
-    from registry.service import entry_summary, get_entry, inclusion, open_registry, search_z
+    from registry.service import entry_summary, get_entry, inclusion, list_evidence, open_registry, search_z
 
     registry = open_registry(db)
     entry = get_entry(registry, entry_id)
     result = entry_summary(entry) | {
         "inclusion": inclusion(registry, entry_id),
         "nearest": search_z(registry, np.frombuffer(entry.z, dtype="<f4"), 5, exclude=entry_id),
+        "evidence": list_evidence(registry, entry_id),
     }
     if image is not None:
         if image.exists():
@@ -154,6 +155,29 @@ def show(
     out.print(f"inclusion: position {proof['log_index']} of {proof['tree_size']}, {len(proof['proof'])} hashes")
     if result["nearest"]:
         out.print(_matches_table(result["nearest"], "nearest registered fingerprints"))
+    for e in result["evidence"]:
+        out.print(f"evidence {e['evidence_id']}: {e['kind']}, log10 p {e['log10_p']}, {e['scored']} scored tokens")
+
+
+@registry_app.command("evidence")
+def evidence(
+    entry_id: Annotated[int, typer.Argument(help="The registered model's entry id.")],
+    report: Annotated[Path, typer.Argument(help="Signed report (watermark detect or radioactive --report).")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Attach a signed watermark or radioactivity report to entry ENTRY_ID; it must be signed by the entry's owner."""
+    from registry.service import add_evidence, open_registry
+
+    try:
+        data = report.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the report {report}: {exc}") from None
+    result = add_evidence(open_registry(db), entry_id, data)
+    if _emit(result, as_json):
+        return
+    out.print(f"[green]attached[/] evidence {result['evidence_id']} ({result['kind']}) to entry {entry_id}")
+    out.print(f"log10 p = {result['log10_p']} over {result['scored']} scored tokens", highlight=False)
 
 
 @registry_app.command("list")

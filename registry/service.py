@@ -30,9 +30,10 @@ from lineage.verdict import verdict
 from registry import archive, merkle
 from registry import checkpoint as cp
 from registry.search import ZIndex
-from registry.store import CheckpointRow, Entry, LogHead, LogLeafIndex, Meta, open_engine, writer
+from registry.store import CheckpointRow, Entry, Evidence, LogHead, LogLeafIndex, Meta, open_engine, writer
 from signing import keys as keyfiles
 from signing.attestation import ENVELOPE_FILE
+from watermark.report import ReportError, verify_signed
 
 KEY_ENV_VAR = "NOSEPRINT_REGISTRY_KEY"
 DEFAULT_ORIGIN = "noseprint-registry"
@@ -379,3 +380,67 @@ def consistency(reg: Registry, old: int, new: int) -> dict:
         raise UsageError(f"no consistency proof from size {old} to {new}")
     leaves = leaf_hashes(reg, new)
     return {"old_size": old, "new_size": new, "proof": [h.hex() for h in merkle.consistency_proof(old, leaves)]}
+
+
+MAX_REPORT_BYTES = 16 << 20
+
+
+def add_evidence(reg: Registry, entry_id: int, data: bytes) -> dict:
+    """Attach a signed report to a registered model: it must verify, and be signed by the entry's own signer
+    (only the owner speaks for a model's watermark key); the same report is stored once."""
+    entry = get_entry(reg, entry_id)
+    if len(data) > MAX_REPORT_BYTES:
+        raise Rejected(f"the report is larger than {MAX_REPORT_BYTES:,} bytes", "evidence")
+    try:
+        keyid, report = verify_signed(data)
+    except ReportError as exc:
+        raise Rejected(f"the report does not verify: {exc}", "evidence") from None
+    if keyid != entry.signer_keyid:
+        raise Rejected(
+            f"the report is signed by key {keyid[:16]}…, not by entry {entry_id}'s owner {entry.signer_keyid[:16]}…",
+            "evidence",
+        )
+    digest = sha256_bytes(data)
+    row = Evidence(
+        entry_id=entry_id,
+        kind=str(report.get("kind", ""))[:64],
+        signed_json=data.decode(),
+        report_sha256=digest,
+        signer_keyid=keyid,
+        added_at=_now(),
+    )
+    try:
+        with Session(writer(reg.engine)) as session, session.begin():
+            if session.scalar(select(Evidence.id).where(Evidence.report_sha256 == digest)) is not None:
+                raise Rejected("this report is attached already", "duplicate", 409)
+            session.add(row)
+            session.flush()
+            evidence_id = row.id
+    except IntegrityError:
+        raise Rejected("this report is attached already", "duplicate", 409) from None
+    return {"evidence_id": evidence_id, "entry_id": entry_id, "report_sha256": digest} | _evidence_facts(report)
+
+
+def _evidence_facts(report: dict) -> dict:
+    result = report.get("result") or {}
+    return {
+        "kind": report.get("kind"),
+        "key_commitment": report.get("key_commitment"),
+        "scored": result.get("scored"),
+        "log10_p": result.get("log10_p"),
+        "subjects": report.get("subjects"),
+    }
+
+
+def list_evidence(reg: Registry, entry_id: int) -> list[dict]:
+    with Session(reg.engine) as session:
+        rows = session.scalars(select(Evidence).where(Evidence.entry_id == entry_id).order_by(Evidence.id)).all()
+        found = []
+        for row in rows:
+            _, body = verify_signed(row.signed_json.encode())  # verified when added; read through the same path
+            found.append(
+                {"evidence_id": row.id, "report_sha256": row.report_sha256, "signer_keyid": row.signer_keyid}
+                | {"added_at": row.added_at}
+                | _evidence_facts(body)
+            )
+        return found

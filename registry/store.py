@@ -7,6 +7,7 @@
     checkpoints  every signed (size, root) the registry has published, so a client can ask
                  for any of them later
     meta         the registry's origin name and public key
+    evidence     signed reports (watermark, radioactivity) attached to an entry by its owner
 
 Everything an add writes goes in one transaction: a crash leaves either the whole
 entry with its log leaf and checkpoint, or nothing.
@@ -87,6 +88,22 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Evidence(Base):
+    """A signed report (watermark detection, radioactivity test) the owner of a registered model attached to it.
+
+    Kept beside the entry, not in the log: the report's own signature by the entry's signer is what binds it."""
+
+    __tablename__ = "evidence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id"), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    signed_json: Mapped[str] = mapped_column(Text, nullable=False)
+    report_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    signer_keyid: Mapped[str] = mapped_column(String(64), nullable=False)
+    added_at: Mapped[str] = mapped_column(String(32), nullable=False)
 
 
 class LogLeafIndex(Base):

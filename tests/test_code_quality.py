@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"core"},
     {"models", "encoder", "signing"},
     {"circuits"},
-    {"prover", "verifier", "lineage"},
+    {"prover", "verifier", "lineage", "watermark"},
     {"registry"},
     {"noseprint"},
 ]
