@@ -5,12 +5,14 @@ arithmetic), in one run, on random fp16 checkpoints of real shapes, page cache w
 
 Each checkpoint is *partial*, as a download of only what the fingerprint reads would be: its index names every
 shard of the real layout (embedding, one shard per layer, LM head), but only the shards holding the embedding
-and the last two layers are written (the 70B shape: 5.5 GB on disk instead of 141 GB). The floor process
-imports torch and safetensors and reads every tensor of the last two layers whole plus the 16 embedding rows;
-`noseprint fingerprint` does everything (tokenizer, tokens, streamed terms, encoder, picture). Peak RSS is
-and private memory (RSS less the shared, file-backed
-pages: the mapped shards' pages count in RSS once touched, but they are page cache, not the process's) are
-sampled every 50 ms.
+and the last two layers are written (the 70B shape: 5.5 GB on disk instead of 141 GB). The floor processes
+import torch and safetensors and read every tensor of the last two layers plus the 16 embedding rows, no
+arithmetic: `floor copied` clones each tensor out of the map into new memory (as last stop), `floor buffered`
+copies its bytes through one reused 2 MB buffer (no fresh memory faulted in: the stricter floor);
+`noseprint fingerprint` does everything (tokenizer, tokens, streamed terms, encoder, picture). Peak RSS and
+private memory (RSS less the shared, file-backed pages: mapped pages count in RSS while mapped, but they
+are page cache, not the process's) are sampled every 50 ms. Last, the streamed terms alone are timed inside
+one process (wall and CPU seconds), to show how much of the command is reading and multiplying.
 """
 
 from __future__ import annotations
@@ -108,18 +110,46 @@ def write_partial(folder: Path, shape: Shape) -> int:
 
 FLOOR = """
 import json, sys
+import torch
 from safetensors import safe_open
-folder, layers, tokens = sys.argv[1], json.loads(sys.argv[2]), {tokens}
+folder, layers, tokens, buffered = sys.argv[1], json.loads(sys.argv[2]), {tokens}, sys.argv[3] == "buffered"
 index = json.load(open(folder + "/model.safetensors.index.json"))["weight_map"]
 wanted = [n for n in index if any(f"layers.{{i}}." in n for i in layers)]
+chunk = 1 << 20
+buffer = torch.empty(chunk, dtype=torch.float16)
+if buffered:
+    torch.set_num_threads(1)  # one copy per MB: no thread pool to wake (and wait for, on a busy machine) each time
 total = 0
 for name in wanted:
     with safe_open(folder + "/" + index[name], framework="pt") as handle:
-        total += handle.get_tensor(name).clone().numel()  # clone: the bytes are read, not only mapped
+        if not buffered:  # clone: the bytes are read, not only mapped, into new memory
+            total += handle.get_tensor(name).clone().numel()
+            continue
+        flat = handle.get_tensor(name).view(-1)  # the bytes copied through one reused 2 MB buffer
+        for start in range(0, flat.numel(), chunk):
+            part = flat[start : start + chunk]
+            buffer[: part.numel()].copy_(part)
+        total += flat.numel()
 with safe_open(folder + "/" + index["model.embed_tokens.weight"], framework="pt") as handle:
     view = handle.get_slice("model.embed_tokens.weight")
     rows = [view[i : i + 1].clone() for i in range(3, 3 + tokens)]
 print(total)
+"""
+"""The floor: read the needed tensors, no arithmetic. `copied`: each tensor cloned out of the map into new
+memory (last stop's floor); `buffered`: copied through one reused buffer, so no fresh memory is faulted in
+(the stricter floor: what reading the bytes costs, as the fingerprint reads them)."""
+FLOORS = ("copied", "buffered")
+
+
+TERMS = """
+import sys, time
+from pathlib import Path
+from lineage.fingerprint import streamed_terms
+from models.weights import open_model
+model = open_model(Path(sys.argv[1]), 16, None, False)
+wall, cpu = time.perf_counter(), time.process_time()
+streamed_terms(model, progress=False)
+print(f"{time.perf_counter() - wall:.2f} {time.process_time() - cpu:.2f}")
 """
 
 
@@ -153,18 +183,27 @@ def run_sampled(command: list[str]) -> tuple[subprocess.CompletedProcess, float,
 def measure(shape: Shape, folder: Path, out: Path, repeats: int) -> list[dict]:
     layers = list(range(shape.layers - FINGERPRINTED, shape.layers))
     floor = [sys.executable, "-c", FLOOR.format(tokens=TOKENS), str(folder), json.dumps(layers)]
-    noseprint = [sys.executable, "-m", "noseprint.cli", "fingerprint", str(folder), "--out", str(out), "--force"]
-    run_sampled(floor)  # warm the page cache
+    commands = {f"floor {kind}": [*floor, kind] for kind in FLOORS}
+    commands["noseprint"] = [sys.executable, "-m", "noseprint.cli", "fingerprint", str(folder), "--out", str(out)]
+    commands["noseprint"].append("--force")
+    run_sampled(commands["floor copied"])  # warm the page cache
     rows = []
     for _ in range(repeats):
-        for label, command in (("floor", floor), ("noseprint", noseprint)):
+        for label, command in commands.items():
             result, seconds, peak, private = run_sampled(command)
             if result.returncode:
                 raise SystemExit(f"{label} failed: {result.stderr[-2000:]}")
             rows.append(
                 {"shape": shape.name, "what": label, "seconds": seconds, "peak_gb": peak, "private_gb": private}
             )
-            print(f"  {label:9s} {seconds:6.2f} s  peak RSS {peak:5.2f} GB  private {private:5.2f} GB", flush=True)
+            print(f"  {label:15s} {seconds:6.2f} s  peak RSS {peak:5.2f} GB  private {private:5.2f} GB", flush=True)
+    for kind in FLOORS:
+        floors, ours = rows[FLOORS.index(kind) :: 3], rows[2::3]
+        pairs = [mine["seconds"] / floor["seconds"] for floor, mine in zip(floors, ours, strict=True)]
+        print(f"  noseprint / floor {kind}, repeat by repeat: {', '.join(f'{r:.2f}x' for r in pairs)}", flush=True)
+    terms = subprocess.run([sys.executable, "-c", TERMS, str(folder)], capture_output=True, text=True, check=True)
+    wall, cpu = terms.stdout.split()
+    print(f"  in-process streamed terms: {wall} s wall, {cpu} s CPU", flush=True)
     return rows
 
 
@@ -191,18 +230,24 @@ def main() -> None:
         rows = measure(shape, folder, args.dir / f"fp-{key}", args.repeats)
         best = {
             what: min((r for r in rows if r["what"] == what), key=lambda r: r["seconds"])
-            for what in ("floor", "noseprint")
+            for what in ("floor copied", "floor buffered", "noseprint")
         }
-        summary.append((shape.name, needed, best["floor"], best["noseprint"]))
+        summary.append((shape.name, needed, best))
         if not args.keep:
             shutil.rmtree(folder)
-    print("\n| shape | needed | floor | noseprint | ratio | peak RSS (floor / noseprint) | peak private |")
+    print(
+        "\n| shape | needed | floor: copied / buffered | noseprint | ratio to copied / buffered "
+        "| peak RSS (floors / noseprint) | peak private (floors / noseprint) |"
+    )
     print("|---|---|---|---|---|---|---|")
-    for name, needed, floor, ours in summary:
-        ratio = ours["seconds"] / floor["seconds"]
-        print(f"| {name} | {needed / 1e9:.2f} GB | {floor['seconds']:.2f} s | {ours['seconds']:.2f} s | {ratio:.1f}x "
-              f"| {floor['peak_gb']:.2f} / {ours['peak_gb']:.2f} GB "
-              f"| {floor['private_gb']:.2f} / {ours['private_gb']:.2f} GB |")  # fmt: skip
+    for name, needed, best in summary:
+        copied, buffered, ours = best["floor copied"], best["floor buffered"], best["noseprint"]
+        print(f"| {name} | {needed / 1e9:.2f} GB | {copied['seconds']:.2f} / {buffered['seconds']:.2f} s "
+              f"| {ours['seconds']:.2f} s | {ours['seconds'] / copied['seconds']:.1f}x / "
+              f"{ours['seconds'] / buffered['seconds']:.1f}x "
+              f"| {copied['peak_gb']:.2f} / {buffered['peak_gb']:.2f} / {ours['peak_gb']:.2f} GB "
+              f"| {copied['private_gb']:.2f} / {buffered['private_gb']:.2f} / {ours['private_gb']:.2f} GB "
+              "|")  # fmt: skip
 
 
 def _numel(dims: tuple[int, ...]) -> int:

@@ -1,7 +1,8 @@
 """Lazy, read-only access to a local Hugging Face checkpoint folder.
 
-Only the tensors a fingerprint needs are read (`safetensors.safe_open` maps the
-file and reads one tensor, a block of one, or a few embedding rows, at a time),
+Only the tensors a fingerprint needs are read (`safetensors.safe_open` reads headers, whole small
+tensors and a few embedding rows; a matrix is a `LazyMatrix` whose blocks are zero-copy views of the
+file mapped by `MappedSafetensors`, converted by the reader and their mapped pages dropped once read),
 so a fingerprint's memory does not grow with the model. A sharded checkpoint
 may be partial: only the shards holding what is read must be on disk
 (`missing_shards` names the others, `Checkpoint.shard_of` says where a tensor
@@ -12,6 +13,9 @@ refused unless the caller explicitly allows them.
 from __future__ import annotations
 
 import json
+import mmap
+import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,11 +42,14 @@ class LazyMatrix:
     fused or transposed layout costs nothing until a block is read, and reading a block reads only its
     bytes from the memory-mapped file: the fingerprint streams any model in bounded memory."""
 
-    read: Callable[[Span, Span], np.ndarray]
-    """(stored rows, stored columns) -> that block of the stored tensor as float64."""
+    read: Callable[[Span, Span], torch.Tensor]
+    """(stored rows, stored columns) -> that block of the stored tensor in its stored dtype (bf16 has no numpy
+    dtype), possibly a view of the mapped file: copy it before writing to it."""
     rows: Span
     cols: Span
     transposed: bool = False
+    release: Callable[[Span], None] | None = None
+    """Told that stored rows are done with, so the source may drop their mapped pages (`MappedSafetensors`)."""
     ndim = 2
 
     @property
@@ -61,18 +68,34 @@ class LazyMatrix:
         return replace(self, rows=stored_rows, cols=stored_cols)
 
     def block(self, rows: Span | None = None, cols: Span | None = None) -> np.ndarray:
-        """Rows and columns (in this view's coordinates, None: all) as a float64 array."""
+        """Rows and columns (in this view's coordinates, None: all) as a new float64 array."""
         rows = (0, self.shape[0]) if rows is None else rows
         cols = (0, self.shape[1]) if cols is None else cols
         if self.transposed:
-            return self._read(cols, rows).T
-        return self._read(rows, cols)
+            return _float64(self._read(cols, rows)).T
+        return _float64(self._read(rows, cols))
+
+    @property
+    def stored_shape(self) -> tuple[int, int]:
+        """(rows, columns) of this view in the stored tensor's orientation (the transpose of `shape` if
+        `transposed`)."""
+        return (self.rows[1] - self.rows[0], self.cols[1] - self.cols[0])
+
+    def stored_block(self, rows: Span) -> torch.Tensor:
+        """Stored rows [start, stop) of this view (stored orientation, all its stored columns), in the stored
+        dtype: the unit a streamed reader takes, contiguous in the file when the view spans whole rows."""
+        return self._read(rows, (0, self.stored_shape[1]))
+
+    def done(self, rows: Span) -> None:
+        """Stored rows [start, stop) of this view will not be read again soon (their mapped pages may go)."""
+        if self.release is not None:
+            self.release((self.rows[0] + rows[0], self.rows[0] + rows[1]))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         whole = self.block()
         return whole if dtype is None else whole.astype(dtype)
 
-    def _read(self, rows: Span, cols: Span) -> np.ndarray:
+    def _read(self, rows: Span, cols: Span) -> torch.Tensor:
         """Stored-coordinate offsets added to a block of this view's stored ranges."""
         return self.read(
             (self.rows[0] + rows[0], self.rows[0] + rows[1]), (self.cols[0] + cols[0], self.cols[0] + cols[1])
@@ -90,6 +113,54 @@ class LazyMatrix:
         return (base[0] + start, base[0] + max(start, stop))
 
 
+def _float64(block: torch.Tensor) -> np.ndarray:
+    """A new float64 array (never a view of a mapped file, even when the stored dtype is float64 already)."""
+    return block.to(torch.float64, copy=True).numpy()
+
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+"""The stored dtypes read straight from the mapped file; others go through safetensors' own reader."""
+PAGE = mmap.PAGESIZE
+
+
+class MappedSafetensors:
+    """One safetensors file mapped copy-on-write (nothing is ever written back), its tensors zero-copy torch
+    views of the map: a block is converted straight from the page cache into the reader's own buffer, and
+    `drop` unmaps pages read already (`madvise(MADV_DONTNEED)`: the page cache keeps them, the process's
+    resident set does not), so reading a 70B layer does not swell the RSS by the bytes read."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as handle:
+                self.map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+            (length,) = struct.unpack("<Q", self.map[:8])
+            header = json.loads(self.map[8 : 8 + length])
+            self.start = 8 + length
+            self.entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
+            self.bytes = torch.frombuffer(self.map, dtype=torch.uint8)
+        except (OSError, struct.error, ValueError, TypeError) as exc:
+            raise UsageError(f"cannot read safetensors file {path.name}: {exc}") from None
+
+    def view(self, name: str) -> torch.Tensor | None:
+        """The whole tensor as a view of the map (None when its dtype is not one `SAFETENSORS_DTYPES` maps)."""
+        entry = self.entries[name]
+        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            return None
+        begin, end = (self.start + offset for offset in entry["data_offsets"])
+        return self.bytes[begin:end].view(dtype).view(entry["shape"])
+
+    def drop(self, name: str, rows: Span) -> None:
+        """Unmap the whole pages inside stored rows [start, stop) of a 2-D tensor."""
+        entry = self.entries[name]
+        begin, end = (self.start + offset for offset in entry["data_offsets"])
+        row_bytes = (end - begin) // max(1, entry["shape"][0])
+        first, last = begin + rows[0] * row_bytes, begin + rows[1] * row_bytes
+        first, last = -(-first // PAGE) * PAGE, last // PAGE * PAGE
+        if last > first:
+            self.map.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint folder: its config and where each tensor lives."""
@@ -99,6 +170,9 @@ class Checkpoint:
     tensor_files: dict[str, Path]
     _pickled: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
+    _maps: dict[Path, MappedSafetensors] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Guards `_maps` (the two fingerprinted layers are read side by side, often from one file)."""
 
     @property
     def names(self) -> set[str]:
@@ -125,11 +199,28 @@ class Checkpoint:
         shape = self.shape(name)
         if len(shape) != 2:
             raise UsageError(f"tensor {name!r} has shape {shape}; a matrix was expected")
-        return LazyMatrix(lambda rows, cols: self._block(name, rows, cols), (0, shape[0]), (0, shape[1]))
+        return LazyMatrix(
+            lambda rows, cols: self._block(name, rows, cols),
+            (0, shape[0]),
+            (0, shape[1]),
+            release=lambda rows: self._mapped(name).drop(name, rows),
+        )
 
-    def _block(self, name: str, rows: Span, cols: Span) -> np.ndarray:
-        view = self._open(name).get_slice(name)
-        return view[rows[0] : rows[1], cols[0] : cols[1]].to(torch.float64).numpy()
+    def _block(self, name: str, rows: Span, cols: Span) -> torch.Tensor:
+        """A view of the mapped file (stored dtype); other dtypes are read, and converted, by safetensors."""
+        whole = self._mapped(name).view(name)
+        if whole is None:
+            view = self._open(name).get_slice(name)
+            return view[rows[0] : rows[1], cols[0] : cols[1]].to(torch.float64)
+        return whole[rows[0] : rows[1], cols[0] : cols[1]]
+
+    def _mapped(self, name: str) -> MappedSafetensors:
+        with self._lock:
+            self._open(name)  # the missing-shard and unreadable-file errors
+            path = self.tensor_files[name]
+            if path not in self._maps:
+                self._maps[path] = MappedSafetensors(path)
+            return self._maps[path]
 
     def shard_of(self, name: str) -> Path | None:
         """The file holding `name` (None for pickled checkpoints), whether or not it is on disk."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from core.errors import UsageError
 from models.checkpoint import Checkpoint, LazyMatrix, Span
@@ -60,7 +61,9 @@ class GgufCheckpoint(Checkpoint):
         if len(shape) != 2:
             raise UsageError(f"tensor {name!r} has shape {shape}; a matrix was expected")
         return LazyMatrix(
-            lambda rows, cols: self._dequantised(name, rows)[:, cols[0] : cols[1]], (0, shape[0]), (0, shape[1])
+            lambda rows, cols: torch.from_numpy(self._dequantised(name, rows, dtype=np.float32)[:, cols[0] : cols[1]]),
+            (0, shape[0]),
+            (0, shape[1]),
         )
 
     def rows(self, name: str, indices: list[int]) -> np.ndarray:
@@ -79,10 +82,12 @@ class GgufCheckpoint(Checkpoint):
             raise UsageError(f"tensor {name!r} is missing from the GGUF file {self.folder}")
         return tensor
 
-    def _dequantised(self, name: str, rows: Span | None, cols: Span | None = None) -> np.ndarray:
-        """Rows and columns [start, stop) (None: all) as float64, dequantised by `gguf.quants` from the mapped
-        bytes. Columns are read as the whole quantisation blocks that hold them (a writer's column block costs
-        its own bytes, not the whole matrix)."""
+    def _dequantised(
+        self, name: str, rows: Span | None, cols: Span | None = None, dtype: type = np.float64
+    ) -> np.ndarray:
+        """Rows and columns [start, stop) (None: all) as float64 (or `dtype`: the streamed reader takes gguf's
+        own float32), dequantised by `gguf.quants` from the mapped bytes. Columns are read as the whole
+        quantisation blocks that hold them (a column block costs its own bytes, not the whole matrix)."""
         from gguf import GGML_QUANT_SIZES
         from gguf.quants import dequantize
 
@@ -100,7 +105,9 @@ class GgufCheckpoint(Checkpoint):
             raise UsageError(
                 f"GGUF tensor {tensor.name} is {tensor.tensor_type.name}, which gguf cannot dequantise"
             ) from None
-        values = values.astype(np.float64)
+        values = values.astype(dtype, copy=False)
+        if not values.flags.writeable:  # F32 (F64) data can come back as the read-only map itself
+            values = values.copy()
         if cols is not None and values.ndim == 2:
             values = values[:, cols[0] - offset : cols[1] - offset]
         return values

@@ -1,6 +1,6 @@
 """The invariant terms computed block by block from memory-mapped tensors, in memory that does not grow with
-the model: the blocks are the chunked proof's (`core.chunks`), so the fingerprint and the proof split a
-layer the same way, and each block's partial term is what one chunk proof outputs.
+the model, summed over the chunked proof's own blocks (`core.chunks`): each chunk's partial term is computed
+by `chunk_term` (or `partial_term`), the function the prover sums too, and is what that chunk's proof outputs.
 
 Every term is a sum over blocks of its weight matrices' rows (core/chunks.py has the derivation):
 
@@ -8,62 +8,57 @@ Every term is a sum over blocks of its weight matrices' rows (core/chunks.py has
     VO  = Σ_j ((E·γa)·Wv_jᵀ) · sumgroups(E·Wo_j)ᵀ
     FFN = Σ_j (((E·γf)·Wg_jᵀ) ⊙ ((E·γf)·Wup_jᵀ)) · (E·Wdown_j)ᵀ
 
-so one block of each matrix is in memory at a time (as float64: the sums agree with the whole-tensor
-`models.invariants.layer_terms` to float64 rounding, ~1e-15 relative, and the blocks are large enough that
-the float64 products run at memory speed).
+and each block enters only through its *activations*, the n-row products (E·γ)·W_jᵀ (readers) and E·W_j
+(writers: the columns of Wo and Wdown). So a streamed layer reads every matrix once, in blocks of its stored
+rows (contiguous in the file, whatever the layout: a reader stored (in, out), as GPT-2's Conv1D, adds its
+block's product instead of filling its columns), converts each block from the page cache into one reused
+float32 buffer, multiplies it by E (BLAS, float32 products of 16-row matrices, accumulated in float64), and
+drops the block's mapped pages. Memory holds one block and the n x width activations, at any model size;
+the chunk plan then slices the activations, and the partial terms are summed in float64.
+
+Float32 blocks: the terms agree with float64 to ~1e-7 of a term's largest entry (tests/test_streamed_reading.py
+bounds it at 1e-5), far below what moves z (the fingerprint's z is floor(z·2^12)); `dtype=torch.float64`
+gives the float64 sums (the tests' exact check of the block plan).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from core.chunks import BlockPiece, Chunk, Chunking, ChunkShape, choose_chunking, plan_chunks
+from core.chunks import DEFAULT_CHUNK_WEIGHTS, BlockPiece, Chunk, Chunking, ChunkShape, choose_chunking, plan_chunks
 from core.layout import ROW, CircuitLayout, LayerShape
 from models.architectures import Matrix
 from models.checkpoint import LazyMatrix
 
-STREAM_BLOCK_WEIGHTS = 16 * 2**20
-"""Most weights one block of a term takes (all its matrices together): 128 MB as float64, so a block's
-arrays and their temporaries stay within a few hundred MB at any model size, while a block's products are
-still long enough to run at memory speed."""
+STREAM_BLOCK_WEIGHTS = 1 << 20
+"""Weights read and converted at a time: 4 MB as float32, so the converted block is still in the core's cache
+when BLAS multiplies it. Measured on the loaded 2-core bench machine (one 70B matrix, one thread, fp16 to
+float32 from the map and the product): 1.3-1.8 ns a weight at 2^18-2^20, 1.9-3.2 at 2^22 (the old 16 M-weight
+float64 blocks: ~18 ns a weight, most of it faulting in a fresh array for every block)."""
+STREAM_DTYPE = torch.float32
 NORM_ROLES = ("attn_norm", "ffn_norm")
+READER_NORMS = {"q": "attn_norm", "k": "attn_norm", "v": "attn_norm", "gate": "ffn_norm", "up": "ffn_norm",
+                "ffn_in": "ffn_norm"}  # fmt: skip
+"""Readers and the norm whose scale γ travels with them; the other matrices (o, ffn_out) are writers."""
 STREAM_THREADS = 1
 """Threads for the conversions and products. Every product has only n (16) rows, so it runs at memory speed
 and a second thread gains little on an idle machine, while on a busy one (another job on the same cores) the
 spinning BLAS threads cost several-fold: one FFN block, 84 ms with two OpenBLAS threads against 11.5 ms with
-one, on the loaded 2-core bench machine (BENCHMARKS.md, issue 21)."""
+one, on the loaded 2-core bench machine (BENCHMARKS.md, issue 21). The two fingerprinted layers run side by
+side instead (`lineage.fingerprint`)."""
 
-Values = Callable[[str, np.ndarray], np.ndarray]
-"""(role, float64 block) -> the values the term uses (the identity for the raw terms; the fingerprint's
-circuit values quantise each block with its whole tensor's RMS)."""
-
-
-@dataclass
-class BlockStats:
-    """What one streamed pass saw besides the terms: each role's sum of squares (its RMS, for quantising
-    the tensor as a whole in a second pass) and its element count."""
-
-    sum_squares: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def add(self, role: str, block: np.ndarray) -> None:
-        flat = block.ravel()
-        self.sum_squares[role] = self.sum_squares.get(role, 0.0) + float(flat @ flat)
-        self.counts[role] = self.counts.get(role, 0) + flat.size
-
-    def rms(self, role: str) -> float:
-        return float(np.sqrt(self.sum_squares[role] / self.counts[role]))
+Activations = Mapping[str, np.ndarray]
 
 
-def stream_chunking(tokens: int, shape: LayerShape, block_weights: int = STREAM_BLOCK_WEIGHTS) -> Chunking:
-    """The largest chunk-plan blocks within `block_weights` (at least one head, one FFN row)."""
-    return choose_chunking(CircuitLayout(tokens=tokens, hidden=shape.hidden, layers=(shape,)), block_weights)
+def stream_chunking(tokens: int, shape: LayerShape, chunk_weights: int = DEFAULT_CHUNK_WEIGHTS) -> Chunking:
+    """The chunk plan's blocks the terms are summed over: the chunked proof's default, the largest within
+    `chunk_weights` (at least one head, one FFN row)."""
+    return choose_chunking(CircuitLayout(tokens=tokens, hidden=shape.hidden, layers=(shape,)), chunk_weights)
 
 
 def layer_chunks(tokens: int, shape: LayerShape, chunking: Chunking) -> list[Chunk]:
@@ -71,14 +66,16 @@ def layer_chunks(tokens: int, shape: LayerShape, chunking: Chunking) -> list[Chu
     return plan_chunks(CircuitLayout(tokens=tokens, hidden=shape.hidden, layers=(shape,)), chunking)
 
 
-def read_block(matrix: Matrix, piece: BlockPiece) -> np.ndarray:
-    """The rows (ROW pieces: readers) or columns (COLUMN: writers) [start, stop) of a role, as a new float64
-    array (the caller's `values` may work on it in place)."""
-    span = (piece.start, piece.stop)
-    if isinstance(matrix, LazyMatrix):
-        return matrix.block(span, None) if piece.blinding_axis == ROW else matrix.block(None, span)
-    part = matrix[slice(*span)] if piece.blinding_axis == ROW else matrix[:, slice(*span)]
-    return np.array(part, dtype=np.float64)
+def chunk_pieces(chunk: Chunk) -> Iterator[tuple[str, BlockPiece]]:
+    """(role, block) of each weight block a chunk takes (E and the norm come first in `plan_chunks`)."""
+    for piece in chunk.pieces[2:]:
+        assert isinstance(piece, BlockPiece)
+        yield piece.tensor.split(".", 1)[1], piece
+
+
+def piece_block(matrix: np.ndarray, piece: BlockPiece) -> np.ndarray:
+    """The rows (ROW pieces: readers) or columns (COLUMN: writers) [start, stop) of a role held in memory."""
+    return matrix[piece.start : piece.stop] if piece.blinding_axis == ROW else matrix[:, piece.start : piece.stop]
 
 
 def sum_groups(activation: np.ndarray, shape: ChunkShape) -> np.ndarray:
@@ -90,47 +87,132 @@ def sum_groups(activation: np.ndarray, shape: ChunkShape) -> np.ndarray:
     return activation.reshape(n, -1, shape.group, shape.head_dim).sum(axis=2).reshape(n, -1)
 
 
-def chunk_term(e: np.ndarray, norm: np.ndarray, shape: ChunkShape, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The n x n partial term of one chunk (what its chunk proof outputs, before quantisation)."""
-    reader_in = e * norm  # γ travels with the readers
+def chunk_activations(e: np.ndarray, norm: np.ndarray, blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each weight block's n-row product: (E·γ)·W_jᵀ for a reader (γ travels with the readers), E·W_j for a
+    writer's columns."""
+    reader_in = e * norm
+    return {role: reader_in @ block.T if role in READER_NORMS else e @ block for role, block in blocks.items()}
+
+
+def partial_term(shape: ChunkShape, acts: Activations) -> np.ndarray:
+    """The n x n partial term of one chunk from its blocks' activations."""
     if shape.kind == "qk":
-        return sum_groups(reader_in @ blocks["q"].T, shape) @ (reader_in @ blocks["k"].T).T
+        return sum_groups(acts["q"], shape) @ acts["k"].T
     if shape.kind == "vo":
-        return (reader_in @ blocks["v"].T) @ sum_groups(e @ blocks["o"], shape).T
-    if shape.gated:
-        hidden = (reader_in @ blocks["gate"].T) * (reader_in @ blocks["up"].T)
-    else:
-        hidden = reader_in @ blocks["ffn_in"].T
-    return hidden @ (e @ blocks["ffn_out"]).T
+        return acts["v"] @ sum_groups(acts["o"], shape).T
+    hidden = acts["gate"] * acts["up"] if shape.gated else acts["ffn_in"]
+    return hidden @ acts["ffn_out"].T
+
+
+def chunk_term(e: np.ndarray, norm: np.ndarray, shape: ChunkShape, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The n x n partial term of one chunk from its weight blocks (what its chunk proof outputs, before
+    quantisation)."""
+    return partial_term(shape, chunk_activations(e, norm, blocks))
+
+
+def summed_terms(chunks: list[Chunk], partial: Callable[[Chunk], np.ndarray], tokens: int) -> np.ndarray:
+    """(3, n, n): QK, VO, FFN of one layer, each the float64 sum of its chunks' partial terms."""
+    terms = {kind: np.zeros((tokens, tokens)) for kind in ("qk", "vo", "ffn")}
+    for chunk in chunks:
+        terms[chunk.kind] += partial(chunk)
+    return np.stack([terms["qk"], terms["vo"], terms["ffn"]])
+
+
+def planned_layer_terms(
+    e: np.ndarray, weights: Mapping[str, np.ndarray], shape: LayerShape, chunking: Chunking
+) -> np.ndarray:
+    """(3, n, n) of a layer held in memory (the prover's quantised values): the sum of `chunk_term` over the
+    chunk plan's blocks, as the encode proof sums the chunk proofs' outputs."""
+    tokens = e.shape[0]
+
+    def partial(chunk: Chunk) -> np.ndarray:
+        blocks = {role: piece_block(weights[role], piece) for role, piece in chunk_pieces(chunk)}
+        return chunk_term(e, weights[chunk.shape.norm_role], chunk.shape, blocks)
+
+    return summed_terms(layer_chunks(tokens, shape, chunking), partial, tokens)
 
 
 def streamed_layer_terms(
     e: np.ndarray,
     weights: Mapping[str, Matrix],
     shape: LayerShape,
-    values: Values | None = None,
-    stats: BlockStats | None = None,
     on_block: Callable[[int], object] | None = None,
     block_weights: int = STREAM_BLOCK_WEIGHTS,
+    dtype: torch.dtype = STREAM_DTYPE,
+    chunking: Chunking | None = None,
 ) -> np.ndarray:
-    """(3, n, n): QK, VO, FFN of one layer, summed over the chunk plan's blocks, reading one block at a time.
+    """(3, n, n): QK, VO, FFN of one layer, every matrix read once, block by block (`layer_activations`), the
+    partial terms of the chunk plan's blocks (`partial_term` on the activations' slices) summed."""
+    tokens = e.shape[0]
+    acts = layer_activations(e, weights, shape, on_block, block_weights, dtype)
+    chunks = layer_chunks(tokens, shape, chunking or stream_chunking(tokens, shape))
 
-    `values` maps each block (and norm) before use; `stats` collects each role's sum of squares of the raw
-    blocks; `on_block(weights)` is told each block's weight count (progress)."""
-    chunks = layer_chunks(e.shape[0], shape, stream_chunking(e.shape[0], shape, block_weights))
-    norms = {role: _prepared(role, np.array(weights[role], dtype=np.float64), values, stats) for role in NORM_ROLES}
-    terms = {kind: np.zeros((e.shape[0], e.shape[0])) for kind in ("qk", "vo", "ffn")}
-    for chunk in chunks:
-        blocks = {}
-        for piece in chunk.pieces[2:]:  # E and the norm come first (`plan_chunks`)
-            assert isinstance(piece, BlockPiece)
-            role = piece.tensor.split(".", 1)[1]
-            blocks[role] = _prepared(role, read_block(weights[role], piece), values, stats)
-        terms[chunk.kind] += chunk_term(e, norms[chunk.shape.norm_role], chunk.shape, blocks)
+    def partial(chunk: Chunk) -> np.ndarray:
+        return partial_term(chunk.shape, {role: acts[role][:, p.start : p.stop] for role, p in chunk_pieces(chunk)})
+
+    return summed_terms(chunks, partial, tokens)
+
+
+def layer_activations(
+    e: np.ndarray,
+    weights: Mapping[str, Matrix],
+    shape: LayerShape,
+    on_block: Callable[[int], object] | None = None,
+    block_weights: int = STREAM_BLOCK_WEIGHTS,
+    dtype: torch.dtype = STREAM_DTYPE,
+) -> dict[str, np.ndarray]:
+    """Every matrix's n-row activation (readers (E·γ)·Wᵀ, writers E·W) as float64, each matrix read once in
+    blocks of `block_weights` through one reused `dtype` buffer."""
+    norms = {role: np.asarray(weights[role], dtype=np.float64) for role in NORM_ROLES}
+    buffer = torch.empty(block_weights, dtype=dtype)
+    acts = {}
+    for role, _, _ in shape.tensor_shapes():
+        if role in NORM_ROLES:
+            continue
+        norm = READER_NORMS.get(role)
+        left = e * norms[norm] if norm is not None else e
+        acts[role] = activation(weights[role], left, norm is not None, buffer, on_block)
+    return acts
+
+
+def activation(
+    matrix: Matrix,
+    left: np.ndarray,
+    reader: bool,
+    buffer: torch.Tensor,
+    on_block: Callable[[int], object] | None = None,
+) -> np.ndarray:
+    """left·Vᵀ (a reader) or left·V (a writer) of the view V, float64 out.
+
+    A lazy view is read in blocks of its stored rows S_b: the product takes either S itself (a reader stored
+    transposed, a writer stored plainly), and each block adds left[:, b]·S_b, or Sᵀ, and each block fills
+    columns b with left·S_bᵀ. Each block is converted into `buffer` (its dtype: float32, or float64 for the
+    exact check) and its mapped pages dropped once read."""
+    if not isinstance(matrix, LazyMatrix):
+        values = np.asarray(matrix, dtype=np.float64)
         if on_block is not None:
-            on_block(sum(block.size for block in blocks.values()))
-        del blocks
-    return np.stack([terms["qk"], terms["vo"], terms["ffn"]])
+            on_block(values.size)
+        return left @ values.T if reader else left @ values
+    rows, cols = matrix.stored_shape
+    direct = reader == matrix.transposed
+    factor = torch.from_numpy(left).to(buffer.dtype)
+    factor_t = factor.T.contiguous()
+    out = np.zeros((left.shape[0], cols)) if direct else np.zeros((rows, left.shape[0]))
+    if buffer.numel() < cols:
+        buffer = torch.empty(cols, dtype=buffer.dtype)
+    step = buffer.numel() // cols
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        block = buffer[: (stop - start) * cols].view(stop - start, cols)
+        block.copy_(matrix.stored_block((start, stop)))
+        matrix.done((start, stop))
+        if direct:
+            out += (factor[:, start:stop] @ block).numpy()
+        else:  # S_b·leftᵀ: ~3x faster than left·S_bᵀ for 16-column products (MKL, one thread)
+            out[start:stop] = (block @ factor_t).numpy()
+        if on_block is not None:
+            on_block(block.numel())
+    return out if direct else out.T
 
 
 @contextmanager
@@ -143,12 +225,6 @@ def stream_threads(count: int = STREAM_THREADS) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _prepared(role: str, block: np.ndarray, values: Values | None, stats: BlockStats | None) -> np.ndarray:
-    if stats is not None:
-        stats.add(role, block)
-    return block if values is None else values(role, block)
 
 
 def layer_weight_count(shape: LayerShape) -> int:

@@ -28,7 +28,7 @@ from core.fileio import canonical_json, sha256_bytes
 from core.layout import CircuitLayout, with_term_shifts
 from encoder import release
 from encoder.network import config_of, load_encoder
-from models.invariants import invariant_terms
+from models.streamed import planned_layer_terms
 from models.weights import DEFAULT_TOKENS, ModelWeights, read_model
 from prover.schedule import Scheduler
 from prover.thumbnail import ThumbnailPlan, plan_thumbnail
@@ -116,18 +116,23 @@ def _refuse_overwrite(path: Path, what: str, force: bool) -> None:
         raise UsageError(f"{what} already exists: {path} (use --force to replace it)")
 
 
-def circuit_input_terms(layout: CircuitLayout, quantised: dict[str, np.ndarray]) -> np.ndarray:
-    """The raw terms of the values the circuit actually receives (unit-RMS, quantised), in real units.
+def circuit_input_terms(
+    layout: CircuitLayout, quantised: dict[str, np.ndarray], chunking: Chunking | None = None
+) -> np.ndarray:
+    """The raw terms of the values the circuit actually receives (unit-RMS, quantised), in real units: each
+    the sum over the chunk plan's blocks of the partial term its chunk proof outputs (`models.streamed`'s
+    `chunk_term`, the code the streamed fingerprint sums too; default: the default chunking).
 
     The term shifts must bound these, not the terms of the raw weights: unit-RMS
     scaling multiplies a term by the product of its tensors' 1/rms factors.
     """
+    chunking = chunking or choose_chunking(layout, DEFAULT_CHUNK_WEIGHTS)
     values = {name: q.astype(np.float64) / float(1 << INPUT_SCALE) for name, q in quantised.items()}
-    layers = [
-        {role: values[f"layer{i}.{role}"] for role, _, _ in shape.tensor_shapes()}
-        for i, shape in enumerate(layout.layers)
-    ]
-    return invariant_terms(values["embedding"], layers, list(layout.layers))
+    terms = []
+    for i, shape in enumerate(layout.layers):
+        layer = {role: values[f"layer{i}.{role}"] for role, _, _ in shape.tensor_shapes()}
+        terms.append(planned_layer_terms(values["embedding"], layer, shape, chunking))
+    return np.concatenate(terms)
 
 
 def choose_srs(logrows: int, srs_file: Path | None, init_dev_srs: bool, progress: Progress) -> Srs:
@@ -168,11 +173,12 @@ def plan_proof(options: ProveOptions, progress: Progress, clock: Stopwatch) -> P
     clock.lap("read")
     progress("computing invariants")
     quantised = quantised_tensors(model.tensors(), model.layout)
-    layout = with_term_shifts(model.layout, choose_term_shifts(circuit_input_terms(model.layout, quantised)))
-    chunking = options.chunking or choose_chunking(layout, options.chunk_weights)
-    problems = chunking_errors(layout, chunking)
+    chunking = options.chunking or choose_chunking(model.layout, options.chunk_weights)
+    problems = chunking_errors(model.layout, chunking)
     if problems:
         raise UsageError(f"this chunking does not fit the model: {problems[0]}")
+    terms = circuit_input_terms(model.layout, quantised, chunking)
+    layout = with_term_shifts(model.layout, choose_term_shifts(terms))
     clock.lap("invariants")
     progress("building circuits")
     circuits = build_chunked(layout, chunking, release.ENCODER, release.network_digest(release.ENCODER))

@@ -108,8 +108,10 @@ def reference(original, tmp_path) -> tuple[np.ndarray, dict]:
     return np.load(tmp_path / "fp-st" / "invariants.npy"), record
 
 
-def test_an_f32_gguf_fingerprints_exactly_as_its_safetensors_despite_the_rotary_permutation(original, tmp_path):
-    """llama.cpp's Wq/Wk row permutation is the same within every head, so QK is unchanged (models/gguf.py)."""
+def test_an_f32_gguf_fingerprints_as_its_safetensors_despite_the_rotary_permutation(original, tmp_path):
+    """llama.cpp's Wq/Wk row permutation is the same within every head, so QK is unchanged (models/gguf.py):
+    the terms agree to float32 rounding (the permuted rows are summed in another order) and z to its last
+    fixed-point unit (floor(z·2^12) may round the other way)."""
     model, tokenizer, _ = original
     path = write_gguf(model, tokenizer, tmp_path / "m.gguf", Q.F32)
     stored = open_gguf(path).tensor("model.layers.2.self_attn.q_proj.weight")
@@ -118,7 +120,7 @@ def test_an_f32_gguf_fingerprints_exactly_as_its_safetensors_despite_the_rotary_
     gguf_record = fingerprint_model(path, tmp_path / "fp-gguf", progress=False)
     gguf_terms = np.load(tmp_path / "fp-gguf" / "invariants.npy")
     assert np.abs(gguf_terms - terms).max() <= 1e-6 * np.abs(terms).max()  # float32 storage of float32 weights
-    assert gguf_record["z"] == record["z"] and gguf_record["model_type"] == "llama"
+    assert np.abs(np.subtract(gguf_record["z"], record["z"])).max() <= 1 and gguf_record["model_type"] == "llama"
     tokens = (tmp_path / "fp-gguf" / "tokens.json").read_text()
     assert tokens == (tmp_path / "fp-st" / "tokens.json").read_text()  # chosen from the GGUF vocabulary alike
 
