@@ -1,7 +1,8 @@
 """Radioactivity (issue 22): does a student fine-tuned on a watermarked teacher's text carry the watermark?
 
     python -m bench.radioactivity [--zoo bench/zoo/cache] [--teacher base0] [--student base1]
-                                  [--texts 512] [--new-tokens 96] [--steps 400] [--keys 200] [--smoke]
+                                  [--texts 512] [--new-tokens 96] [--steps 400] [--probes 1024] [--keys 200]
+                                  [--max-pairs 10000] [--threads 1] [--smoke]
 
 Teacher: a zoo base (LLaMA, hidden 64, 4 layers, the zoo's 2,048-token vocabulary). It writes answers to prompts,
 watermarked with a fresh key (Kirchenbauer, k=2, γ=0.25, δ=3 unless told) and plain. Students: another zoo base
@@ -19,9 +20,10 @@ Controls: the ρ=0 student and the ρ=100% student, open mode, scored with --key
 pass, many keys): the p-values should be uniform (KS p > 0.01) and the rate of p ≤ 0.05 inside its binomial 99%
 interval; with deduplication off the same rate shows the false positives repeats cause.
 
-Writes OUT/radioactivity.json (every figure and curve), OUT/table.md and OUT/radioactivity.png (log10 p against ρ
-and against scored tokens). The zoo must be built first (python -m bench.zoo.build). The zoo bases are small
-enough to fine-tune in minutes on 2 cores, so the real shapes are used.
+Writes OUT/radioactivity.json (every figure and curve, timings, peak memory), OUT/table.md and OUT/radioactivity.png
+(log10 p against ρ and against scored tokens), after each student and each control, so a stopped run leaves figures.
+The zoo must be built first (python -m bench.zoo.build). The zoo bases are small enough to fine-tune in minutes on
+2 cores, so the real shapes are used.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -39,7 +42,7 @@ from scipy import stats
 from bench.zoo.train import lm_loss, train_steps
 from watermark import generate as gen
 from watermark import membership, radioactive
-from watermark.detect import detect
+from watermark.detect import detect, first_occurrences, log10_p_of, pair_scores
 from watermark.prf import new_key
 from watermark.schemes import DEFAULT_DELTA, KIRCHENBAUER, SchemeParams, Watermark
 from watermark.texts import Text
@@ -53,6 +56,8 @@ CONFIDENCE = 0.99
 UNIFORM_KS_MIN = 0.01
 PASS_FULL = -10.0
 PASS_OPEN_10 = -5.0
+PROBE_TEMPERATURE = 0.7
+"""The suspect answers the closed-mode prompts at this temperature: nearer its mode, where a learned bias shows."""
 
 
 def make_prompts(teacher, count: int, seed: int, bos: int) -> list[list[int]]:
@@ -61,8 +66,8 @@ def make_prompts(teacher, count: int, seed: int, bos: int) -> list[list[int]]:
     return [[bos, *ids] for ids in gen.generate(teacher, starts, None, PROMPT_TOKENS - 1, 1.0, seed)]
 
 
-def answers(teacher, prompts, watermark, new_tokens: int, seed: int) -> list[Text]:
-    generated = gen.generate(teacher, prompts, watermark, new_tokens, 1.0, seed)
+def answers(model, prompts, watermark, new_tokens: int, seed: int, temperature: float = 1.0) -> list[Text]:
+    generated = gen.generate(model, prompts, watermark, new_tokens, temperature, seed)
     return [Text(list(p), g) for p, g in zip(prompts, generated, strict=True)]
 
 
@@ -98,40 +103,57 @@ def test_student(student, wm: Watermark, marked: list[Text], all_marked, fresh, 
         "open_supervised": radioactive.reading_mode(student, wm, reference),
         "open_unsupervised": radioactive.reading_mode(student, wm, fresh),
     }
-    own = answers(student, probe_prompts, None, args.new_tokens, seed=args.seed + 7)
+    own = answers(student, probe_prompts, None, args.new_tokens, seed=args.seed + 7, temperature=args.probe_temperature)
     phi_sup = radioactive.supervised_filter(reference, k)
     phi_unsup = radioactive.unsupervised_filter(fresh, k, args.filter_top)
     out["closed_supervised"] = radioactive.closed_mode(wm, own, phi_sup)
     out["closed_unsupervised"] = radioactive.closed_mode(wm, own, phi_unsup)
     out["closed_none"] = radioactive.closed_mode(wm, own, None)
+    # the precautions switched off (the true key): every position read, repeats scored again
+    out["open_supervised_no_dedup"] = radioactive.reading_mode(student, wm, reference, dedup=False)
+    out["closed_none_no_dedup"] = radioactive.closed_mode(wm, own, None, dedup=False)
     out["membership"] = membership.membership_test(student, reference, fresh, wm.params.vocab)
     return out
 
 
 def null_keys(student, texts: list[Text], params: SchemeParams, keys: int, max_pairs: int) -> dict:
-    """p-values of one student's reading-mode pairs under `keys` random keys, deduplicated and not."""
+    """p-values of one student's reading-mode pairs under `keys` random keys, deduplicated and not. One forward
+    pass; each key hashes each distinct window once for both pair sets (the scores are the tests' own)."""
     contexts = [t.context for t in texts]
     starts = [len(t.prompt_tokens) for t in texts]
     predicted = radioactive.predictions(student, contexts, params.vocab)
-    result = {}
+    sets = {}
     for dedup in (True, False):
         pairs, _ = radioactive.reading_pairs(contexts, starts, predicted, params.k, skip_repeats=dedup)
         pairs = pairs[:max_pairs]
-        p_values = np.array(
-            [10 ** radioactive.score_pairs(Watermark(new_key(), params), pairs, dedup)["log10_p"] for _ in range(keys)]
-        )
-        low, high = stats.binom.interval(CONFIDENCE, keys, FPR_LEVEL)
-        positives = int((p_values <= FPR_LEVEL).sum())
-        result["dedup" if dedup else "no_dedup"] = {
+        if dedup:
+            pairs = [pair for pair, kept in zip(pairs, first_occurrences(pairs), strict=True) if kept]
+        sets["dedup" if dedup else "no_dedup"] = pairs
+    p_values: dict[str, list[float]] = {name: [] for name in sets}
+    union = sets["dedup"] + sets["no_dedup"]
+    split = len(sets["dedup"])
+    for _ in range(keys):
+        scores = pair_scores(Watermark(new_key(), params), union)
+        for name, part in (("dedup", scores[:split]), ("no_dedup", scores[split:])):
+            p_values[name].append(10 ** log10_p_of(params, float(part.sum()), len(part)))
+    low, high = stats.binom.interval(CONFIDENCE, keys, FPR_LEVEL)
+    result: dict[str, dict] = {}
+    for name, values in p_values.items():
+        array = np.asarray(values)
+        positives = int((array <= FPR_LEVEL).sum())
+        result[name] = {
             "keys": keys,
-            "pairs": len(pairs),
-            "ks_uniform_p": float(stats.kstest(p_values, "uniform").pvalue),
+            "pairs": len(sets[name]),
+            "ks_uniform_p": float(stats.kstest(array, "uniform").pvalue),
             "false_positives_at_0.05": positives,
             "binomial_99_interval": [int(low), int(high)],
             "fpr_inside_interval": bool(low <= positives <= high),
         }
     result["dedup"]["uniform"] = result["dedup"]["ks_uniform_p"] > UNIFORM_KS_MIN
     return result
+
+
+NO_DEDUP = ("open_supervised_no_dedup", "closed_none_no_dedup")
 
 
 def write_table(results: dict, path: Path) -> None:
@@ -142,7 +164,12 @@ def write_table(results: dict, path: Path) -> None:
         cells = [f"{row[c]['log10_p']:.1f} ({row[c]['scored']:,})" for c in columns]
         lines.append(f"| {float(rho):.0%} | " + " | ".join(cells) + f" | {row['membership']['log10_p']:.1f} |")
     lines.append("")
-    lines.append("log10 p (scored tokens). Controls (open mode, random keys):")
+    lines.append("log10 p (scored tokens). Without deduplication (the true key; open: no window skipped either):")
+    for rho, row in results["students"].items():
+        cells = [f"{c.replace('_', ' ')} {row[c]['log10_p']:.1f} ({row[c]['scored']:,})" for c in NO_DEDUP if c in row]
+        lines.append(f"- ρ {float(rho):.0%}: " + "; ".join(cells))
+    lines.append("")
+    lines.append("Controls (open mode, random keys):")
     for name, control in results["controls"].items():
         for kind, c in control.items():
             if isinstance(c, dict):
@@ -167,17 +194,23 @@ def plot(results: dict, path: Path) -> None:
     left.plot(shown, [row["membership"]["log10_p"] for row in results["students"].values()], "k--", label="MI (KS)")
     left.set_xscale("log")
     left.set_xlabel("ρ (watermarked share of fine-tuning answers; 0 drawn at 0.1%)")
-    left.set_ylabel("log10 p")
-    left.legend(fontsize=7)
     for rho, row in results["students"].items():
+        colour = None
         for column, style, name in (("open_supervised", "-", "open"), ("closed_supervised", ":", "closed")):
             curve = np.array(row[column]["curve"])
             if len(curve):
-                right.plot(curve[:, 0], curve[:, 1], style, label=f"ρ={float(rho):.0%} {name}")
+                (line,) = right.plot(curve[:, 0], curve[:, 1], style, color=colour, label=f"ρ={float(rho):.0%} {name}")
+                colour = line.get_color()
     right.set_xscale("log")
-    right.set_xlabel("scored tokens")
-    right.set_ylabel("log10 p")
-    right.legend(fontsize=6)
+    right.set_xlabel("scored tokens (supervised filter)")
+    for axis, size in ((left, 7), (right, 6)):
+        axis.set_yscale("symlog", linthresh=10)  # linear down to 1e-10, logarithmic below
+        axis.set_ylim(top=1)
+        for bar, label in ((PASS_OPEN_10, "1e-5"), (PASS_FULL, "1e-10")):
+            axis.axhline(bar, color="grey", lw=0.6, ls="--")
+            axis.annotate(label, (0.01, bar), xycoords=("axes fraction", "data"), fontsize=6, color="grey")
+        axis.set_ylabel("log10 p")
+        axis.legend(fontsize=size)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -205,26 +238,44 @@ def run(args) -> dict:
         "students": {},
         "controls": {},
     }
+    results["timings"] = timings
     rng = np.random.default_rng(args.seed)
     for rho in args.rhos:
         start = time.perf_counter()
         training, marked = mix(watermarked, plain, rho, rng)
         student = fine_tune(base, training, args.steps, args.seed)
+        timings[f"student_{rho}_train_s"] = time.perf_counter() - start
+        start = time.perf_counter()
         row = test_student(student, wm, marked, watermarked, fresh, probe_prompts, args)
         results["students"][str(rho)] = row
+        timings[f"student_{rho}_tests_s"] = time.perf_counter() - start
+        print(f"ρ={rho:.0%}: " + ", ".join(f"{c} {v['log10_p']:.1f}" for c, v in row.items()), flush=True)
+        save(results, args)
         if rho in (0.0, 1.0):
+            start = time.perf_counter()
             reference = marked or watermarked
             results["controls"][f"rho={rho:.0%}"] = null_keys(student, reference, params, args.keys, args.max_pairs)
-        timings[f"student_{rho}_s"] = time.perf_counter() - start
-        print(f"ρ={rho:.0%}: " + ", ".join(f"{c} {v['log10_p']:.1f}" for c, v in row.items()), flush=True)
+            timings[f"control_{rho}_s"] = time.perf_counter() - start
+            save(results, args)
     full, ten = results["students"].get("1.0"), results["students"].get("0.1")
     results["pass"] = {
         "rho_100_open_p_below_1e-10": bool(full and full["open_supervised"]["log10_p"] < PASS_FULL),
         "rho_100_closed_p_below_1e-10": bool(full and full["closed_supervised"]["log10_p"] < PASS_FULL),
         "rho_10_open_p_below_1e-5": bool(ten and ten["open_supervised"]["log10_p"] < PASS_OPEN_10),
+        "controls_uniform_and_fpr_inside_interval": bool(results["controls"])
+        and all(c["dedup"]["uniform"] and c["dedup"]["fpr_inside_interval"] for c in results["controls"].values()),
     }
-    results["timings"] = timings
     return results
+
+
+def save(results: dict, args) -> None:
+    """Write what there is so far (a stopped run still leaves its figures): JSON, table, plot."""
+    results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "radioactivity.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if results["students"]:
+        write_table(results, args.out / "table.md")
+        plot(results, args.out / "radioactivity.png")
 
 
 def parse(argv=None):
@@ -235,14 +286,18 @@ def parse(argv=None):
     parser.add_argument("--scheme", default=KIRCHENBAUER)
     parser.add_argument("--delta", type=float, default=DEFAULT_DELTA)
     parser.add_argument("--texts", type=int, default=512, help="teacher answers per set (watermarked, plain)")
-    parser.add_argument("--probes", type=int, default=256, help="new prompts for the closed-mode test")
+    parser.add_argument("--probes", type=int, default=1024, help="new prompts for the closed-mode test")
+    parser.add_argument(
+        "--probe-temperature", type=float, default=PROBE_TEMPERATURE, help="the suspect's sampling temperature (closed)"
+    )
     parser.add_argument("--new-tokens", type=int, default=96)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--keys", type=int, default=200)
-    parser.add_argument("--max-pairs", type=int, default=20_000, help="pairs scored per control key")
+    parser.add_argument("--max-pairs", type=int, default=10_000, help="pairs scored per control key")
     parser.add_argument("--filter-top", type=int, default=radioactive.DEFAULT_FILTER_TOP)
     parser.add_argument("--rhos", type=lambda s: [float(x) for x in s.split(",")], default=list(RHOS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--smoke", action="store_true", help="a few minutes: 64 answers, 100 steps, 1,000 pairs")
     args = parser.parse_args(argv)
@@ -255,12 +310,11 @@ def main(argv=None) -> None:
     args = parse(argv)
     if not (args.zoo / args.teacher / "config.json").is_file():
         raise SystemExit(f"no zoo model at {args.zoo / args.teacher}: run python -m bench.zoo.build first")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
     results = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "radioactivity.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    write_table(results, args.out / "table.md")
-    plot(results, args.out / "radioactivity.png")
+    results["timings"]["total_s"] = time.perf_counter() - start
+    save(results, args)
     print((args.out / "table.md").read_text())
     print(json.dumps(results["pass"], indent=1))
 

@@ -142,10 +142,14 @@ def verify_report(
     signed: Annotated[Path, typer.Argument(help="Signed report (--report of detect or radioactive).")],
     pub: Annotated[Path | None, typer.Option("--pub", help="Demand this signer's public key.")] = None,
     reveal: Annotated[Path | None, typer.Option(help="A revealed watermark key: does it open the commitment?")] = None,
-    texts: Annotated[Path | None, typer.Option(help="With --reveal: recompute a detect report from these.")] = None,
+    texts: Annotated[
+        Path | None,
+        typer.Option(help="With --reveal: the texts the report names (detect, open) or its filter's texts (closed)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check a signed report (exit 1 when it does not verify); with a revealed key, recompute its score."""
+    """Check a signed report (exit 1 when it does not verify); with a revealed key, recompute its score from its
+    texts and the suspect's recorded predictions or answers (exit 1 when the signed figures do not follow)."""
     from signing.keys import load_public
     from watermark.report import ReportError
     from watermark.report_check import check_report
@@ -163,6 +167,9 @@ def verify_report(
         return emit_json(summary)
     out.print(f"[bold green]VALID[/]: signed by key {summary['signer_keyid']}", highlight=False)
     _print_result(summary["report"]["result"], summary["report"]["kind"])
+    if "recomputed" in summary:
+        again = summary["recomputed"]
+        out.print(f"recomputed from the revealed key: {again['scored']:,} tokens, score {again['score']} (as signed)")
 
 
 def radioactive(
@@ -184,6 +191,7 @@ def radioactive(
     k: KOption = None,
     gamma: GammaOption = None,
     new_tokens: Annotated[int, typer.Option(min=1, max=4096, help="--closed: tokens the suspect generates.")] = 64,
+    temperature: Annotated[float, typer.Option(min=0.0, help="--closed: the suspect's sampling temperature.")] = 1.0,
     seed: Annotated[int, typer.Option(help="--closed: seed of the suspect's sampler.")] = 0,
     no_dedup: NoDedupOption = False,
     curve: Annotated[Path | None, typer.Option(help="Write log10 p against scored tokens to this JSON file.")] = None,
@@ -201,16 +209,16 @@ def radioactive(
     wm_key = _load_key(key)
     request = RadioactiveRequest(
         suspect, wm_key, open_mode, texts, prompts, filter_kind, filter_texts, filter_top, not no_dedup, mi_fresh,
-        tokenizer, new_tokens, seed=seed,
+        tokenizer, new_tokens, temperature, seed,
     )  # fmt: skip
     with err.status("testing the suspect…"):
-        result, params, subjects = radioactive_test(request, _choice(scheme, k, gamma, None))
+        result, params, subjects, record = radioactive_test(request, _choice(scheme, k, gamma, None))
     if curve is not None:
         write_json_atomic(curve, {"scored_vs_log10_p": result["curve"], "params": params.to_json()})
         result = result | {"curve_file": str(curve)}
     if report is not None and sign is not None:
         kind = f"radioactive-{result['mode']}"
-        signer = signed_report(kind, wm_key, params, result, subjects, sign, report, force)
+        signer = signed_report(kind, wm_key, params, result, subjects, sign, report, force, record)
         result = result | {"report": str(report), "signer_keyid": signer}
     if as_json:
         return emit_json(result)

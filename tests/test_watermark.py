@@ -45,10 +45,12 @@ PROMPTS = ["the cat sat on", "we have been", "what is the time", "people are her
 BIG_DELTA = 6.0
 NEW_TOKENS = 40
 FIXED_KEY = WatermarkKey(bytes(range(32)), bytes(16))
+NOT_FOUND = -3.0
+"""log10 p above which nothing is found: keys are random, so p is uniform and a check fails by chance 1 in 1,000."""
 
 
 def cli(*args: str) -> tuple[int, dict | str]:
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "1000"})  # rich wraps at the width
     assert "Traceback" not in result.output
     try:
         return result.exit_code, json.loads(result.stdout)
@@ -204,12 +206,12 @@ def test_watermarked_text_is_detected_and_plain_text_is_not(world, scheme):
     assert code == 0, found
     assert found["scored"] > 200 and found["log10_p"] < -10  # Aaronson repeats itself on a repeated prompt
     code, wrong_key = cli("watermark", "detect", texts, "--key", str(world["other"]), "--json")
-    assert code == 0 and wrong_key["log10_p"] > -2
+    assert code == 0 and wrong_key["log10_p"] > NOT_FOUND
     code, plain = cli(
         "watermark", "detect", str(world["root"] / "plain.jsonl"), "--key", str(world["key"]), "--scheme", scheme,
         "--vocab-size", str(VOCAB), "--json",
     )  # fmt: skip
-    assert code == 0 and plain["scored"] > 300 and plain["log10_p"] > -2
+    assert code == 0 and plain["scored"] > 300 and plain["log10_p"] > NOT_FOUND
     assert found["curve"][-1] == [found["scored"], found["log10_p"]]
     assert [n for n, _ in found["curve"]] == sorted(n for n, _ in found["curve"])
 
@@ -290,10 +292,10 @@ def test_radioactivity_open_mode_finds_the_student_and_not_an_innocent(world, st
     assert code == 0
     innocent_model = gen.load_model(world["teacher"])[0]
     control = reading_mode(innocent_model, Watermark(load_key(world["other"]), wm_params()), read_texts(texts))
-    assert control["log10_p"] > -2
+    assert control["log10_p"] > NOT_FOUND
     args = ("radioactive", str(student), "--key", str(world["other"]), "--open", "--texts", texts, "--json")
     code, wrong_key = cli(*args)
-    assert code == 0 and wrong_key["log10_p"] > -2
+    assert code == 0 and wrong_key["log10_p"] > NOT_FOUND
 
 
 def test_reading_mode_skips_windows_repeated_in_a_chunk(world, student):
@@ -328,7 +330,7 @@ def test_radioactivity_closed_mode_with_filters_and_a_transcript(world, student,
     # an innocent model's answers (the teacher sampling without the watermark) are not flagged
     args = ("radioactive", str(world["root"] / "plain.jsonl"), "--key", key, "--closed", "--filter", "supervised")
     code, innocent = cli(*args, "--filter-texts", texts, "--json")
-    assert code == 0 and innocent["log10_p"] > -2
+    assert code == 0 and innocent["log10_p"] > NOT_FOUND
 
 
 def test_closed_mode_skips_windows_from_the_prompt():
@@ -410,6 +412,66 @@ def test_revealed_key_recomputes_a_detect_report(world, owner, tmp_path):
     other_texts.write_text(texts.read_text().replace('"tokens": [', '"tokens": [1, ', 1))
     code, refused = cli(*check, "--texts", str(other_texts), "--json")
     assert code == 1 and "SHA-256" in refused["reason"]
+
+
+def resigned(path: Path, target: Path, change, owner_key: Path) -> Path:
+    """The owner (or anyone holding the signing key) signs a changed report: the signature is valid, the figures
+    are not; only recomputing from the revealed key and the record can tell."""
+    from signing.keys import load_private
+    from watermark.report import sign_report, verify_signed, write_signed
+
+    body = verify_signed(path.read_bytes())[1]
+    change(body)
+    write_signed(target, sign_report(body, load_private(owner_key)), force=True)
+    return target
+
+
+def test_revealed_key_recomputes_radioactivity_reports(world, owner, student, signed_report, tmp_path):
+    texts, pub = world["root"] / "kirchenbauer.jsonl", f"{owner['owner']}.pub"
+    check = ("watermark", "verify-report", "--pub", pub, "--reveal", str(world["key"]), "--json")
+    # open mode: the suspect's recorded predictions over the named texts give the signed score back
+    code, opened = cli(*check, str(signed_report), "--texts", str(texts))
+    assert code == 0, opened
+    stated = opened["report"]["result"]
+    assert opened["recomputed"]["scored"] == stated["scored"] and opened["recomputed"]["log10_p"] < -10
+    assert len(opened["report"]["record"]["predictions"]) == len(read_texts(texts))
+
+    def inflate(body):
+        body["result"]["score"] += 25
+
+    def flip_predictions(body):  # claim the suspect chose its window's green token at 40 positions
+        wm = Watermark(load_key(world["key"]), wm_params())
+        text, guesses = read_texts(texts)[0], body["record"]["predictions"][0]
+        for t in range(len(text.prompt_tokens), min(len(text.context), len(text.prompt_tokens) + 40)):
+            guesses[t - 1] = int(np.flatnonzero(wm.values(tuple(text.context[t - 2 : t])))[0])
+
+    for change in (inflate, flip_predictions):
+        forged = resigned(signed_report, tmp_path / f"{change.__name__}.json", change, owner["owner"])
+        assert cli("watermark", "verify-report", str(forged), "--pub", pub, "--json")[0] == 0  # the signature holds
+        code, refused = cli(*check, str(forged), "--texts", str(texts))
+        assert code == 1 and "recomputed score" in refused["reason"], refused
+    code, refused = cli(*check, str(signed_report), "--texts", str(world["root"] / "fresh.jsonl"))
+    assert code == 1 and "SHA-256" in refused["reason"]
+    # closed mode, supervised filter: the recorded answers and the filter's texts give the signed score back
+    report = tmp_path / "closed-report.json"
+    args = ("radioactive", str(student), "--key", str(world["key"]), "--closed", "--prompts")
+    code, found = cli(
+        *args, str(world["root"] / "prompts.txt"), "--new-tokens", "40", "--filter", "supervised",
+        "--filter-texts", str(texts), "--report", str(report), "--sign", str(owner["owner"]), "--json",
+    )  # fmt: skip
+    assert code == 0, found
+    code, closed = cli(*check, str(report), "--texts", str(texts))
+    assert code == 0 and closed["recomputed"]["scored"] == found["scored"] == closed["report"]["result"]["scored"]
+    assert found["scored"] > NEW_TOKENS  # more than one answer's worth
+    code, needs = cli(*check, str(report))
+    assert code == 0 and "recomputed" not in needs  # no filter texts given: the key is checked, nothing recomputed
+
+    def edit_answer(body):  # keep only the first answer: it alone cannot hold the signed count of scored pairs
+        body["record"]["answers"] = body["record"]["answers"][:1]
+
+    forged = resigned(report, tmp_path / "closed-forged.json", edit_answer, owner["owner"])
+    code, refused = cli(*check, str(forged), "--texts", str(texts))
+    assert code == 1 and "recomputed score" in refused["reason"], refused
 
 
 def test_registry_takes_a_report_as_evidence_from_the_owner_only(world, owner, signed_report, tmp_path):

@@ -13,6 +13,7 @@ p-values, exact under H0 and computed in log space so that 10^-1000 is reported,
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import logsumexp
 
-from watermark.schemes import KIRCHENBAUER, Watermark
+from watermark.schemes import KIRCHENBAUER, SchemeParams, Watermark
 from watermark.texts import Text
 
 LN10 = math.log(10)
@@ -61,57 +62,104 @@ def z_score(successes: int, trials: int, prob: float) -> float:
     return (successes - prob * trials) / math.sqrt(trials * prob * (1 - prob))
 
 
+Pair = tuple[tuple[int, ...], int]
+"""A scored (window, token) pair: the k ids before a position and the token chosen there."""
+
+
+def log10_p_of(params: SchemeParams, score: float, scored: int) -> float:
+    if params.scheme == KIRCHENBAUER:
+        return log10_binomial_tail(round(score), scored, params.gamma_eff)
+    return log10_gamma_tail(score, scored)
+
+
+def first_occurrences(pairs: list[Pair]) -> np.ndarray:
+    """A mask keeping each distinct pair the first time it occurs."""
+    seen: set[Pair] = set()
+    keep = np.zeros(len(pairs), dtype=bool)
+    for i, pair in enumerate(pairs):
+        if pair not in seen:
+            seen.add(pair)
+            keep[i] = True
+    return keep
+
+
+def pair_scores(watermark: Watermark, pairs: list[Pair]) -> np.ndarray:
+    """Each pair's score, computed window by window: one PRF stream per distinct window, for all its tokens."""
+    by_window: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, (window, _) in enumerate(pairs):
+        by_window[window].append(i)
+    tokens = np.fromiter((token for _, token in pairs), dtype=np.int64, count=len(pairs))
+    scores = np.empty(len(pairs), dtype=np.float64)
+    for window, rows in by_window.items():
+        index = np.asarray(rows)
+        scores[index] = watermark.token_scores(window, tokens[index])
+    return scores
+
+
+def curve_marks(scored: int) -> list[int]:
+    """Scored-token counts at which the curve is recorded: 1, then growing by CURVE_GROWTH, and the end."""
+    marks, mark = [], 1.0
+    while (n := math.ceil(mark)) <= scored:
+        marks.append(n)
+        mark = max(mark * CURVE_GROWTH, n + 1)
+    if not marks or marks[-1] != scored:
+        marks.append(scored)
+    return [n for n in marks if n > 0]
+
+
+def summarise(params: SchemeParams, scores: np.ndarray, dedup: bool, curve: bool = True) -> dict:
+    """The figures every command prints and every report carries, from the scored pairs' scores in order."""
+    scored = len(scores)
+    cumulative = np.cumsum(scores)
+    total = float(cumulative[-1]) if scored else 0.0  # the curve's last point is the figure itself
+    out = {
+        "scheme": params.scheme,
+        "scored": scored,
+        "score": round(total, 6) if params.scheme != KIRCHENBAUER else int(round(total)),
+        "log10_p": log10_p_of(params, total, scored),
+        "dedup": dedup,
+        "curve": [[n, log10_p_of(params, float(cumulative[n - 1]), n)] for n in curve_marks(scored)] if curve else [],
+    }
+    if params.scheme == KIRCHENBAUER:
+        out["gamma_eff"] = params.gamma_eff
+        out["green_fraction"] = total / scored if scored else 0.0
+        out["z"] = z_score(round(total), scored, params.gamma_eff)
+    return out
+
+
+def score_pairs(watermark: Watermark, pairs: list[Pair], dedup: bool = True, curve: bool = True) -> dict:
+    """Score pairs in order; with dedup, each distinct pair counts once (its first occurrence)."""
+    if dedup:
+        keep = first_occurrences(pairs)
+        pairs = [pair for pair, kept in zip(pairs, keep, strict=True) if kept]
+    return summarise(watermark.params, pair_scores(watermark, pairs), dedup, curve)
+
+
 @dataclass
 class Scorer:
-    """Accumulates scored pairs for one key; remembers pairs so none is counted twice (unless dedup is off)."""
+    """Collects pairs for one key, each at most once unless dedup is off; scores them all at `result()`."""
 
     watermark: Watermark
     dedup: bool = True
-    scored: int = 0
-    score: float = 0.0
-    seen: set[tuple[tuple[int, ...], int]] = field(default_factory=set)
-    curve: list[tuple[int, float]] = field(default_factory=list)
-    _next_mark: float = 1.0
+    pairs: list[Pair] = field(default_factory=list)
+    seen: set[Pair] = field(default_factory=set)
 
     def add(self, window: tuple[int, ...], token: int) -> bool:
-        """Score one pair; False when it was scored before."""
+        """Take one pair; False when it was taken before."""
         pair = (window, token)
         if self.dedup:
             if pair in self.seen:
                 return False
             self.seen.add(pair)
-        self.score += self.watermark.token_score(window, token)
-        self.scored += 1
-        if self.scored >= self._next_mark:
-            self.curve.append((self.scored, self.log10_p()))
-            self._next_mark = max(self._next_mark * CURVE_GROWTH, self.scored + 1)
+        self.pairs.append(pair)
         return True
 
-    def log10_p(self) -> float:
-        p = self.watermark.params
-        if p.scheme == KIRCHENBAUER:
-            return log10_binomial_tail(round(self.score), self.scored, p.gamma_eff)
-        return log10_gamma_tail(self.score, self.scored)
+    @property
+    def scored(self) -> int:
+        return len(self.pairs)
 
     def result(self) -> dict:
-        """The figures every command prints and every report carries."""
-        p = self.watermark.params
-        curve = list(self.curve)
-        if not curve or curve[-1][0] != self.scored:
-            curve.append((self.scored, self.log10_p()))
-        out = {
-            "scheme": p.scheme,
-            "scored": self.scored,
-            "score": round(self.score, 6) if p.scheme != KIRCHENBAUER else int(round(self.score)),
-            "log10_p": self.log10_p(),
-            "dedup": self.dedup,
-            "curve": [[n, lp] for n, lp in curve if n > 0],
-        }
-        if p.scheme == KIRCHENBAUER:
-            out["gamma_eff"] = p.gamma_eff
-            out["green_fraction"] = self.score / self.scored if self.scored else 0.0
-            out["z"] = z_score(round(self.score), self.scored, p.gamma_eff)
-        return out
+        return summarise(self.watermark.params, pair_scores(self.watermark, self.pairs), self.dedup)
 
 
 def windows(context: list[int], start: int, k: int) -> Iterable[tuple[int, tuple[int, ...]]]:
@@ -122,9 +170,10 @@ def windows(context: list[int], start: int, k: int) -> Iterable[tuple[int, tuple
 
 def detect(watermark: Watermark, texts: list[Text], dedup: bool = True) -> dict:
     """Score the generated tokens of every text (the prompt only supplies windows)."""
-    scorer = Scorer(watermark, dedup)
+    pairs: list[Pair] = []
     for text in texts:
         context = text.context
-        for t, window in windows(context, len(text.prompt_tokens), watermark.params.k):
-            scorer.add(window, context[t])
-    return scorer.result()
+        pairs.extend(
+            (window, context[t]) for t, window in windows(context, len(text.prompt_tokens), watermark.params.k)
+        )
+    return score_pairs(watermark, pairs, dedup)

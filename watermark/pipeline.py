@@ -114,8 +114,11 @@ def _check_request(r: RadioactiveRequest) -> None:
         raise UsageError("the membership baseline (--mi-fresh) needs the suspect's weights: use it with --open")
 
 
-def radioactive_test(r: RadioactiveRequest, choice: ParamChoice) -> tuple[dict, SchemeParams, dict[str, str]]:
-    """Run the open or closed test; returns (result, parameters, subject digests for a report)."""
+def radioactive_test(
+    r: RadioactiveRequest, choice: ParamChoice
+) -> tuple[dict, SchemeParams, dict[str, str], dict[str, Any]]:
+    """Run the open or closed test; returns (result, parameters, subject digests for a report, the record a
+    report carries so its score can be recomputed: the suspect's predictions (open) or answers (closed))."""
     _check_request(r)
     transcript = not r.open_mode and r.suspect.suffix == ".jsonl" and r.suspect.is_file()
     model: Any = None
@@ -138,17 +141,21 @@ def radioactive_test(r: RadioactiveRequest, choice: ParamChoice) -> tuple[dict, 
         assert r.texts is not None
         subjects["texts"] = sha256_file(r.texts)
         check_vocab(reference, params.vocab, str(r.texts))
-        result = radioactive.reading_mode(model, watermark, reference, r.dedup, gen.max_positions(model))
+        record: dict[str, Any] = {}
+        result = radioactive.reading_mode(model, watermark, reference, r.dedup, gen.max_positions(model), record)
         if r.mi_fresh is not None:
             fresh = read_texts(r.mi_fresh, tokenize)
             subjects["fresh-texts"] = sha256_file(r.mi_fresh)
             result["membership"] = membership.membership_test(model, reference, fresh, params.vocab)
-        return report.finite(result), params, subjects  # type: ignore[return-value]
+        return report.finite(result), params, subjects, record  # type: ignore[return-value]
     answers = _closed_answers(r, model, tokenize, transcript)
     if not transcript and r.prompts is not None:
         subjects["prompts"] = sha256_file(r.prompts)
     check_vocab(answers, params.vocab, "the suspect's answers")
     phi = None
+    filter_info: dict[str, Any] = {"filter": r.filter}
+    if not transcript:
+        filter_info |= {"temperature": r.temperature, "new_tokens": r.new_tokens, "seed": r.seed}
     if r.filter != "none":
         assert r.filter_texts is not None
         subjects["filter-texts"] = sha256_file(r.filter_texts)
@@ -156,8 +163,10 @@ def radioactive_test(r: RadioactiveRequest, choice: ParamChoice) -> tuple[dict, 
             phi = radioactive.supervised_filter(reference, params.k)
         else:
             phi = radioactive.unsupervised_filter(reference, params.k, r.filter_top)
-    result = radioactive.closed_mode(watermark, answers, phi, r.dedup) | {"filter": r.filter}
-    return report.finite(result), params, subjects  # type: ignore[return-value]
+            filter_info["filter_top"] = r.filter_top
+    result = radioactive.closed_mode(watermark, answers, phi, r.dedup) | filter_info
+    record = {"answers": [{"prompt_tokens": a.prompt_tokens, "tokens": a.tokens} for a in answers]}
+    return report.finite(result), params, subjects, record  # type: ignore[return-value]
 
 
 def _closed_answers(r: RadioactiveRequest, model: Any, tokenize, transcript: bool) -> list[Text]:
@@ -173,13 +182,22 @@ def _closed_answers(r: RadioactiveRequest, model: Any, tokenize, transcript: boo
 
 
 def signed_report(
-    kind: str, key: WatermarkKey, params: SchemeParams, result: dict, subjects: dict, sign_key: Path, out: Path, force
+    kind: str,
+    key: WatermarkKey,
+    params: SchemeParams,
+    result: dict,
+    subjects: dict,
+    sign_key: Path,
+    out: Path,
+    force: bool,
+    record: dict | None = None,
 ) -> str:
-    """Build, sign and write a report; returns the signer's key id."""
+    """Build, sign and write a report (with `record`: what the suspect did, to recompute the score from);
+    returns the signer's key id."""
     if out.exists() and not force:
         raise UsageError(f"{out} already exists (use --force to replace it)")
     private = load_private(sign_key)
-    body = report.build_report(kind, key, params.to_json(), result, subjects)
+    body = report.build_report(kind, key, params.to_json(), result, subjects, record)
     report.write_signed(out, report.sign_report(body, private), force)
     from signing.keys import key_id
 

@@ -117,21 +117,38 @@ def green_count(gamma: float, vocab: int) -> int:
     return int(np.floor(gamma * vocab))
 
 
+def _green_threshold(u: np.ndarray, green: int) -> tuple[np.uint64, int]:
+    """(t, m): the green list is every u_v < t and the first m ids (in id order) with u_v == t. The same list as
+    the ⌊γ|V|⌋ smallest u_v with ties to the smaller id, found by a partition instead of a sort."""
+    t = np.partition(u, green - 1)[green - 1]
+    return t, green - int(np.count_nonzero(u < t))
+
+
 def green_mask(key: WatermarkKey, window: tuple[int, ...], vocab: int, gamma: float) -> np.ndarray:
     """Kirchenbauer's green list for this window, as a boolean mask over the vocabulary."""
     u = uniform_u64(key, "kirchenbauer", window, vocab)
-    order = np.argsort(u, kind="stable")
-    mask = np.zeros(vocab, dtype=bool)
-    mask[order[: green_count(gamma, vocab)]] = True
+    t, ties = _green_threshold(u, green_count(gamma, vocab))
+    mask = u < t
+    mask[np.flatnonzero(u == t)[:ties]] = True
     return mask
 
 
-def is_green(key: WatermarkKey, window: tuple[int, ...], token: int, vocab: int, gamma: float) -> bool:
-    """Whether `token` is in the green list, by its rank (the same definition as `green_mask`, without sorting:
-    scoring under many keys computes each window once, so the sort would be most of the cost)."""
+def green_of(key: WatermarkKey, window: tuple[int, ...], tokens: np.ndarray, vocab: int, gamma: float) -> np.ndarray:
+    """Whether each of `tokens` is in this window's green list (one PRF stream for all of them)."""
     u = uniform_u64(key, "kirchenbauer", window, vocab)
-    rank = int(np.count_nonzero(u < u[token])) + int(np.count_nonzero(u[:token] == u[token]))
-    return rank < green_count(gamma, vocab)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    t, ties = _green_threshold(u, green_count(gamma, vocab))
+    green = u[tokens] < t
+    tied = np.flatnonzero(u[tokens] == t)
+    if len(tied):  # probability ~2^-64 a token: settle by the exact id order
+        first = set(np.flatnonzero(u == t)[:ties].tolist())
+        green[tied] = [int(tokens[i]) in first for i in tied]
+    return green
+
+
+def is_green(key: WatermarkKey, window: tuple[int, ...], token: int, vocab: int, gamma: float) -> bool:
+    """Whether `token` is in the green list (the same definition as `green_mask`)."""
+    return bool(green_of(key, window, np.array([token]), vocab, gamma)[0])
 
 
 def uniform_r(key: WatermarkKey, window: tuple[int, ...], vocab: int) -> np.ndarray:

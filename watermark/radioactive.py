@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from watermark.detect import Scorer, windows
+from watermark.detect import Pair, score_pairs, windows
 from watermark.schemes import Watermark
 from watermark.texts import Text
 
@@ -52,11 +52,11 @@ def predictions(model: Any, contexts: list[list[int]], vocab: int, batch: int = 
 
 def reading_pairs(
     contexts: list[list[int]], starts: list[int], predicted: list[np.ndarray], k: int, skip_repeats: bool = True
-) -> tuple[list[tuple[tuple[int, ...], int]], int]:
+) -> tuple[list[Pair], int]:
     """(window from the text, the suspect's prediction there) for every position scored, and how many positions
     were skipped because their window occurred earlier in the same text. Key-independent, so many keys (a null
     distribution) can be scored from one forward pass."""
-    pairs: list[tuple[tuple[int, ...], int]] = []
+    pairs: list[Pair] = []
     skipped = 0
     for context, start, guess in zip(contexts, starts, predicted, strict=True):
         seen: set[tuple[int, ...]] = set()
@@ -69,20 +69,27 @@ def reading_pairs(
     return pairs, skipped
 
 
-def score_pairs(watermark: Watermark, pairs: list[tuple[tuple[int, ...], int]], dedup: bool = True) -> dict:
-    scorer = Scorer(watermark, dedup)
-    for window, token in pairs:
-        scorer.add(window, token)
-    return scorer.result()
-
-
 def reading_mode(
-    model: Any, watermark: Watermark, texts: list[Text], dedup: bool = True, max_len: int | None = None
+    model: Any,
+    watermark: Watermark,
+    texts: list[Text],
+    dedup: bool = True,
+    max_len: int | None = None,
+    record: dict | None = None,
 ) -> dict:
-    """Open-model test: score the suspect's predictions on the watermarked texts (dedup off: no skipping at all)."""
+    """Open-model test: score the suspect's predictions on the watermarked texts (dedup off: no skipping at all).
+    With `record`, the suspect's predictions are put there, so a report lets anyone recompute the score."""
     contexts = [t.context[:max_len] if max_len else t.context for t in texts]
-    starts = [len(t.prompt_tokens) for t in texts]
     predicted = predictions(model, contexts, watermark.params.vocab)
+    if record is not None:
+        record["predictions"] = [guess.tolist() for guess in predicted]
+    return score_reading(watermark, texts, predicted, dedup)
+
+
+def score_reading(watermark: Watermark, texts: list[Text], predicted: list[np.ndarray], dedup: bool = True) -> dict:
+    """The reading-mode score of recorded predictions (each as long as its text's context, or truncated)."""
+    contexts = [t.context[: len(guess)] for t, guess in zip(texts, predicted, strict=True)]
+    starts = [len(t.prompt_tokens) for t in texts]
     pairs, skipped = reading_pairs(contexts, starts, predicted, watermark.params.k, dedup)
     return score_pairs(watermark, pairs, dedup) | {"mode": "open", "skipped_repeated_windows": skipped}
 
@@ -113,7 +120,7 @@ def closed_mode(
 ) -> dict:
     """Closed-model test: score the suspect's answers (prompt_tokens = the prompt, tokens = its answer)."""
     k = watermark.params.k
-    scorer = Scorer(watermark, dedup)
+    pairs: list[Pair] = []
     skipped = Counter[str]()
     for answer in answers:
         in_prompt = set(kgrams(answer.prompt_tokens, k))
@@ -124,8 +131,8 @@ def closed_mode(
             elif phi is not None and window not in phi:
                 skipped["window_not_in_filter"] += 1
             else:
-                scorer.add(window, context[t])
-    return scorer.result() | {
+                pairs.append((window, context[t]))
+    return score_pairs(watermark, pairs, dedup) | {
         "mode": "closed",
         "filter_size": None if phi is None else len(phi),
         "skipped": dict(skipped),

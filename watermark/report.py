@@ -56,18 +56,22 @@ def finite(value: object) -> object:
     return value
 
 
-def build_report(kind: str, key: WatermarkKey, params: dict, result: dict, subjects: dict[str, str]) -> dict:
-    """The report; `subjects` maps a name (suspect, texts, …) to a SHA-256."""
-    return finite(
-        {
-            "version": REPORT_VERSION,
-            "kind": kind,
-            "key_commitment": key.commitment,
-            "params": params,
-            "subjects": dict(sorted(subjects.items())),
-            "result": result,
-        }
-    )  # type: ignore[return-value]
+def build_report(
+    kind: str, key: WatermarkKey, params: dict, result: dict, subjects: dict[str, str], record: dict | None = None
+) -> dict:
+    """The report; `subjects` maps a name (suspect, texts, …) to a SHA-256; `record` (radioactivity reports) holds
+    what the suspect did: its argmax predictions over each text (open) or its answers' token ids (closed)."""
+    body = {
+        "version": REPORT_VERSION,
+        "kind": kind,
+        "key_commitment": key.commitment,
+        "params": params,
+        "subjects": dict(sorted(subjects.items())),
+        "result": result,
+    }
+    if record:
+        body["record"] = record
+    return finite(body)  # type: ignore[return-value]
 
 
 def statement_for(report: dict) -> dict:

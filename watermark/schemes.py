@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from core.errors import UsageError
-from watermark.prf import WatermarkKey, green_count, green_mask, is_green, uniform_r
+from watermark.prf import WatermarkKey, green_count, green_mask, green_of, uniform_r
 
 KIRCHENBAUER = "kirchenbauer"
 AARONSON = "aaronson"
@@ -92,10 +92,15 @@ class Watermark:
 
     def token_score(self, window: tuple[int, ...], token: int) -> float:
         """1 or 0 (green or not) for Kirchenbauer; −ln(1 − r_token) for Aaronson."""
+        return float(self.token_scores(window, np.array([token]))[0])
+
+    def token_scores(self, window: tuple[int, ...], tokens: np.ndarray) -> np.ndarray:
+        """`token_score` for many tokens after one window, from one PRF stream (not cached: a scorer asks for
+        each window once)."""
         p = self.params
         if p.scheme == KIRCHENBAUER:
-            return float(is_green(self.key, window, token, p.vocab, p.gamma))
-        return float(-np.log1p(-self.values(window)[token]))
+            return green_of(self.key, window, tokens, p.vocab, p.gamma).astype(np.float64)
+        return -np.log1p(-uniform_r(self.key, window, p.vocab)[np.asarray(tokens, dtype=np.int64)])
 
     def next_token(self, window: tuple[int, ...], logits: np.ndarray, temperature: float, uniform: float) -> int:
         """The watermarked choice from the model's next-token logits (length |V|).
