@@ -33,14 +33,17 @@ from typing import Any
 from core.chunks import Chunking, chunking_errors
 from core.errors import NoseprintError
 from core.fileio import parse_json_strict, read_inside, sha256_file
+from core.inference import InferenceShape
 from core.layout import MIN_BLINDING_VALUES, CircuitLayout
 
 FORMAT = "noseprint-bundle"
-VERSION = 4
-"""4: the proof is chunked (issue 19): a proof per block of each term's weights, linked by commitments to an
-encode proof. 3: the fingerprint is the canonical form (issue 18): the norm weights are committed and folded in, E is
-centred for LayerNorm models, the gated FFN term is rotation-invariant. 2: the proof binds the owner's key
-and proves its term shifts minimal (issue 17). Older bundles are refused with the reason."""
+VERSION = 5
+"""5: an optional whole-model commitment (`inference`, issue 20) that challenge-inference proofs open
+against; a version 4 bundle still reads, without it. 4: the proof is chunked (issue 19): a proof per block
+of each term's weights, linked by commitments to an encode proof. 3: the fingerprint is the canonical form
+(issue 18): the norm weights are committed and folded in, E is centred for LayerNorm models, the gated FFN
+term is rotation-invariant. 2: the proof binds the owner's key and proves its term shifts minimal (issue 17).
+Older bundles are refused with the reason."""
 REFUSED_VERSIONS = {
     1: "this is a version 1 bundle: its proof binds no owner and lets its term shifts be chosen, so "
     "anyone could re-sign it and its owner could grind z; prove the model again with this noseprint",
@@ -152,6 +155,11 @@ class Manifest:
         problems = layout_errors(layout) or chunking_errors(layout, chunking)
         if problems:
             raise BundleError(problems[0])
+        if "inference" in data:
+            try:
+                InferenceShape.from_dict(data["inference"]["shape"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BundleError(f"the whole-model commitment's shape is unusable: {exc}") from None
         return cls(data, layout, chunking)
 
     @classmethod
@@ -263,6 +271,21 @@ class Manifest:
             CommittedTensor(str(t["name"]), (int(t["shape"][0]), int(t["shape"][1])), tuple(t["points"]))
             for t in self.data["commitment"]["tensors"]
         ]
+
+    @property
+    def inference(self) -> dict[str, Any] | None:
+        """The whole-model commitment (`core.inference`), or None for a bundle made without one."""
+        section = self.data.get("inference")
+        return dict(section) if section is not None else None
+
+    @property
+    def inference_vocab(self) -> int | None:
+        """The vocabulary the whole-model commitment covers (what a challenge draws its tokens from)."""
+        section = self.inference
+        if section is None:
+            return None
+        vocab = section["shape"].get("vocab")
+        return vocab if type(vocab) is int else None
 
     @property
     def z_file(self) -> str:

@@ -16,6 +16,12 @@ from rich.markup import escape
 from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking
 from core.errors import UsageError
 from noseprint.console import CatchingGroup, JsonOption, emit_json, err, out, step_lines
+from noseprint.inference_cli import (
+    challenge_command,
+    prove_inference_command,
+    query_command,
+    verify_inference_command,
+)
 from noseprint.registry_cli import registry_app
 from noseprint.watermark_cli import radioactive, watermark_app
 
@@ -34,6 +40,10 @@ app.add_typer(srs_app, name="srs")
 app.add_typer(registry_app, name="registry")
 app.add_typer(watermark_app, name="watermark")
 app.command("radioactive")(radioactive)
+app.command("challenge")(challenge_command)
+app.command("query")(query_command)
+app.command("prove-inference")(prove_inference_command)
+app.command("verify-inference")(verify_inference_command)
 
 ForceOption = Annotated[bool, typer.Option(help="Replace what is there already.")]
 

@@ -126,6 +126,7 @@ def show(
 
     from core.fileio import write_bytes_atomic
     from registry import archive
+    from registry.inference import list_inference_checks
     from registry.service import entry_summary, get_entry, inclusion, list_evidence, open_registry, search_z
 
     registry = open_registry(db)
@@ -134,6 +135,7 @@ def show(
         "inclusion": inclusion(registry, entry_id),
         "nearest": search_z(registry, np.frombuffer(entry.z, dtype="<f4"), 5, exclude=entry_id),
         "evidence": list_evidence(registry, entry_id),
+        "inference_checks": list_inference_checks(registry, entry_id),
     }
     if image is not None:
         if image.exists():
@@ -157,6 +159,59 @@ def show(
         out.print(_matches_table(result["nearest"], "nearest registered fingerprints"))
     for e in result["evidence"]:
         out.print(f"evidence {e['evidence_id']}: {e['kind']}, log10 p {e['log10_p']}, {e['scored']} scored tokens")
+    for c in result["inference_checks"]:
+        out.print(_inference_line(c), highlight=False)
+
+
+def _inference_line(c: dict[str, Any]) -> str:
+    """One passed challenge-inference check, with where its seed came from (an auditor's seed is only as
+    unpredictable as that auditor says)."""
+    seed = f"registry checkpoint {c['checkpoint_size']}" if c["checkpoint_size"] else "auditor's seed"
+    return (
+        f"inference check {c['check_id']}: passed, agreement {c['agreement']:.3f} (threshold {c['threshold']:.3f}) "
+        f"over {c['positions']} positions, {seed}, challenge {c['challenge_digest'][:16]}…, {c['checked_at']}"
+    )
+
+
+def _verify_inference(bundle: Path, proofs: Path, answers: Any) -> Any:
+    """`verifier.inference.verify_inference`, imported only when a check is recorded (it loads the proof stack)."""
+    from verifier.inference import verify_inference
+
+    return verify_inference(bundle, proofs, answers)
+
+
+@registry_app.command("inference")
+def inference_command(
+    entry_id: Annotated[int, typer.Argument(help="The registered model's entry id.")],
+    proofs: Annotated[Path, typer.Argument(help="The owner's inference proofs (prove-inference --out P_DIR).")],
+    answers: Annotated[Path, typer.Option(help="The served model's answers (noseprint query).")],
+    challenge: Annotated[
+        Path | None, typer.Option(help="The challenge answered (default: P_DIR/challenge.json).")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify P_DIR's inference proofs against the entry's bundle and the answers; record the check if it passed."""
+    from core.answers import Answers
+    from core.challenge import Challenge
+    from registry import archive
+    from registry.inference import record_inference_check
+    from registry.service import get_entry, open_registry
+
+    challenge_file = challenge or proofs / "challenge.json"
+    if not challenge_file.is_file():
+        raise UsageError(f"no challenge at {challenge_file} (give --challenge)")
+    loaded = Challenge.read(challenge_file)
+    served = Answers.read(answers)
+    registry = open_registry(db)
+    with tempfile.TemporaryDirectory(prefix="noseprint-entry-") as tmp:
+        bundle = archive.unpack(get_entry(registry, entry_id).bundle_archive, Path(tmp))
+        with err.status("verifying the inference proofs…"):
+            report = _verify_inference(bundle, proofs, served)
+    result = record_inference_check(registry, entry_id, loaded, report.to_dict())
+    if _emit(result, as_json):
+        return
+    out.print(f"[green]recorded[/] on entry {entry_id}: " + _inference_line(result), highlight=False)
 
 
 @registry_app.command("evidence")

@@ -39,6 +39,7 @@ from encoder import release
 from encoder.generator import save_png
 from encoder.zvector import Z_FRAC_BITS
 from models.tokens import tokens_to_json
+from prover.inference import whole_model_commitment
 from prover.plan import ProvePlan
 from prover.prove import Proven
 from signing.attestation import sign_bundle
@@ -130,7 +131,9 @@ def proofs_section(plan: ProvePlan, proven: Proven) -> dict[str, Any]:
     return {"chunks": chunks, "encode": encode}
 
 
-def build_manifest(plan: ProvePlan, proven: Proven, files: dict[str, str]) -> Manifest:
+def build_manifest(
+    plan: ProvePlan, proven: Proven, files: dict[str, str], inference: dict[str, Any] | None = None
+) -> Manifest:
     model = plan.model
     data: dict[str, Any] = {
         "format": FORMAT,
@@ -154,6 +157,8 @@ def build_manifest(plan: ProvePlan, proven: Proven, files: dict[str, str]) -> Ma
     }
     if proven.thumbnail is not None:
         data["image_proof"] = proven.thumbnail.section
+    if inference is not None:
+        data["inference"] = inference
     return Manifest.from_dict(data)
 
 
@@ -184,7 +189,17 @@ def write_files(stage: Path, plan: ProvePlan, proven: Proven) -> None:
         (stage / section["proof_file"]).write_bytes(proven.thumbnail.proof.read_bytes())
 
 
-def write_opening(plan: ProvePlan, commitment_digest: str) -> None:
+def whole_model(
+    plan: ProvePlan, proven: Proven, progress: Progress
+) -> tuple[dict[str, Any], dict[str, list[int]]] | None:
+    """The whole-model commitment (`prover.inference`), for architectures the inference circuits implement."""
+    return whole_model_commitment(
+        Path(plan.options.model_dir), plan.chunking, plan.model.layer_indices, [t.id for t in plan.model.tokens],
+        plan.committed, commitment_section(plan, proven)["digest"], proven.chunk_keys[0], plan.srs, progress,
+    )  # fmt: skip
+
+
+def write_opening(plan: ProvePlan, commitment_digest: str, inference_blinding: dict[str, list[int]] | None) -> None:
     opening = {
         "scheme": SCHEME,
         "commitment_digest": commitment_digest,
@@ -195,18 +210,21 @@ def write_opening(plan: ProvePlan, commitment_digest: str) -> None:
         "chunking": plan.chunking.to_dict(),
         "blinding": plan.blinding,
     }
+    if inference_blinding is not None:
+        opening["inference_blinding"] = inference_blinding
     write_json_atomic(plan.opening_path, opening, mode=OPENING_MODE)
 
 
 def write_outputs(plan: ProvePlan, proven: Proven, progress: Progress) -> Manifest:
     """The bundle, moved into place only when complete (and signed, if asked), then the opening."""
+    inference = whole_model(plan, proven, progress)
     with staged_directory(plan.options.out, plan.options.force) as stage:
         write_files(stage, plan, proven)
-        manifest = build_manifest(plan, proven, hash_files(stage))
+        manifest = build_manifest(plan, proven, hash_files(stage), inference[0] if inference else None)
         manifest.write(stage)
         if plan.signer is not None:
             progress("signing")
             sign_bundle(stage, plan.signer)
-    write_opening(plan, manifest.commitment_digest)
+    write_opening(plan, manifest.commitment_digest, inference[1] if inference else None)
     plan.work.remove()  # its chunk proofs are in the bundle, its blinding in the opening
     return manifest

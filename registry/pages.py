@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 
 from core.errors import NoseprintError
 from registry import archive
+from registry.inference import list_inference_checks
 from registry.service import NotFound, Registry, get_entry, inclusion, list_entries, search_z
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -75,7 +76,12 @@ def mount(app: FastAPI, registry: Registry, add_blocking: Callable[[bytes, str],
         return TEMPLATES.TemplateResponse(
             request,
             "entry.html",
-            {"entry": entry, "proof": inclusion(registry, entry_id), "nearest": nearest},
+            {
+                "entry": entry,
+                "proof": inclusion(registry, entry_id),
+                "nearest": nearest,
+                "checks": list_inference_checks(registry, entry_id),
+            },
         )
 
     @app.get("/search", response_class=HTMLResponse)

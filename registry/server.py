@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from core.errors import NoseprintError
 from registry import archive, pages
+from registry.inference import list_inference_checks
 from registry.service import (
     Duplicate,
     NotFound,
@@ -158,6 +159,7 @@ def _entry_routes(app: FastAPI, registry: Registry) -> None:
             "z": np.frombuffer(e.z, dtype="<f4").tolist(),
             "manifest_sha256": e.manifest_sha256,
             "envelope": e.envelope_json,
+            "inference_checks": list_inference_checks(registry, entry_id),
         }
 
     @app.get("/api/entries/{entry_id}/inclusion")

@@ -8,6 +8,7 @@
                  for any of them later
     meta         the registry's origin name and public key
     evidence     signed reports (watermark, radioactivity) attached to an entry by its owner
+    inference_checks  challenges the served model passed against the entry's committed model (issue 20)
 
 Everything an add writes goes in one transaction: a crash leaves either the whole
 entry with its log leaf and checkpoint, or nothing.
@@ -20,11 +21,13 @@ from pathlib import Path
 
 from sqlalchemy import (
     Engine,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     inspect,
@@ -104,6 +107,28 @@ class Evidence(Base):
     report_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     signer_keyid: Mapped[str] = mapped_column(String(64), nullable=False)
     added_at: Mapped[str] = mapped_column(String(32), nullable=False)
+
+
+class InferenceCheck(Base):
+    """A challenge-inference check the entry passed: the served model's answers agreed with the proven inference
+    of the committed model on enough of the challenge's positions. Only passed checks are recorded; like
+    evidence, it sits beside the entry, not in the log (the challenge's checkpoint and the proofs' digest say
+    what was checked, and anyone can check it again)."""
+
+    __tablename__ = "inference_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id"), nullable=False, index=True)
+    challenge_digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    seed_source: Mapped[str] = mapped_column(String(32), nullable=False)
+    checkpoint_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The size of the registry checkpoint whose root seeded the challenge (None for an auditor's seed)."""
+    agreement: Mapped[float] = mapped_column(Float, nullable=False)
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    positions: Mapped[int] = mapped_column(Integer, nullable=False)
+    proofs_digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    checked_at: Mapped[str] = mapped_column(String(32), nullable=False)
+    __table_args__ = (UniqueConstraint("entry_id", "challenge_digest"),)
 
 
 class LogLeafIndex(Base):

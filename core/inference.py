@@ -1,0 +1,215 @@
+"""The whole-model commitment and the inference proofs' shapes: which tensors, cut into which pieces.
+
+A fingerprint proof commits only to what HuRef's terms read (a few embedding rows, the last layers). To show
+that the committed weights are a working model, and the one being served, every tensor the forward pass
+reads is committed too, with one digest over all of them (README, "Challenge inference"):
+
+    model.embedding.{b}     blocks of `embed_rows` rows of the token embedding (last block zero-padded)
+    layer pieces            every layer's norms and weight blocks, cut exactly as the chunked fingerprint cuts
+                            them (`core.chunks`); in a fingerprinted layer these ARE the fingerprint's pieces
+                            (same integers, same blinding, same commitment), so nothing links them but equality
+    model.layer{i}.scales   the layer's per-tensor scale factors (below)
+    model.final_norm, model.head.{b}, model.scales
+
+Every tensor is committed at unit root-mean-square (`circuits.commitment.quantise`), as the fingerprint
+commits its tensors; the forward pass needs the magnitudes back, so each layer commits its scale factors,
+the products of RMS values the layer's arithmetic needs, each times 2^SCALE_BITS (a circuit reads an input
+at 8 fractional bits; these are small numbers and need more). The residual stream is carried in units of
+the embedding's RMS, so the embedding rows enter the circuit as committed.
+
+This module is pure shapes and names: the prover cuts the model with it, the verifier rebuilds the circuits
+from it and the manifest alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from math import ceil
+
+from core.chunks import BlockPiece, Chunking, plan_chunks
+from core.fileio import canonical_json, sha256_bytes
+from core.layout import ROW, CircuitLayout, LayerShape, Piece
+
+SCALE_BITS = 10
+"""A scale factor σ is committed as σ·2^SCALE_BITS (the circuit reads it at 2^-8 resolution: σ to 2^-18)."""
+SCALE_SLOTS = 16
+"""Scale vectors are padded to this length: a committed line needs 16 blinding values."""
+LAYER_SCALES = ("eps", "q", "k", "v", "o", "gate", "up", "down")
+"""A layer's factors, in order: the norm's ε in residual units, then the factor each product is multiplied by
+(q carries 1/sqrt(head_dim); o and down divide by the embedding's RMS, the residual stream's unit)."""
+MODEL_SCALES = ("eps", "head", "link")
+"""The final norm's ε, the head's factor, and rms(E)/rms(E_selected): the fingerprint's embedding rows are
+quantised at their own RMS, the model's at the whole embedding's; the link proof checks the two agree."""
+BLOCK_WEIGHTS = 4096
+"""Weights per embedding block (rows = BLOCK_WEIGHTS // hidden, at least one): a challenge token costs its
+block in the embedding proof, and the fingerprint's tokens theirs in the link proof."""
+HEAD_BLOCK_WEIGHTS = 65_536
+"""Weights per output-head block: one head proof per block per prompt."""
+MAX_HEAD_ROWS = 256
+"""A head block's logits are public, one instance each (tokens x rows): an instance column holds fewer than
+2^logrows values, and small models prove at logrows 12-14."""
+SUPPORTED_TYPES = ("llama", "mistral")
+"""Forward passes the inference circuits implement: RMSNorm, rotary attention with grouped K/V heads, a gated
+SiLU FFN, no biases."""
+
+
+@dataclass(frozen=True)
+class InferenceShape:
+    """Everything the inference circuits depend on, besides the challenge's length."""
+
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    rope_theta: int
+
+    @property
+    def embed_rows(self) -> int:
+        return max(1, BLOCK_WEIGHTS // self.hidden)
+
+    @property
+    def head_rows(self) -> int:
+        return max(1, min(MAX_HEAD_ROWS, HEAD_BLOCK_WEIGHTS // self.hidden))
+
+    @property
+    def embed_blocks(self) -> int:
+        return ceil(self.vocab / self.embed_rows)
+
+    @property
+    def head_blocks(self) -> int:
+        return ceil(self.vocab / self.head_rows)
+
+    def layer_shape(self) -> LayerShape:
+        return LayerShape(self.hidden, self.heads, self.kv_heads, self.head_dim, self.ffn, gated=True)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> InferenceShape:
+        names = ("vocab", "hidden", "layers", "heads", "kv_heads", "head_dim", "ffn", "rope_theta")
+        if not isinstance(data, dict) or set(data) != set(names):
+            raise ValueError(f"an inference shape has exactly {', '.join(names)}")
+        values = [data[name] for name in names]
+        if any(type(v) is not int or v < 1 for v in values):
+            raise ValueError("inference shape values are positive integers")
+        shape = InferenceShape(*values)
+        if shape.heads % shape.kv_heads or shape.head_dim % 2:
+            raise ValueError("heads must be a multiple of kv_heads and head_dim even")
+        return shape
+
+
+@dataclass(frozen=True)
+class LayerPieces:
+    """One layer's committed pieces in the layer circuit's input order."""
+
+    attn_norm: Piece
+    q: tuple[Piece, ...]
+    k: tuple[Piece, ...]
+    v: tuple[Piece, ...]
+    o: tuple[Piece, ...]
+    ffn_norm: Piece
+    gate: tuple[Piece, ...]
+    up: tuple[Piece, ...]
+    down: tuple[Piece, ...]
+    scales: Piece
+
+    def ordered(self) -> list[Piece]:
+        return [
+            self.attn_norm, *self.q, *self.k, *self.v, *self.o, self.ffn_norm, *self.gate, *self.up, *self.down,
+            self.scales,
+        ]  # fmt: skip
+
+
+def scales_piece(name: str) -> Piece:
+    return Piece(name, (1, SCALE_SLOTS), ROW)
+
+
+def embedding_piece(shape: InferenceShape, block: int) -> BlockPiece:
+    rows = shape.embed_rows
+    return BlockPiece(
+        f"model.embedding.{block}", (rows, shape.hidden), ROW, "embedding", block * rows, (block + 1) * rows
+    )
+
+
+def head_piece(shape: InferenceShape, block: int) -> BlockPiece:
+    rows = shape.head_rows
+    return BlockPiece(f"model.head.{block}", (rows, shape.hidden), ROW, "head", block * rows, (block + 1) * rows)
+
+
+def final_norm_piece(shape: InferenceShape) -> Piece:
+    return Piece("model.final_norm", (1, shape.hidden), ROW)
+
+
+def model_scales_piece() -> Piece:
+    return scales_piece("model.scales")
+
+
+def layer_pieces(shape: InferenceShape, chunking: Chunking, fingerprinted: dict[int, int]) -> list[LayerPieces]:
+    """Every layer's pieces, cut by the fingerprint's chunking. `fingerprinted` maps a model layer index to
+    its index in the fingerprint's layout: those layers' pieces carry the fingerprint's own names."""
+    layout = CircuitLayout(tokens=1, hidden=shape.hidden, layers=(shape.layer_shape(),) * shape.layers)
+    by_layer: dict[int, dict[str, list[Piece]]] = {}
+    for chunk in plan_chunks(layout, chunking):
+        roles = by_layer.setdefault(chunk.layer, {})
+        for piece in chunk.pieces[1:]:  # the fingerprint's embedding rows are not a layer's
+            role = piece.name.split(".")[1]
+            named = _renamed(piece, chunk.layer, fingerprinted)
+            if named not in roles.setdefault(role, []):
+                roles[role].append(named)
+    layers = []
+    for index in range(shape.layers):
+        roles = by_layer[index]
+        layers.append(
+            LayerPieces(
+                roles["attn_norm"][0],
+                tuple(roles["q"]),
+                tuple(roles["k"]),
+                tuple(roles["v"]),
+                tuple(roles["o"]),
+                roles["ffn_norm"][0],
+                tuple(roles["gate"]),
+                tuple(roles["up"]),
+                tuple(roles["ffn_out"]),
+                scales_piece(f"model.layer{index}.scales"),
+            )  # fmt: skip
+        )
+    return layers
+
+
+def _renamed(piece: Piece, layer: int, fingerprinted: dict[int, int]) -> Piece:
+    """`layer{i}.role[.j]` as the fingerprint names it (layout index) or as the model commitment does."""
+    rest = piece.name.split(".", 1)[1]
+    name = f"layer{fingerprinted[layer]}.{rest}" if layer in fingerprinted else f"model.layer{layer}.{rest}"
+    if isinstance(piece, BlockPiece):
+        tensor_rest = piece.tensor.split(".", 1)[1]
+        tensor = f"model.layer{layer}.{tensor_rest}"
+        return BlockPiece(name, piece.shape, piece.blinding_axis, tensor, piece.start, piece.stop)
+    return Piece(name, piece.shape, piece.blinding_axis)
+
+
+def all_pieces(shape: InferenceShape, chunking: Chunking, fingerprinted: dict[int, int]) -> list[Piece]:
+    """The whole-model commitment's pieces, in a fixed order (the digest is over this order)."""
+    pieces: list[Piece] = [embedding_piece(shape, b) for b in range(shape.embed_blocks)]
+    for layer in layer_pieces(shape, chunking, fingerprinted):
+        pieces += layer.ordered()
+    pieces += [final_norm_piece(shape), *(head_piece(shape, b) for b in range(shape.head_blocks))]
+    return [*pieces, model_scales_piece()]
+
+
+def fingerprint_map(layer_indices: list[int]) -> dict[int, int]:
+    """Model layer index -> the fingerprint layout's index of that layer."""
+    return {layer: position for position, layer in enumerate(layer_indices)}
+
+
+def embed_block_of(shape: InferenceShape, token: int) -> tuple[int, int]:
+    """(block, row inside it) of a token's embedding row."""
+    return divmod(token, shape.embed_rows)
+
+
+def whole_model_digest(scheme: str, fingerprint_digest: str, pieces: list[dict]) -> str:
+    """One digest over the fingerprint's commitment and every other piece's points: the whole model's root."""
+    return sha256_bytes(canonical_json({"scheme": scheme, "fingerprint": fingerprint_digest, "pieces": pieces}))

@@ -1,0 +1,168 @@
+"""Challenge inference with real EZKL proofs (issue 20).
+
+The committed fixture (`tests/make_fixture_inference.py`) holds a toy LLaMA's bundle with its whole-model
+commitment and the owner's inference proofs for one challenge. The auditor here derives every key itself,
+rebuilds the models from their seeds and asks them the challenge: the proofs pass against the committed model
+served honestly, and fail against another model served in its place, against answers to another challenge,
+with a link between proofs changed, and with a proof moved to another layer's place. The slow test runs the
+owner's side too, on a model proven by the session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from models.demo_model import write_demo_model
+from tests.conftest import DATA, linked_copy, run_cli
+from tests.make_fixture_inference import MODEL_SEED, MODEL_SHAPE, NAME, OTHER_SEED, SRS, SRS_LOGROWS
+
+pytestmark = pytest.mark.proof
+FIXTURE = DATA / NAME
+CHALLENGE = FIXTURE / "proofs" / "challenge.json"
+
+
+@pytest.fixture(scope="module")
+def auditor(tmp_path_factory):
+    """The auditor's home after one passing check (its keys derived there), and the served models' answers."""
+    root = tmp_path_factory.mktemp("inference-auditor")
+    home = root / "home"
+    run_cli("srs", "import", str(SRS), "--logrows", SRS_LOGROWS, home=home, check=True)
+    answers = {}
+    for name, seed in (("honest", MODEL_SEED), ("other", OTHER_SEED)):
+        model = write_demo_model(root / f"model-{name}", MODEL_SHAPE, seed=seed)
+        answers[name] = root / f"answers-{name}.json"
+        run_cli("query", str(model), "--challenge", str(CHALLENGE), "--out", str(answers[name]), home=home,
+                check=True)  # fmt: skip
+    first = verify(home, answers=answers["honest"])
+    return {"home": home, "answers": answers, "first": first}
+
+
+def verify(home, proofs=FIXTURE / "proofs", answers=None):
+    result = run_cli(
+        "verify-inference", str(FIXTURE / "bundle"), str(proofs), "--answers", str(answers), "--json", home=home
+    )
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_the_bundle_commits_to_the_whole_model():
+    manifest = json.loads((FIXTURE / "bundle" / "manifest.json").read_text())
+    section = manifest["inference"]
+    assert manifest["version"] == 5 and section["shape"]["layers"] == MODEL_SHAPE.layers
+    names = [piece["name"] for piece in section["pieces"]]
+    assert "model.embedding.0" in names and "model.head.0" in names and "model.layer0.scales" in names
+    assert not any(name.startswith("layer") for name in names)  # the fingerprint's pieces are its own, reused
+
+
+def test_the_served_model_passes(auditor):
+    code, report = auditor["first"]
+    assert code == 0, report
+    assert report["valid"] and report["agreement"] >= report["threshold"] and report["positions"] == 8
+    assert report["link_deviation"] <= 3 / 256
+
+
+def test_another_served_model_fails(auditor, tmp_path):
+    code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), answers=auditor["answers"]["other"])
+    assert code == 1 and report["failed_check"] == "agreement", report
+    assert report["agreement"] < report["threshold"]
+
+
+def test_answers_to_another_challenge_are_refused(auditor, tmp_path):
+    forged = json.loads(auditor["answers"]["honest"].read_text())
+    forged["challenge_digest"] = "0" * 64
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps(forged))
+    code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), answers=path)
+    assert code == 1 and report["failed_check"] == "challenge", report
+
+
+def test_a_changed_link_between_proofs_is_refused(auditor, tmp_path):
+    """The first layer's proof listed as giving another hidden state (the second layer's)."""
+    proofs = tmp_path / "proofs"
+    shutil.copytree(FIXTURE / "proofs", proofs)
+    listing = json.loads((proofs / "inference.json").read_text())
+    layers = [p for p in listing["proofs"] if p["kind"] == "layer"]
+    layers[0]["output_points"] = layers[1]["output_points"]
+    (proofs / "inference.json").write_text(json.dumps(listing))
+    code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), proofs, auditor["answers"]["honest"])
+    assert code == 1 and report["failed_check"] == "links", report
+
+
+def test_a_proof_moved_to_another_layer_is_refused(auditor, tmp_path):
+    """The second layer's proof file put in the first layer's place."""
+    proofs = tmp_path / "proofs"
+    shutil.copytree(FIXTURE / "proofs", proofs)
+    shutil.copyfile(proofs / "proofs" / "p0.layer1.json", proofs / "proofs" / "p0.layer0.json")
+    code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), proofs, auditor["answers"]["honest"])
+    assert code == 1 and report["failed_check"] == "links", report
+
+
+@pytest.mark.slow
+def test_the_owner_proves_a_session_model(proven, tmp_path):
+    """The owner's side end to end on the session's tiny llama (3 layers, vocab 303): challenge, prove-inference,
+    verify-inference against the model and against the session's other model."""
+    owner = linked_copy(proven["owner"], tmp_path / "owner")
+    bundle, model = proven["bundles"][0], proven["models"][0]
+    challenge, proofs = tmp_path / "challenge.json", tmp_path / "proofs"
+    run_cli("challenge", str(bundle), "--seed", "ab" * 16, "--prompts", "1", "--length", "4", "--out",
+            str(challenge), home=owner, check=True)  # fmt: skip
+    run_cli("prove-inference", str(bundle), str(model), "--challenge", str(challenge), "--out", str(proofs),
+            home=owner, check=True)  # fmt: skip
+    for served, expected in ((model, 0), (proven["models"][1], 1)):
+        answers = tmp_path / f"answers-{served.name}.json"
+        run_cli("query", str(served), "--challenge", str(challenge), "--out", str(answers), home=owner, check=True)
+        result = run_cli("verify-inference", str(bundle), str(proofs), "--answers", str(answers), "--json",
+                         home=proven["auditor"])  # fmt: skip
+        assert result.returncode == expected, result.stdout
+
+
+def _forged_bundle(tmp_path, change) -> object:
+    """A copy of the fixture bundle whose manifest `change` rewrites (the whole-model digest recomputed, as
+    anyone can: it is not signed here)."""
+    from core.inference import whole_model_digest
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(FIXTURE / "bundle", bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    change(manifest["inference"])
+    section = manifest["inference"]
+    commitment = manifest["commitment"]
+    section["digest"] = whole_model_digest(commitment["scheme"], commitment["digest"], section["pieces"])
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return bundle
+
+
+def _verify_bundle_copy(auditor, tmp_path, bundle):
+    result = run_cli(
+        "verify-inference", str(bundle), str(FIXTURE / "proofs"), "--answers", str(auditor["answers"]["honest"]),
+        "--json", home=linked_copy(auditor["home"], tmp_path / "h"),
+    )  # fmt: skip
+    return result.returncode, json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda s: s.update(fingerprinted_layers=[1, 1]), "not the model's last ones"),
+        (lambda s: s["shape"].update(layers=4), "not the model's last ones"),
+        (lambda s: s.update(scale_bits=12), "committed at 2^12"),
+    ],
+    ids=["fingerprint-layers-detached", "more-layers-claimed", "scale-bits"],
+)
+def test_a_forged_whole_model_commitment_is_refused(auditor, tmp_path, change, reason):
+    code, report = _verify_bundle_copy(auditor, tmp_path, _forged_bundle(tmp_path, change))
+    assert code == 1 and reason in report["reason"], report
+
+
+def test_padded_commitment_lists_are_refused_before_the_swap(auditor, tmp_path):
+    """A hidden state listed with an extra point: EZKL's swap would write the first one only, so the count is
+    checked first."""
+    proofs = tmp_path / "proofs"
+    shutil.copytree(FIXTURE / "proofs", proofs)
+    listing = json.loads((proofs / "inference.json").read_text())
+    embed = next(p for p in listing["proofs"] if p["kind"] == "embed")
+    embed["output_points"] = embed["output_points"] * 2
+    (proofs / "inference.json").write_text(json.dumps(listing))
+    code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), proofs, auditor["answers"]["honest"])
+    assert code == 1 and "wrong number of commitment points" in report["reason"], report

@@ -1,0 +1,382 @@
+"""`noseprint verify-inference`: did the committed model answer the challenge as the served model did?
+
+Checks, in order; the first failure ends it with its reason (as `verify` does):
+
+1. bundle     the fingerprint bundle verifies (`verify`), and it carries a whole-model commitment whose pieces
+              are exactly the ones its shape and chunking give (names, shapes, order; digest recomputed).
+              The fingerprint's own pieces are taken from its commitment: one commitment, one root.
+2. challenge  the proofs are for this bundle and this challenge; the challenge's prompts follow from its seed;
+              the answers are the served model's answers to the same challenge.
+3. links      every proof's committed inputs are the whole-model commitment's pieces it must take, or the
+              one-hot rows of the challenge tokens (recomputed here), or the previous proof's output; checked
+              against the proof itself with `swap_proof_commitments`, counts first.
+4. proofs     every proof verifies against keys derived here, from circuits rebuilt from public facts, with
+              the auditor's own SRS.
+5. link       the fingerprint's embedding rows are the model's (within rounding).
+6. agreement  the proven greedy token at each position (argmax of the proven logits over the vocabulary)
+              equals the served model's on at least AGREEMENT_THRESHOLD of the positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from circuits import srs as srs_store
+from circuits.inference import LINK_TOLERANCE, build_inference
+from circuits.keys import Keys, ensure_keys
+from core.answers import Answers, answers_errors
+from core.bundle import Bundle, BundleError, parse_proof, parse_tokens
+from core.challenge import Challenge, ChallengeError, bundle_digest, challenge_errors
+from core.chunks import chunking_errors
+from core.errors import UsageError
+from core.fileio import read_inside, sha256_bytes
+from core.inference import (
+    SCALE_BITS,
+    InferenceShape,
+    all_pieces,
+    embed_block_of,
+    embedding_piece,
+    final_norm_piece,
+    fingerprint_map,
+    head_piece,
+    model_scales_piece,
+    whole_model_digest,
+)
+from core.inference_proofs import CHALLENGE, InferenceProofs, InferenceProofsError, ProofEntry
+from core.layout import CircuitLayout
+from verifier.checks import verify_bundle
+
+AGREEMENT_THRESHOLD = 0.75
+"""The fraction of positions whose proven greedy token must equal the served one. Fixed-point and float
+inference differ where two logits nearly tie; measured on honest runs (BENCHMARKS.md, "Challenge inference")
+and set below them with a margin, far above what another model reaches (its agreement is near chance)."""
+
+
+@dataclass
+class InferenceReport:
+    valid: bool = False
+    failed_check: str | None = None
+    reason: str | None = None
+    checks_passed: list[str] = field(default_factory=list)
+    agreement: float | None = None
+    threshold: float = AGREEMENT_THRESHOLD
+    positions: int = 0
+    challenge_digest: str | None = None
+    proofs_digest: str | None = None
+    proven_tokens: list[list[int]] = field(default_factory=list)
+    link_deviation: float | None = None
+    seed_source: str | None = None
+    """Who fixed the challenge's randomness (an auditor's seed is only as unpredictable as its auditor)."""
+    answers_source: str | None = None
+    """Where the served answers came from (a transcript is its maker's word)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "failed_check": self.failed_check,
+            "reason": self.reason,
+            "checks_passed": self.checks_passed,
+            "agreement": self.agreement,
+            "threshold": self.threshold,
+            "positions": self.positions,
+            "challenge_digest": self.challenge_digest,
+            "proofs_digest": self.proofs_digest,
+            "proven_tokens": self.proven_tokens,
+            "link_deviation": self.link_deviation,
+            "seed_source": self.seed_source,
+            "answers_source": self.answers_source,
+        }
+
+
+class Failed(Exception):
+    def __init__(self, check: str, reason: str):
+        super().__init__(reason)
+        self.check, self.reason = check, reason
+
+
+MAX_LAYERS = 1024
+MAX_VOCAB = 1 << 20
+"""Bounds on a stranger's shape before anything is built from it (soundness note 11)."""
+
+
+def _shape_errors(manifest, shape: InferenceShape, layers: list[int]) -> list[str]:
+    """The whole-model shape must be the fingerprint's model: its last layers are the fingerprinted ones (the
+    owner names them, so they are pinned here), with the layout's shapes, and the chunking must cut them."""
+    layout = manifest.layout
+    wanted = list(range(shape.layers - len(layout.layers), shape.layers))
+    problems = []
+    if shape.layers > MAX_LAYERS or shape.vocab > MAX_VOCAB:
+        problems.append(f"the model's shape is out of bounds ({shape.layers} layers, vocabulary {shape.vocab})")
+    elif layers != wanted:
+        problems.append(f"the fingerprinted layers are {layers}, not the model's last ones {wanted}")
+    elif manifest.fingerprinted_layers not in (None, layers):
+        problems.append("the fingerprinted layers differ from the ones the model section names")
+    elif shape.hidden != layout.hidden or any(shape.layer_shape() != layer for layer in layout.layers):
+        problems.append("the fingerprinted layers' shapes are not the whole model's layer shape")
+    else:
+        whole = CircuitLayout(tokens=1, hidden=shape.hidden, layers=(shape.layer_shape(),))
+        problems += chunking_errors(whole, manifest.chunking)
+    return problems
+
+
+def whole_model_points(manifest, section: dict[str, Any]) -> tuple[InferenceShape, dict[str, list[str]]]:
+    """Every piece's points: the fingerprint's own from its commitment, the rest from the inference section,
+    which must list exactly the pieces the shape gives (names, shapes, order) under the digest recomputed here."""
+    shape = InferenceShape.from_dict(section["shape"])
+    layers = [int(i) for i in section["fingerprinted_layers"]]
+    problems = _shape_errors(manifest, shape, layers)
+    if section["scale_bits"] != SCALE_BITS:
+        problems.append(f"the scale factors are committed at 2^{section['scale_bits']}, not 2^{SCALE_BITS}")
+    if problems:
+        raise Failed("bundle", problems[0])
+    fingerprinted = fingerprint_map(layers)
+    fingerprint = {t.name: list(t.points) for t in manifest.committed_tensors}
+    pieces = all_pieces(shape, manifest.chunking, fingerprinted)
+    names = {p.name for p in pieces}
+    if any(name != "embedding" and name not in names for name in fingerprint):
+        raise Failed("bundle", "a piece the fingerprint commits is no part of the whole model")
+    expected = [p for p in pieces if p.name not in fingerprint]
+    listed = section["pieces"]
+    if len(listed) != len(expected):
+        raise Failed(
+            "bundle", f"the whole-model commitment lists {len(listed)} pieces; the model's shape has {len(expected)}"
+        )
+    if [(t["name"], t["shape"]) for t in listed] != [(p.name, list(p.committed_shape)) for p in expected]:
+        raise Failed("bundle", "the whole-model commitment's pieces are not the ones the model's shape gives")
+    digest = whole_model_digest(manifest.commitment_scheme, manifest.commitment_digest, listed)
+    if digest != section["digest"]:
+        raise Failed("bundle", "the whole-model commitment's digest does not match its pieces")
+    return shape, fingerprint | {t["name"]: list(t["points"]) for t in listed}
+
+
+def _check_challenge(
+    bundle: Bundle, shape: InferenceShape, proofs_dir: Path, listing: InferenceProofs, answers: Answers
+) -> Challenge:
+    digest = bundle_digest(bundle.manifest_bytes())
+    if listing.bundle_digest != digest:
+        raise Failed("challenge", "the proofs are for another bundle")
+    try:
+        challenge = Challenge.from_json(read_inside(proofs_dir, CHALLENGE))
+    except (OSError, ValueError, ChallengeError) as exc:
+        raise Failed("challenge", f"{CHALLENGE} is unreadable ({exc})") from None
+    if challenge.digest() != listing.challenge_digest or challenge.digest() != answers.challenge_digest:
+        raise Failed("challenge", "the proofs and the answers are not about the same challenge")
+    problems = challenge_errors(challenge, digest, shape.vocab) + answers_errors(answers, challenge)
+    if problems:
+        raise Failed("challenge", problems[0])
+    if challenge.length != listing.tokens:
+        raise Failed("challenge", "the proofs are for another challenge length")
+    return challenge
+
+
+def _expected_entries(shape: InferenceShape, challenge: Challenge) -> list[tuple[str, str, int, int]]:
+    """(name, kind, prompt, index) of every proof, in order: the link, then each prompt's chain."""
+    entries = [("link", "link", -1, 0)]
+    for prompt in range(len(challenge.prompts)):
+        entries.append((f"p{prompt}.embed", "embed", prompt, 0))
+        entries += [(f"p{prompt}.layer{i}", "layer", prompt, i) for i in range(shape.layers)]
+        entries += [(f"p{prompt}.head{b}", "head", prompt, b) for b in range(shape.head_blocks)]
+    return entries
+
+
+class _Checker:
+    """Checks each proof's links and validity, and reads the public outputs."""
+
+    def __init__(self, proofs_dir: Path, keys: dict[str, Keys], srs: srs_store.Srs, points: dict[str, list[str]]):
+        from circuits.proving import usable_commit_rows
+
+        self.dir, self.keys, self.srs, self.points = proofs_dir, keys, srs, points
+        self.usable = {kind: usable_commit_rows(k, srs) for kind, k in keys.items()}
+
+    def counts(self, entry: ProofEntry, lists: list[list[str]], sizes: list[int], what: str) -> None:
+        """Counts first: `swap_proof_commitments` writes over the first commitments only, so a short list would
+        leave the rest unchecked."""
+        from circuits.proving import points_per_input
+
+        if len(lists) != len(sizes):
+            raise Failed("links", f"{entry.name} takes {len(sizes)} committed {what}, not {len(lists)}")
+        for points, size in zip(lists, sizes, strict=True):
+            if len(points) != points_per_input(size, self.usable[entry.kind]):
+                raise Failed("links", f"{entry.name} lists the wrong number of commitment points for its {what}")
+
+    def proof(self, entry: ProofEntry) -> dict[str, Any]:
+        try:
+            return parse_proof(read_inside(self.dir, entry.file))
+        except (OSError, ValueError) as exc:
+            raise Failed("proofs", f"{entry.name}'s proof is not an EZKL proof ({exc})") from None
+
+    def check(
+        self, entry: ProofEntry, inputs: list[list[str]], sizes: list[int], outputs: list[list[str]], hidden: int
+    ) -> list[str]:
+        """Counts, links (exact, via the proof) and validity; the proof's public instances. `sizes`: the values
+        of each committed input; `hidden`: those of the committed output."""
+        from circuits.proving import commitments_match, verify_proof
+
+        self.counts(entry, inputs, sizes, "inputs")
+        self.counts(entry, outputs, [hidden] * len(outputs), "outputs")
+        proof = self.proof(entry)
+        path = self.dir / entry.file
+        try:
+            linked = commitments_match(path, inputs, outputs)
+        except BaseException as exc:  # pyo3 panics derive from BaseException
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            linked = False
+        if not linked:
+            raise Failed("links", f"{entry.name} is not about the committed pieces and hidden states it must take")
+        if not verify_proof(path, self.keys[entry.kind], self.srs):
+            raise Failed("proofs", f"{entry.name} does not verify")
+        return list(proof["instances"][0]) if proof.get("instances") else []
+
+
+def _hidden_points(entry: ProofEntry) -> tuple[list[str], list[str]]:
+    if not entry.blinding_points or not entry.output_points:
+        raise Failed("links", f"{entry.name} lists no hidden-state commitments")
+    return entry.blinding_points, entry.output_points
+
+
+def _decode(instances: list[str], scale: int) -> np.ndarray:
+    from circuits.proving import felt_to_signed
+
+    return np.asarray([felt_to_signed(f) for f in instances], dtype=np.float64) / float(1 << scale)
+
+
+def verify_inference(
+    bundle_dir: Path,
+    proofs_dir: Path,
+    answers: Answers,
+    srs_file: Path | None = None,
+    progress: Callable[[str], None] = lambda step: None,
+) -> InferenceReport:
+    """Every check in order; the first failure ends it with its reason."""
+    report = InferenceReport()
+    try:
+        _run(Path(bundle_dir), Path(proofs_dir), answers, srs_file, progress, report)
+    except Failed as failure:
+        report.failed_check, report.reason = failure.check, failure.reason
+        return report
+    report.valid = True
+    return report
+
+
+def _verified_bundle(bundle_dir: Path, srs_file: Path | None, progress) -> tuple[Bundle, InferenceShape, dict]:
+    """The fingerprint bundle verified (`verify`), with its whole-model commitment checked against its shape."""
+    progress("verifying the fingerprint bundle")
+    verified = verify_bundle(bundle_dir, srs_file=srs_file)
+    if not verified.valid:
+        raise Failed("bundle", f"the fingerprint bundle is INVALID ({verified.failed_check}: {verified.reason})")
+    bundle = Bundle.open(bundle_dir)
+    section = bundle.manifest.inference
+    if section is None:
+        raise Failed("bundle", "the bundle has no whole-model commitment")
+    shape, points = whole_model_points(bundle.manifest, section)
+    return bundle, shape, points
+
+
+def _run(bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | None, progress, report) -> None:
+    from circuits.inference import commit_points, onehot
+
+    bundle, shape, points = _verified_bundle(bundle_dir, srs_file, progress)
+    manifest = bundle.manifest
+    section = manifest.inference
+    assert section is not None
+    report.checks_passed.append("bundle")
+    try:
+        listing = InferenceProofs.read(proofs_dir)
+    except InferenceProofsError as exc:
+        raise Failed("challenge", str(exc)) from None
+    report.proofs_digest = sha256_bytes(listing.to_json())
+    challenge = _check_challenge(bundle, shape, proofs_dir, listing, answers)
+    report.challenge_digest = challenge.digest()
+    report.seed_source, report.answers_source = challenge.seed_source, answers.source
+    report.checks_passed.append("challenge")
+    expected = _expected_entries(shape, challenge)
+    if [(p.name, p.kind, p.prompt, p.index) for p in listing.proofs] != expected:
+        raise Failed("links", f"the proofs listed are not the {len(expected)} this challenge needs, in order")
+    try:
+        token_ids, _ = parse_tokens(bundle.read(manifest.tokens_file))
+    except (ValueError, BundleError) as exc:
+        raise Failed("bundle", f"the bundle's tokens are unreadable ({exc})") from None
+    if any(not 0 <= t < shape.vocab for t in token_ids):
+        raise Failed("bundle", "a fingerprint token is outside the model's vocabulary (its row would be padding)")
+    progress("rebuilding the inference circuits")
+    fingerprinted = fingerprint_map([int(i) for i in section["fingerprinted_layers"]])
+    srs = srs_store.from_file(srs_file, manifest.logrows) if srs_file else srs_store.require(manifest.logrows)
+    try:
+        circuits = build_inference(shape, manifest.chunking, fingerprinted, challenge.length, len(token_ids),
+                                   manifest.logrows)  # fmt: skip
+        progress("deriving the inference keys")
+        keys = {name: ensure_keys(circuit, srs, need_pk=False) for name, circuit in circuits.all.items()}
+    except (RuntimeError, ValueError) as exc:  # EZKL reports a circuit it cannot build or key as RuntimeError
+        raise Failed(
+            "proofs", f"the inference circuits cannot be built at logrows {manifest.logrows} ({exc})"
+        ) from None
+    d, t = shape.hidden, challenge.length
+    hidden_size, blinding_size = (t + 1) * d, d
+    layer_sizes = [math.prod(p.committed_shape) for p in circuits.layers[0].ordered()]
+    block_size = (shape.embed_rows + 1) * d
+    scales_size = math.prod(model_scales_piece().committed_shape)
+    checker = _Checker(proofs_dir, keys, srs, points)
+    fingerprint_rows = points["embedding"]
+    entries = {p.name: p for p in listing.proofs}
+
+    progress("checking the link proof")
+    blocks = [points[embedding_piece(shape, embed_block_of(shape, t)[0]).name] for t in token_ids]
+    link_onehot = commit_points(onehot(shape, token_ids), keys["link"], srs)
+    link_inputs = [fingerprint_rows, link_onehot, *blocks, points[model_scales_piece().name]]
+    n = len(token_ids)
+    link_sizes = [(n + 1) * d, n * shape.embed_rows, *[block_size] * n, scales_size]
+    instances = checker.check(entries["link"], link_inputs, link_sizes, [], 0)
+    deviation = float(_decode(instances, circuits.link.output_scale).max())
+    report.link_deviation = deviation
+    if deviation > LINK_TOLERANCE:
+        raise Failed("link", f"the fingerprint's embedding rows are not the model's (deviation {deviation:.4f} > "
+                     f"{LINK_TOLERANCE:.4f}): the fingerprint was computed from other weights")  # fmt: skip
+    proven: list[list[int]] = []
+    for prompt, tokens in enumerate(challenge.prompts):
+        progress(f"checking prompt {prompt + 1} of {len(challenge.prompts)}")
+        embed = entries[f"p{prompt}.embed"]
+        blinding, hidden = _hidden_points(embed)
+        blocks = [points[embedding_piece(shape, embed_block_of(shape, t)[0]).name] for t in tokens]
+        embed_inputs = [commit_points(onehot(shape, tokens), keys["embed"], srs), *blocks, blinding]
+        embed_sizes = [t * shape.embed_rows, *[block_size] * t, blinding_size]
+        checker.check(embed, embed_inputs, embed_sizes, [hidden], hidden_size)
+        for index, layer in enumerate(circuits.layers):
+            entry = entries[f"p{prompt}.layer{index}"]
+            blinding, output = _hidden_points(entry)
+            inputs = [hidden, *(points[p.name] for p in layer.ordered()), blinding]
+            checker.check(entry, inputs, [hidden_size, *layer_sizes, blinding_size], [output], hidden_size)
+            hidden = output
+        logits = []
+        for block in range(shape.head_blocks):
+            entry = entries[f"p{prompt}.head{block}"]
+            inputs = [hidden, points[final_norm_piece(shape).name], points[head_piece(shape, block).name],
+                      points[model_scales_piece().name]]  # fmt: skip
+            sizes = [hidden_size, 2 * d, (shape.head_rows + 1) * d, scales_size]
+            values = _decode(checker.check(entry, inputs, sizes, [], 0), circuits.head.output_scale)
+            logits.append(values.reshape(challenge.length, shape.head_rows))
+        proven.append(np.concatenate(logits, axis=1)[:, : shape.vocab].argmax(axis=1).tolist())
+    report.checks_passed += ["links", "proofs", "link"]
+    served = answers.greedy
+    positions = sum(len(p) for p in proven)
+    agree = sum(a == b for mine, theirs in zip(proven, served, strict=True) for a, b in zip(mine, theirs, strict=True))
+    report.proven_tokens, report.positions = proven, positions
+    report.agreement = agree / positions if positions else 0.0
+    if report.agreement < AGREEMENT_THRESHOLD:
+        share = f"{agree} of {positions} positions ({report.agreement:.0%} < {AGREEMENT_THRESHOLD:.0%})"
+        raise Failed(
+            "agreement", f"the committed model agrees with the served one on {share}: it is not the model served"
+        )
+    report.checks_passed.append("agreement")
+
+
+def verify_inference_files(bundle_dir: Path, proofs_dir: Path, answers_path: Path, **kwargs) -> InferenceReport:
+    if not Path(answers_path).is_file():
+        raise UsageError(f"answers file not found: {answers_path}")
+    return verify_inference(bundle_dir, proofs_dir, Answers.read(Path(answers_path)), **kwargs)
