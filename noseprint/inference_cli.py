@@ -214,6 +214,9 @@ def verify_inference_command(
     proofs: Annotated[Path, typer.Argument(help="Inference proofs folder (noseprint prove-inference).")],
     answers: Annotated[Path, typer.Option(help="The served model's answers (noseprint query).")],
     srs: Annotated[Path | None, typer.Option(help="SRS file to trust instead of the local store.")] = None,
+    registry_key: Annotated[
+        Path | None, typer.Option(help="Check a registry seed's checkpoint signature with this registry key.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check inference proofs against the served model's answers: exit 0 pass, 1 fail, 2 usage error."""
@@ -225,13 +228,33 @@ def verify_inference_command(
         report = verify_inference_files(
             bundle, proofs, answers, srs_file=srs, progress=lambda step: status.update(f"[bold]{step}…")
         )
+    if report.valid and report.seed_source == "registry-checkpoint":
+        _check_registry_seed(proofs, registry_key, report)
     if as_json:
         emit_json(report.to_dict())
     elif report.valid:
         out.print(
             f"[green]PASS[/] the committed model agrees with the served one on {report.agreement:.0%} of "
-            f"{report.positions} positions (threshold {report.threshold:.0%})"
+            f"{report.positions} positions (threshold {report.threshold:.0%}); seed: {report.seed_source}, "
+            f"answers: {report.answers_source}",
+            highlight=False,
         )
     else:
         out.print(f"[red]FAIL[/] {report.failed_check}: {report.reason}", highlight=False)
     raise typer.Exit(0 if report.valid else 1)
+
+
+def _check_registry_seed(proofs: Path, key_file: Path | None, report: Any) -> None:
+    """A registry seed is only unpredictable if the registry signed the checkpoint that includes the entry:
+    checked here (the verifier layer may not import the registry's code) with the key the auditor pins."""
+    from core.challenge import Challenge
+    from core.inference_proofs import CHALLENGE
+    from registry.seed import challenge_seed_errors
+    from signing.keys import load_public
+
+    if key_file is None:
+        err.print("warning: the challenge's registry seed was not checked (give --registry-key)")
+        return
+    problems = challenge_seed_errors(Challenge.read(proofs / CHALLENGE), load_public(key_file))
+    if problems:
+        report.valid, report.failed_check, report.reason = False, "challenge", f"registry seed: {problems[0]}"
