@@ -42,6 +42,11 @@ INFERENCE_REBASE_MULTIPLIER = 1
 `lookup_range` (±2^15): at scale 8 the softmax and SiLU inputs fit (|x| < 128); at scale 16 they would not,
 and a value missing from the table makes EZKL 23.0.5's prover hang (zkonduit/ezkl#1029). Costs precision:
 about 1e-2 of the residual's RMS per layer, against 1e-4 at scale 16 (BENCHMARKS.md, "Challenge inference")."""
+MIN_INFERENCE_LOGROWS = 14
+"""The softmax's and SiLU's lookup tables hold 2^16 entries (EZKL's `lookup_range`): at logrows 12 they spread
+over so many columns that proving a toy layer took more than 23 GB and was killed on this 24 GiB machine
+(measured); at 14 it takes about 10 GB. A bundle proven at a smaller logrows must be proven again with larger
+chunks (more fingerprint tokens, or a larger --chunk-weights)."""
 HIDDEN_SCALE = INPUT_SCALE
 """Hidden states leave a proof at the input scale (every product is rescaled to it), so the next proof reads the
 same integers, under the same commitment, as the same values. Checked when the circuits are built."""

@@ -25,6 +25,7 @@ import numpy as np
 from circuits import srs as srs_store
 from circuits.commitment import SCHEME, quantise, random_blinding, with_blinding
 from circuits.inference import (
+    MIN_INFERENCE_LOGROWS,
     InferenceCircuits,
     build_inference,
     commit_points,
@@ -202,6 +203,11 @@ def prove_inference(
     section = manifest.inference
     if section is None:
         raise UsageError("this bundle has no whole-model commitment: prove the model again with this noseprint")
+    if manifest.logrows < MIN_INFERENCE_LOGROWS:
+        raise UsageError(
+            f"this bundle was proven at logrows {manifest.logrows}; inference proofs need at least "
+            f"{MIN_INFERENCE_LOGROWS} (prove the model again with more --n-tokens or a larger --chunk-weights)"
+        )
     shape = InferenceShape.from_dict(section["shape"])
     problems = challenge_errors(challenge, digest, shape.vocab)
     if problems:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from circuits import srs as srs_store
-from circuits.inference import LINK_TOLERANCE, build_inference
+from circuits.inference import LINK_TOLERANCE, MIN_INFERENCE_LOGROWS, build_inference
 from circuits.keys import Keys, ensure_keys
 from core.answers import Answers, answers_errors
 from core.bundle import Bundle, BundleError, parse_proof, parse_tokens
@@ -305,6 +305,8 @@ def _run(bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | 
         raise Failed("bundle", f"the bundle's tokens are unreadable ({exc})") from None
     if any(not 0 <= t < shape.vocab for t in token_ids):
         raise Failed("bundle", "a fingerprint token is outside the model's vocabulary (its row would be padding)")
+    if manifest.logrows < MIN_INFERENCE_LOGROWS:
+        raise Failed("proofs", f"the bundle's logrows {manifest.logrows} is below the inference circuits' minimum")
     progress("rebuilding the inference circuits")
     fingerprinted = fingerprint_map([int(i) for i in section["fingerprinted_layers"]])
     srs = srs_store.from_file(srs_file, manifest.logrows) if srs_file else srs_store.require(manifest.logrows)
