@@ -1,5 +1,5 @@
 """GGUF files written here from tiny transformers models, as llama.cpp's converter writes them (Wq/Wk rows
-permuted for rotary), in every quantisation the fingerprint must read."""
+permuted for rotary), in every quantisation the fingerprint must read; K-quants by bench/kquants.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 
+from bench.kquants import K_QUANT_FALLBACK, quantize
 from core.errors import UsageError
 from lineage.fingerprint import fingerprint_model
 from lineage.verdict import verdict
@@ -21,10 +22,16 @@ from tests.conftest import save_tiny, tiny_llama
 HIDDEN, HEADS, KV_HEADS, FFN, LAYERS = 256, 4, 2, 512, 3
 """The smallest LLaMA whose rows fill K-quant super-blocks (256 values)."""
 QUANTISED_BY_GGUF = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0)
-"""Types `gguf.quants.quantize` writes; Q4_K and Q6_K it only reads (llama.cpp's C code quantises them)."""
+"""Types `gguf.quants.quantize` writes; Q4_K and Q6_K it only reads, so bench/kquants.py writes them."""
 K_QUANTS = (Q.Q4_K, Q.Q6_K)
-SCALE_OFFSETS = {Q.Q4_K: (0, 2), Q.Q6_K: (208,)}
-"""Byte offsets of the fp16 super-block scales (d, dmin) in a Q4_K and a Q6_K block (ggml-common.h)."""
+BITS_PER_WEIGHT = {Q.Q4_K: 4.5, Q.Q6_K: 6.5625}
+"""ggml-common.h: 144 and 210 bytes per 256 weights."""
+RELATIVE_RMS_ERROR = {Q.Q4_K: 0.075, Q.Q6_K: 0.019}
+"""Bounds on RMS error / RMS weight for Gaussian weights. Q4_K: 16 levels over a 32-value sub-block's range
+(~4.1σ) leave step/√12 ≈ 0.079σ with plain min/max, which the search beats (0.072 measured). Q6_K: 32 steps
+to a 16-value sub-block's largest magnitude (~1.9σ) leave ≈ 0.017σ, plus the int8 sub-scales (0.0177 measured)."""
+FP16_SPACING = 2**-10
+"""Relative spacing of fp16 numbers, as the super-block scales are stored: the error of an exact block."""
 NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
          "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
          "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
@@ -40,15 +47,6 @@ def rotary_permute(weights: np.ndarray, heads: int) -> np.ndarray:
     )
 
 
-def random_k_blocks(rows: int, cols: int, qtype: Q, rng: np.random.Generator) -> np.ndarray:
-    """Valid K-quant bytes: random quants and sub-scales, sane fp16 super-block scales."""
-    block, size = gguf.GGML_QUANT_SIZES[qtype]
-    data = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
-    for offset in SCALE_OFFSETS[qtype]:
-        data[:, :, offset : offset + 2] = np.frombuffer(np.float16(0.002).tobytes(), np.uint8)
-    return data.reshape(rows, -1)
-
-
 def write_gguf(model, tokenizer, path: Path, qtype: Q, permute: bool = True) -> Path:
     """The model's tensors in GGUF names and layout; matrices in `qtype`, norms F32 (as llama.cpp does)."""
     state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
@@ -62,7 +60,6 @@ def write_gguf(model, tokenizer, path: Path, qtype: Q, permute: bool = True) -> 
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_tokenizer_model("gpt2")
     writer.add_token_list(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
-    rng = np.random.default_rng(0)
     for name, value in state.items():
         if name == "model.embed_tokens.weight":
             target = "token_embd.weight"
@@ -80,7 +77,9 @@ def write_gguf(model, tokenizer, path: Path, qtype: Q, permute: bool = True) -> 
         if value.ndim == 1:
             writer.add_tensor(target, value.astype(np.float32))
         elif qtype in K_QUANTS:
-            writer.add_tensor(target, random_k_blocks(*value.shape, qtype, rng), raw_dtype=qtype)
+            data, stored = quantize(value, qtype)
+            assert stored == qtype  # rows of 256 and 512 values fill super-blocks
+            writer.add_tensor(target, data, raw_dtype=qtype)
         elif qtype in (Q.F32, Q.F16):
             writer.add_tensor(target, gguf.quants.quantize(value, qtype))
         else:
@@ -125,7 +124,7 @@ def test_an_f32_gguf_fingerprints_as_its_safetensors_despite_the_rotary_permutat
     assert tokens == (tmp_path / "fp-st" / "tokens.json").read_text()  # chosen from the GGUF vocabulary alike
 
 
-@pytest.mark.parametrize("qtype", [Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0])
+@pytest.mark.parametrize("qtype", [Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, *K_QUANTS])
 def test_quantised_gguf_is_the_same_base_model(original, tmp_path, qtype):
     model, tokenizer, _ = original
     path = write_gguf(model, tokenizer, tmp_path / f"m-{qtype.name}.gguf", qtype)
@@ -138,6 +137,39 @@ def test_quantised_gguf_is_the_same_base_model(original, tmp_path, qtype):
     fingerprint_model(path, tmp_path / "fp", progress=False)
     ics = invariant_cosine(np.load(tmp_path / "fp" / "invariants.npy"), terms)
     assert verdict(ics, z_cosine=0.0) == "same base model", ics
+
+
+@pytest.mark.parametrize("qtype", K_QUANTS)
+def test_k_quant_bytes_are_ggmls_layout_with_the_error_of_their_bits(qtype):
+    """bench/kquants.py's bytes, decoded by `gguf.quants.dequantize` (llama.cpp's own Python reading of
+    ggml's layout): any misplaced bit of a scale, min or code would show as a large error."""
+    rng = np.random.default_rng(0)
+    weights = (0.02 * rng.standard_normal((64, 512))).astype(np.float32)
+    data, stored = quantize(weights, qtype)
+    assert stored == qtype and data.dtype == np.uint8
+    assert data.nbytes * 8 / weights.size == BITS_PER_WEIGHT[qtype]
+    decoded = gguf.quants.dequantize(data, qtype)
+    assert decoded.shape == weights.shape
+    relative = np.sqrt(np.mean((decoded - weights) ** 2) / np.mean(weights**2))
+    assert relative < RELATIVE_RMS_ERROR[qtype], relative
+    q4_0 = gguf.quants.dequantize(gguf.quants.quantize(weights, Q.Q4_0), Q.Q4_0)
+    q8_0 = gguf.quants.dequantize(gguf.quants.quantize(weights, Q.Q8_0), Q.Q8_0)
+    errors = {name: np.sqrt(np.mean((d - weights) ** 2)) for name, d in (("q4_0", q4_0), ("q8_0", q8_0))}
+    assert errors["q8_0"] < np.sqrt(np.mean((decoded - weights) ** 2)) < errors["q4_0"]  # ranked by bits
+
+
+@pytest.mark.parametrize("qtype", K_QUANTS)
+def test_k_quants_keep_constant_and_zero_blocks_and_fall_back_as_llama_cpp(qtype):
+    """Degenerate sub-blocks (all equal, all zero, one spike) stay finite and near exact; rows that are not
+    a whole number of 256-value super-blocks are written in llama.cpp's fallback type."""
+    blocks = np.stack([np.zeros(256), np.full(256, 0.5), np.full(256, -0.5), np.eye(1, 256, 7)[0] * 3])
+    decoded = gguf.quants.dequantize(quantize(blocks.astype(np.float32), qtype)[0], qtype)
+    assert np.abs(decoded - blocks).max() <= np.abs(blocks).max() * FP16_SPACING
+    narrow = np.random.default_rng(1).standard_normal((4, 96)).astype(np.float32)
+    data, stored = quantize(narrow, qtype)
+    assert stored == K_QUANT_FALLBACK[qtype]
+    assert np.abs(gguf.quants.dequantize(data, stored) - narrow).max() < 0.2 * np.abs(narrow).max()
+    assert quantize(narrow[:, :40], qtype)[1] == Q.F16  # nor the fallback's 32-value blocks: llama.cpp's F16
 
 
 @pytest.mark.parametrize("qtype", K_QUANTS)

@@ -1,6 +1,7 @@
 """Build the model zoo offline: base models from scratch, their derivatives, re-parametrisations, MiniLM.
 
     python -m bench.zoo.build [--out bench/zoo/cache] [--bases 4] [--pretrain-steps 2400]
+    python -m bench.zoo.build --wide 2     # only: two 256-wide bases in bench/zoo/cache/wide (GGUF K-quants)
 
 Every model is a folder (`config.json`, `model.safetensors`, `tokenizer.json`) that
 `noseprint fingerprint` and `noseprint prove` read as they would any checkpoint.
@@ -28,6 +29,12 @@ DEFAULT_OUT = Path(__file__).parent / "cache"
 SEQUENCE = 128
 SFT_WIDTH = 96
 NEW_TOKENS = 64
+WIDE_PRETRAIN_STEPS = 500
+"""A wide base's step takes ~0.75 s on an idle core (a zoo step's eight times as many weights), so 500 steps
+take ~6 minutes; beside another heavy job, several times that."""
+PRETRAIN_STEPS = 2400
+WIDE_FOLDER = "wide"
+"""The wide bases' folder inside the zoo's: no config.json at its top, so scans of the zoo skip it."""
 
 
 def save(model, tokenizer, folder: Path) -> None:
@@ -131,6 +138,61 @@ class Corpora:
     debian: list[tuple[str, str]]
 
 
+def pretrain_base(model, pretrain: torch.Tensor, seed: int, steps: int, name: str) -> list[float]:
+    """The bases' one recipe (AdamW, peak 3e-3, 50 warm-up steps, batches of 16 windows in `seed`'s order)."""
+    return train.train_steps(
+        model,
+        lambda b: train.lm_loss(model, b),
+        pretrain,
+        steps=steps,
+        lr=3e-3,
+        seed=seed,
+        batch=16,
+        warmup=50,
+        desc=f"pretrain {name}",
+    )
+
+
+def build_wide_bases(out: Path, bases: int, pretrain_steps: int = WIDE_PRETRAIN_STEPS) -> list[Path]:
+    """Bases of `train.WIDE_SHAPE` in `out/wide{seed}`, kept apart from the zoo (its 66 models are unchanged).
+
+    Same corpus, tokenizer, seeds (weights 1000 + seed, data order seed) and recipe as the zoo's bases, fewer
+    steps (`WIDE_PRETRAIN_STEPS`): trained, not converged. For GGUF K-quants, whose super-blocks (256 values)
+    the zoo's 64-wide rows cannot fill (bench/gguf_zoo.py). Cached like the zoo; `out/wide.json` has losses.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    folders = [out / f"wide{seed}" for seed in range(bases)]
+    if all((folder / "model.safetensors").exists() for folder in folders):
+        return folders
+    stdlib = corpus.stdlib_documents()
+    tokenizer = corpus.train_tokenizer([text for _, text in stdlib], 2048)
+    special = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    pretrain = corpus.blocks(corpus.token_stream(tokenizer, [t for _, t in stdlib]), SEQUENCE)
+    record_path = out / "wide.json"
+    records = json.loads(record_path.read_text()) if record_path.exists() else {}
+    for seed, folder in enumerate(folders):
+        if (folder / "model.safetensors").exists():
+            continue
+        started = time.time()
+        model = train.new_model(len(tokenizer), 1000 + seed, special, shape=train.WIDE_SHAPE)
+        curve = pretrain_base(model, pretrain, seed, pretrain_steps, folder.name)
+        save(model, tokenizer, folder)
+        record = dict(
+            seed=1000 + seed,
+            steps=pretrain_steps,
+            seconds=round(time.time() - started),
+            loss_start=curve[0],
+            loss_end=sum(curve[-50:]) / 50,
+            eval_loss_pretrain=train.eval_loss(model, pretrain[-64:]),
+        )
+        records[folder.name] = record
+        record_path.write_text(json.dumps(records, indent=1) + "\n")
+        print(f"{folder.name}: loss {curve[0]:.2f} -> {record['loss_end']:.2f} in {record['seconds']} s")
+    return folders
+
+
 def build_family(out: Path, seed: int, data: Corpora, remember, pretrain_steps: int, steps) -> None:
     """One base model trained from scratch, its derivatives and its re-parametrisations."""
     tokenizer, special, pretrain, other = data.tokenizer, data.special, data.pretrain, data.other
@@ -142,17 +204,7 @@ def build_family(out: Path, seed: int, data: Corpora, remember, pretrain_steps: 
     if not (folder / "model.safetensors").exists():
         started = time.time()
         model = train.new_model(len(tokenizer), 1000 + seed, special)
-        curve = train.train_steps(
-            model,
-            lambda b, m=model: train.lm_loss(m, b),
-            pretrain,
-            steps=pretrain_steps,
-            lr=3e-3,
-            seed=seed,
-            batch=16,
-            warmup=50,
-            desc=f"pretrain {base_name}",
-        )
+        curve = pretrain_base(model, pretrain, seed, pretrain_steps, base_name)
         save(model, tokenizer, folder)
         print(f"{base_name}: loss {curve[0]:.2f} -> {sum(curve[-50:]) / 50:.2f} in {time.time() - started:.0f} s")
     model, _ = load(folder)
@@ -268,11 +320,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--bases", type=int, default=4)
-    parser.add_argument("--pretrain-steps", type=int, default=2400)
+    parser.add_argument(
+        "--pretrain-steps", type=int, help=f"default {PRETRAIN_STEPS} ({WIDE_PRETRAIN_STEPS} with --wide)"
+    )
     parser.add_argument("--derivative-scale", type=float, default=1.0, help="multiplies every derivative's steps")
+    parser.add_argument("--wide", type=int, metavar="N", help="instead, train N bases of the wide shape into OUT/wide")
     args = parser.parse_args()
     started = time.time()
-    members = build(args.out, args.bases, args.pretrain_steps, args.derivative_scale)
+    if args.wide:
+        folders = build_wide_bases(args.out / WIDE_FOLDER, args.wide, args.pretrain_steps or WIDE_PRETRAIN_STEPS)
+        print(f"wide bases: {', '.join(map(str, folders))} ({time.time() - started:.0f} s)")
+        return
+    members = build(args.out, args.bases, args.pretrain_steps or PRETRAIN_STEPS, args.derivative_scale)
     print(f"zoo: {len(members)} models in {args.out} ({time.time() - started:.0f} s)")
 
 

@@ -25,12 +25,15 @@ ZOO_SHAPE = dict(
     max_position_embeddings=256,
     tie_word_embeddings=False,
 )
+WIDE_SHAPE = ZOO_SHAPE | dict(hidden_size=256, intermediate_size=512)
+"""The zoo's shape four times wider, outside the 66-model zoo: every matrix row is a whole number of
+K-quant super-blocks (256 values), so GGUF Q4_K and Q6_K apply to it (`python -m bench.gguf_zoo --wide N`)."""
 
 
-def new_model(vocab_size: int, seed: int, special: dict[str, int]):
+def new_model(vocab_size: int, seed: int, special: dict[str, int], shape: dict = ZOO_SHAPE):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=vocab_size, **ZOO_SHAPE, **special)
+    config = LlamaConfig(vocab_size=vocab_size, **shape, **special)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
