@@ -213,3 +213,16 @@ def embed_block_of(shape: InferenceShape, token: int) -> tuple[int, int]:
 def whole_model_digest(scheme: str, fingerprint_digest: str, pieces: list[dict]) -> str:
     """One digest over the fingerprint's commitment and every other piece's points: the whole model's root."""
     return sha256_bytes(canonical_json({"scheme": scheme, "fingerprint": fingerprint_digest, "pieces": pieces}))
+
+
+def ablations(layers: int, fingerprinted: list[int]) -> list[tuple[int, list[int]]]:
+    """The ablation chains every prompt is also proven along: for each fingerprinted layer j, the model without
+    it (j, the layers proven after it: j+1 .. layers-1, then the head). The verifier requires each fingerprinted
+    layer to change the proven logits: a layer that does nothing (zero output factors, say) could carry any
+    fingerprint while the model served is another's (README, "Challenge inference")."""
+    return [(j, list(range(j + 1, layers))) for j in sorted(fingerprinted)]
+
+
+def chain_prefix(prompt: int, without: int | None) -> str:
+    """Proof names: `p{prompt}.` for the model's own chain, `p{prompt}.without{j}.` for its ablation chain."""
+    return f"p{prompt}." if without is None else f"p{prompt}.without{without}."

@@ -1,11 +1,12 @@
 """The inference proofs folder (`prove-inference`'s output): one typed owner, reader and writer side by side.
 
-    P_DIR/inference.json   {"format": "noseprint-inference-proofs", "version": 1,
+    P_DIR/inference.json   {"format": "noseprint-inference-proofs", "version": 2,
                             "bundle_digest", "challenge_digest", "tokens": T,
                             "proofs": [{"name", "file", "kind": embed|layer|head|link, "prompt", "index",
                                         "blinding_points": [...] | null, "output_points": [...] | null}]}
     P_DIR/challenge.json   the challenge proven (`core.challenge`)
-    P_DIR/proofs/NAME.json EZKL proofs
+    P_DIR/proofs/NAME.json EZKL proofs: link; per prompt i p{i}.embed, p{i}.layer{l}, p{i}.head{b}, and the
+                           ablation chains p{i}.without{j}.layer{l}, p{i}.without{j}.head{b}
 
 Only two kinds of commitment are the prover's word here: the blinding row appended to each hidden state and the
 hidden state each embed or layer proof outputs. The verifier checks both against the proof itself
@@ -23,7 +24,8 @@ from core.errors import NoseprintError
 from core.fileio import parse_json_strict
 
 FORMAT = "noseprint-inference-proofs"
-VERSION = 1
+VERSION = 2
+"""2: every prompt is also proven without each fingerprinted layer (`core.inference.ablations`)."""
 LISTING = "inference.json"
 CHALLENGE = "challenge.json"
 PROOFS = "proofs"

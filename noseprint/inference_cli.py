@@ -191,17 +191,21 @@ def prove_inference_command(
     out_path: Annotated[Path, typer.Option("--out", help="Folder to write the inference proofs to (P_DIR).")],
     opening: Annotated[Path | None, typer.Option(help="The bundle's opening (default: BUNDLE.opening.json).")] = None,
     srs: Annotated[Path | None, typer.Option(help="SRS file instead of the local store.")] = None,
+    work: Annotated[
+        Path | None, typer.Option(help="Work folder of finished proofs, so a re-run resumes (default: OUT.work).")
+    ] = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Prove the committed model's forward pass on the challenge, linked to the bundle's whole-model commitment."""
+    """Prove the committed model's forward pass on the challenge, linked to the bundle's whole-model commitment.
+    Interrupted, the same command resumes from the proofs already finished."""
     from prover.inference import prove_inference
 
     opening_path = opening or bundle.with_name(bundle.name + ".opening.json")
     with err.status("proving inference…") as status:
         listing = prove_inference(
             bundle, model_dir, opening_path, challenge, out_path, force, srs,
-            progress=lambda step: status.update(f"[bold]{step}…"),
+            progress=lambda step: status.update(f"[bold]{step}…"), work_dir=work,
         )  # fmt: skip
     summary = {"proofs": str(out_path), "count": len(listing.proofs), "challenge_digest": listing.challenge_digest}
     if as_json:
@@ -239,6 +243,8 @@ def verify_inference_command(
             f"answers: {report.answers_source}",
             highlight=False,
         )
+        effects = ", ".join(f"layer {layer} {effect:.2f}" for layer, effect in report.layer_effects.items())
+        out.print(f"      every fingerprinted layer changes the proven logits ({effects})", highlight=False)
     else:
         out.print(f"[red]FAIL[/] {report.failed_check}: {report.reason}", highlight=False)
     raise typer.Exit(0 if report.valid else 1)

@@ -7,7 +7,9 @@ gets a fresh blinding line, kept in the opening, and its KZG commitment under th
 
 `prove-inference` then proves, for each challenge prompt: the embedding rows of its tokens (embed), every
 layer (one circuit, one key, for all layers), and the output head block by block, each hidden state passing
-to the next proof as a commitment; and once, the link between the fingerprint's embedding rows and the
+to the next proof as a commitment; then the same prompt without each fingerprinted layer in turn (its
+ablation chain: the layers after it and the head), so the verifier sees that every layer the fingerprint
+reads changes the model's output; and once, the link between the fingerprint's embedding rows and the
 model's. Every committed input is a piece of the whole-model commitment, so the verifier needs nothing but
 the bundle and the challenge.
 """
@@ -15,6 +17,7 @@ the bundle and the challenge.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ import numpy as np
 from circuits import srs as srs_store
 from circuits.commitment import SCHEME, quantise, random_blinding, with_blinding
 from circuits.inference import (
+    BUILDER_VERSION,
     MIN_INFERENCE_LOGROWS,
     InferenceCircuits,
     build_inference,
@@ -45,7 +49,9 @@ from core.fileio import read_json, staged_directory
 from core.inference import (
     SCALE_BITS,
     InferenceShape,
+    ablations,
     all_pieces,
+    chain_prefix,
     embed_block_of,
     embedding_piece,
     final_norm_piece,
@@ -58,6 +64,7 @@ from core.inference_proofs import CHALLENGE, LISTING, PROOFS, InferenceProofs, P
 from core.layout import Piece
 from models.checkpoint import read_config
 from models.full_model import FullModel, inference_shape, read_full_model
+from prover.work import WorkFolder
 
 Progress = Callable[[str], None]
 WHOLE_MODEL_MAX_WEIGHTS = 100_000_000
@@ -160,6 +167,12 @@ def open_owner(bundle: Bundle, model_dir: Path, opening_path: Path) -> tuple[Own
     return Owner(model, values, blinding, fingerprint_rows), token_ids
 
 
+def proofs_per_prompt(shape: InferenceShape, fingerprinted: list[int]) -> int:
+    """Embed, every layer, the head blocks, and each ablation chain's layers and head blocks."""
+    chains = ablations(shape.layers, fingerprinted)
+    return 1 + shape.layers + shape.head_blocks + sum(len(after) + shape.head_blocks for _, after in chains)
+
+
 def _blocks(shape: InferenceShape, tokens: list[int]) -> list[Piece]:
     return [embedding_piece(shape, embed_block_of(shape, t)[0]) for t in tokens]
 
@@ -194,8 +207,10 @@ def prove_inference(
     force: bool = False,
     srs_file: Path | None = None,
     progress: Progress = lambda step: None,
+    work_dir: Path | None = None,
 ) -> InferenceProofs:
-    """Every proof of the challenge, written to `out` (staged, moved into place whole)."""
+    """Every proof of the challenge, written to `out` (staged, moved into place whole). Each finished proof is
+    kept in the work folder (default OUT.work) until then, so an interrupted run resumes where it stopped."""
     bundle = Bundle.open(Path(bundle_dir))
     manifest = bundle.manifest
     digest = bundle_digest(bundle.manifest_bytes())
@@ -224,36 +239,63 @@ def prove_inference(
     for name, circuit in circuits.all.items():
         progress(f"{name} keys ({circuit.num_rows:,} rows, logrows {circuit.logrows}; cached after the first run)")
         keys[name] = ensure_keys(circuit, srs, need_pk=True)
+    if Path(out).exists() and not force:
+        raise UsageError(f"output folder already exists: {out} (use --force to replace it)")
+    work = WorkFolder(Path(work_dir or Path(out).with_name(Path(out).name + ".work")))
+    identity = {"bundle": digest, "challenge": challenge.digest(), "builder": BUILDER_VERSION, "srs": srs.sha256,
+                "keys": {name: k.vk_sha256 for name, k in keys.items()}}  # fmt: skip
+    work.open(identity, {})
     results: list[ProofEntry] = []
     with staged_directory(Path(out), force) as stage:
         (stage / PROOFS).mkdir()
-        run = _Runner(circuits, keys, srs, stage, results, progress)
+        run = _Runner(circuits, keys, srs, stage, results, progress, list(fingerprinted), work)
+        run.total = 1 + len(challenge.prompts) * proofs_per_prompt(shape, list(fingerprinted))
         run.link(owner, token_ids)
         for prompt, tokens in enumerate(challenge.prompts):
             run.prompt(owner, prompt, tokens)
         listing = InferenceProofs(digest, challenge.digest(), challenge.length, results)
         (stage / LISTING).write_bytes(listing.to_json())
         (stage / CHALLENGE).write_bytes(challenge.to_json())
+    work.remove()  # every proof is in OUT now
     return listing
 
 
 class _Runner:
     """Proves tasks one after another, writing each proof and recording its commitments."""
 
-    def __init__(self, circuits: InferenceCircuits, keys: dict[str, Keys], srs, stage: Path, results, progress):
+    def __init__(
+        self, circuits: InferenceCircuits, keys: dict[str, Keys], srs, stage: Path, results, progress,
+        fingerprinted: list[int], work: WorkFolder,
+    ):  # fmt: skip
         self.circuits, self.keys, self.srs, self.stage = circuits, keys, srs, stage
-        self.results, self.progress = results, progress
+        self.results, self.progress, self.fingerprinted, self.work = results, progress, fingerprinted, work
+        self.total = 0
+        """How many proofs the whole challenge takes (set by the caller, for progress)."""
+        self.proven_now, self.started = 0, time.monotonic()
+
+    def _left(self) -> str:
+        """Time left, from this run's proofs so far (resumed ones cost nothing)."""
+        if not self.proven_now:
+            return ""
+        seconds = (time.monotonic() - self.started) / self.proven_now * (self.total - len(self.results))
+        return f", about {seconds / 60:.0f} min left"
 
     def prove(self, task: Task, has_hidden_output: bool) -> ProofResult:
         circuit, keys = self.circuits.all[task.circuit], self.keys[task.circuit]
         assert keys.pk is not None
-        self.progress(f"proving {task.entry.name}")
-        job = ProofTask(task.entry.name, str(circuit.compiled), str(circuit.settings), str(keys.vk), str(keys.pk),
-                        str(self.srs.path), task.inputs)  # fmt: skip
-        try:
-            result = prove_task(job)
-        except RuntimeError as exc:
-            raise ProvingFailed(f"EZKL could not prove {task.entry.name} ({exc})") from None
+        name = task.entry.name
+        if self.work.done(name):
+            result = self.work.load(name)
+        else:
+            self.progress(f"proving {name} ({len(self.results) + 1} of {self.total}{self._left()})")
+            job = ProofTask(name, str(circuit.compiled), str(circuit.settings), str(keys.vk), str(keys.pk),
+                            str(self.srs.path), task.inputs)  # fmt: skip
+            try:
+                result = prove_task(job)
+            except RuntimeError as exc:
+                raise ProvingFailed(f"EZKL could not prove {name} ({exc})") from None
+            self.work.record(name, result)
+            self.proven_now += 1
         (self.stage / task.entry.file).write_bytes(result.proof)
         blinding = result.input_points[-1] if has_hidden_output else None
         output = result.output_points[0] if has_hidden_output else None
@@ -268,16 +310,35 @@ class _Runner:
         self.prove(_task("link", "link", -1, 0, "link", inputs), has_hidden_output=False)
 
     def prompt(self, owner: Owner, prompt: int, tokens: list[int]) -> None:
+        """The model's chain (embed, every layer, the head), then one ablation chain per fingerprinted layer."""
         shape = self.circuits.shape
         blocks = [owner.committed(p) for p in _blocks(shape, tokens)]
         embed = [onehot(shape, tokens), *blocks, _hidden_blinding(shape.hidden)]
         hidden = self.prove(_task(f"p{prompt}.embed", "embed", prompt, 0, "embed", embed), True).outputs[0]
-        for index, layer in enumerate(self.circuits.layers):
-            inputs: list[np.ndarray | list[str]] = [hidden, *(owner.committed(p) for p in layer.ordered())]
-            inputs.append(_hidden_blinding(shape.hidden))
-            task = _task(f"p{prompt}.layer{index}", "layer", prompt, index, "layer", inputs)
-            hidden = self.prove(task, True).outputs[0]
+        entering = [hidden]
+        """The hidden state entering each layer (an ablation chain starts from the one entering its layer)."""
+        for index in range(shape.layers):
+            hidden = self.layer(owner, prompt, None, index, hidden)
+            entering.append(hidden)
+        self.head(owner, prompt, None, hidden)
+        for without, after in ablations(shape.layers, self.fingerprinted):
+            hidden = entering[without]
+            for index in after:
+                hidden = self.layer(owner, prompt, without, index, hidden)
+            self.head(owner, prompt, without, hidden)
+
+    def layer(self, owner: Owner, prompt: int, without: int | None, index: int, hidden: list[str]) -> list[str]:
+        shape = self.circuits.shape
+        pieces = self.circuits.layers[index].ordered()
+        inputs: list[np.ndarray | list[str]] = [hidden, *(owner.committed(p) for p in pieces)]
+        inputs.append(_hidden_blinding(shape.hidden))
+        name = f"{chain_prefix(prompt, without)}layer{index}"
+        return self.prove(_task(name, "layer", prompt, index, "layer", inputs), True).outputs[0]
+
+    def head(self, owner: Owner, prompt: int, without: int | None, hidden: list[str]) -> None:
+        shape = self.circuits.shape
         norm, scales = owner.committed(final_norm_piece(shape)), owner.committed(model_scales_piece())
         for block in range(shape.head_blocks):
             head: list[np.ndarray | list[str]] = [hidden, norm, owner.committed(head_piece(shape, block)), scales]
-            self.prove(_task(f"p{prompt}.head{block}", "head", prompt, block, "head", head), False)
+            name = f"{chain_prefix(prompt, without)}head{block}"
+            self.prove(_task(name, "head", prompt, block, "head", head), False)

@@ -156,8 +156,9 @@ def test_a_bundle_without_a_whole_model_commitment_is_refused(monkeypatch, tmp_p
     assert code == 2 and "no whole-model commitment" in message
 
 
-def registered(db: str, key: Path, manifests: list[bytes]):
-    """A registry holding one entry per manifest (proving and `registry add` are tested elsewhere)."""
+def registered(db: str, key: Path, manifests: list[bytes], archives: list[Path] | None = None):
+    """A registry holding one entry per manifest, storing `archives` (default: the fixture bundle) as their
+    bundles (proving and `registry add` are tested elsewhere)."""
     from registry.archive import pack
     from registry.service import Verified, append, open_registry
 
@@ -166,7 +167,8 @@ def registered(db: str, key: Path, manifests: list[bytes]):
         commitment = hashlib.sha256(manifest).hexdigest()
         verified = Verified(
             {"commitment": {"digest": commitment}, "model": {"model_type": "llama"}}, manifest, b"{}", "ee" * 32,
-            np.random.default_rng(i).standard_normal(128).astype("<f4"), b"png", pack(FIXTURE_BUNDLE),
+            np.random.default_rng(i).standard_normal(128).astype("<f4"), b"png",
+            pack(archives[i] if archives else FIXTURE_BUNDLE),
         )  # fmt: skip
         append(registry, verified, f"entry-{i}")
     return registry

@@ -4,7 +4,9 @@ The committed fixture (`tests/make_fixture_inference.py`) holds a toy LLaMA's bu
 commitment and the owner's inference proofs for one challenge. The auditor here derives every key itself,
 rebuilds the models from their seeds and asks them the challenge: the proofs pass against the committed model
 served honestly, and fail against another model served in its place, against answers to another challenge,
-with a link between proofs changed, and with a proof moved to another layer's place."""
+with a link between proofs changed, and with a proof moved to another layer's place. An attacker's model that
+appends a layer doing nothing (another model's weights, output factors zero) is served as itself and its
+honest proofs agree with it, but the ablation check refuses them."""
 
 from __future__ import annotations
 
@@ -15,7 +17,17 @@ import pytest
 
 from models.demo_model import write_demo_model
 from tests.conftest import DATA, linked_copy, run_cli
-from tests.make_fixture_inference import MODEL_SEED, MODEL_SHAPE, NAME, OTHER_SEED, SRS, SRS_LOGROWS
+from tests.make_fixture_inference import (
+    INERT,
+    MODEL_SEED,
+    MODEL_SHAPE,
+    NAME,
+    OTHER_SEED,
+    SRS,
+    SRS_LOGROWS,
+    write_inert_layer_model,
+)
+from verifier.inference import MIN_LAYER_EFFECT
 
 pytestmark = pytest.mark.proof
 FIXTURE = DATA / NAME
@@ -34,14 +46,17 @@ def auditor(tmp_path_factory):
         answers[name] = root / f"answers-{name}.json"
         run_cli("query", str(model), "--challenge", str(CHALLENGE), "--out", str(answers[name]), home=home,
                 check=True)  # fmt: skip
+    _, served = write_inert_layer_model(root / "inert-models")
+    answers["inert"] = root / "answers-inert.json"
+    run_cli("query", str(served), "--challenge", str(FIXTURE / INERT / "proofs" / "challenge.json"), "--out",
+            str(answers["inert"]), home=home, check=True)  # fmt: skip
     first = verify(home, answers=answers["honest"])
-    return {"home": home, "answers": answers, "first": first}
+    inert = verify(home, FIXTURE / INERT / "proofs", answers["inert"], bundle=FIXTURE / INERT / "bundle")
+    return {"home": home, "answers": answers, "first": first, "inert": inert}
 
 
-def verify(home, proofs=FIXTURE / "proofs", answers=None):
-    result = run_cli(
-        "verify-inference", str(FIXTURE / "bundle"), str(proofs), "--answers", str(answers), "--json", home=home
-    )
+def verify(home, proofs=FIXTURE / "proofs", answers=None, bundle=FIXTURE / "bundle"):
+    result = run_cli("verify-inference", str(bundle), str(proofs), "--answers", str(answers), "--json", home=home)
     return result.returncode, json.loads(result.stdout)
 
 
@@ -59,6 +74,39 @@ def test_the_served_model_passes(auditor):
     assert code == 0, report
     assert report["valid"] and report["agreement"] >= report["threshold"] and report["positions"] == 8
     assert report["link_deviation"] <= 3 / 256
+    assert report["checks_passed"][-1] == "ablation"
+    assert sorted(report["layer_effects"]) == ["0", "1"]
+    assert min(report["layer_effects"].values()) >= MIN_LAYER_EFFECT
+
+
+def test_a_fingerprinted_layer_that_does_nothing_is_refused(auditor):
+    """The attacker's committed model is the served one plus a layer whose output factors are zero: its proofs
+    are honest and agree with the served model on every position, but without that layer the proven logits do
+    not change."""
+    code, report = auditor["inert"]  # verified with the auditor's home, so its keys are derived once
+    assert code == 1 and report["failed_check"] == "ablation", report
+    assert "agreement" in report["checks_passed"] and report["agreement"] >= report["threshold"]
+    assert report["layer_effects"]["1"] < MIN_LAYER_EFFECT and "without layer 1" in report["reason"]
+
+
+def test_an_ablation_proof_about_another_hidden_state_is_refused(auditor, tmp_path):
+    """The model's own head proof (on the last hidden state) put in place of the head proof without the last
+    layer: the logits would differ, but the proof is not about the hidden state entering that layer."""
+    proofs = tmp_path / "proofs"
+    shutil.copytree(FIXTURE / "proofs", proofs)
+    shutil.copyfile(proofs / "proofs" / "p0.head0.json", proofs / "proofs" / "p0.without1.head0.json")
+    code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), proofs, auditor["answers"]["honest"])
+    assert code == 1 and report["failed_check"] == "links" and "p0.without1.head0" in report["reason"], report
+
+
+def test_missing_ablation_proofs_are_refused(auditor, tmp_path):
+    proofs = tmp_path / "proofs"
+    shutil.copytree(FIXTURE / "proofs", proofs)
+    listing = json.loads((proofs / "inference.json").read_text())
+    listing["proofs"] = [p for p in listing["proofs"] if ".without" not in p["name"]]
+    (proofs / "inference.json").write_text(json.dumps(listing))
+    code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), proofs, auditor["answers"]["honest"])
+    assert code == 1 and report["failed_check"] == "links" and "this challenge needs" in report["reason"], report
 
 
 def test_another_served_model_fails(auditor, tmp_path):
@@ -160,3 +208,24 @@ def test_padded_commitment_lists_are_refused_before_the_swap(auditor, tmp_path):
     (proofs / "inference.json").write_text(json.dumps(listing))
     code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), proofs, auditor["answers"]["honest"])
     assert code == 1 and "wrong number of commitment points" in report["reason"], report
+
+
+def test_the_registry_records_a_check_it_verified_itself(auditor, tmp_path):
+    """`registry inference` with real proofs: it re-verifies them against the entry's stored bundle, records
+    the passed check, and refuses the attacker's (their bundle's entry, their proofs, their served model)."""
+    from tests.test_challenge import registered
+
+    db = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    bundles = [FIXTURE / "bundle", FIXTURE / INERT / "bundle"]
+    registered(db, tmp_path / "registry-key", [(b / "manifest.json").read_bytes() for b in bundles], bundles)
+    home = linked_copy(auditor["home"], tmp_path / "h")
+    attacker = run_cli("registry", "inference", "2", str(FIXTURE / INERT / "proofs"), "--answers",
+                       str(auditor["answers"]["inert"]), "--db", db, "--json", home=home)  # fmt: skip
+    assert attacker.returncode == 1 and "ablation" in attacker.stdout + attacker.stderr
+    result = run_cli("registry", "inference", "1", str(FIXTURE / "proofs"), "--answers",
+                     str(auditor["answers"]["honest"]), "--db", db, "--json", home=home)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    recorded = json.loads(result.stdout)
+    assert recorded["entry_id"] == 1 and recorded["seed_source"] == "auditor" and recorded["agreement"] >= 0.75
+    shown = json.loads(run_cli("registry", "show", "1", "--db", db, "--json", home=home, check=True).stdout)
+    assert [check["agreement"] for check in shown["inference_checks"]] == [recorded["agreement"]]

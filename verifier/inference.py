@@ -15,6 +15,10 @@ Checks, in order; the first failure ends it with its reason (as `verify` does):
 5. link       the fingerprint's embedding rows are the model's (within rounding).
 6. agreement  the proven greedy token at each position (argmax of the proven logits over the vocabulary)
               equals the served model's on at least AGREEMENT_THRESHOLD of the positions.
+7. ablation   every fingerprinted layer matters: each prompt is also proven without it (its ablation chain,
+              linked like the model's own), and removing it changes the proven logits by at least
+              MIN_LAYER_EFFECT. Otherwise an owner could append layers that do nothing (zero output factors)
+              and carry another model's fingerprint on a model that is really their own.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from core.fileio import read_inside, sha256_bytes
 from core.inference import (
     SCALE_BITS,
     InferenceShape,
+    ablations,
     all_pieces,
+    chain_prefix,
     embed_block_of,
     embedding_piece,
     final_norm_piece,
@@ -52,6 +58,12 @@ from core.inference_proofs import CHALLENGE, InferenceProofs, InferenceProofsErr
 from core.layout import CircuitLayout
 from verifier.checks import verify_bundle
 
+MIN_LAYER_EFFECT = 0.08
+"""How much removing each fingerprinted layer must change the proven logits (`layer_effect`). Measured in float
+over 512 random-token positions (`python -m bench.layer_effect`): one layer of the toy LLaMA (random weights)
+changes them by 0.16, of a trained zoo base or fine-tune (4 layers) by 0.30-0.68; a layer whose output factors
+are zero by exactly 0. Half the weakest honest layer: an owner who makes a fingerprinted layer nearly inert
+must still let it move the served model's logits by this much."""
 AGREEMENT_THRESHOLD = 0.75
 """The fraction of positions whose proven greedy token must equal the served one. Fixed-point and float
 inference differ where two logits nearly tie; measured on honest runs (BENCHMARKS.md, "Challenge inference")
@@ -75,6 +87,8 @@ class InferenceReport:
     """Who fixed the challenge's randomness (an auditor's seed is only as unpredictable as its auditor)."""
     answers_source: str | None = None
     """Where the served answers came from (a transcript is its maker's word)."""
+    layer_effects: dict[str, float] = field(default_factory=dict)
+    """Per fingerprinted layer, how much removing it changes the proven logits (`layer_effect`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +105,7 @@ class InferenceReport:
             "link_deviation": self.link_deviation,
             "seed_source": self.seed_source,
             "answers_source": self.answers_source,
+            "layer_effects": self.layer_effects,
         }
 
 
@@ -175,13 +190,21 @@ def _check_challenge(
     return challenge
 
 
-def _expected_entries(shape: InferenceShape, challenge: Challenge) -> list[tuple[str, str, int, int]]:
-    """(name, kind, prompt, index) of every proof, in order: the link, then each prompt's chain."""
+def _expected_entries(
+    shape: InferenceShape, challenge: Challenge, fingerprinted: list[int]
+) -> list[tuple[str, str, int, int]]:
+    """(name, kind, prompt, index) of every proof, in order: the link, then each prompt's chain and its
+    ablation chains (`core.inference.ablations`)."""
+    chains = ablations(shape.layers, fingerprinted)
     entries = [("link", "link", -1, 0)]
     for prompt in range(len(challenge.prompts)):
         entries.append((f"p{prompt}.embed", "embed", prompt, 0))
         entries += [(f"p{prompt}.layer{i}", "layer", prompt, i) for i in range(shape.layers)]
         entries += [(f"p{prompt}.head{b}", "head", prompt, b) for b in range(shape.head_blocks)]
+        for without, after in chains:
+            prefix = chain_prefix(prompt, without)
+            entries += [(f"{prefix}layer{i}", "layer", prompt, i) for i in after]
+            entries += [(f"{prefix}head{b}", "head", prompt, b) for b in range(shape.head_blocks)]
     return entries
 
 
@@ -296,7 +319,7 @@ def _run(bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | 
     report.challenge_digest = challenge.digest()
     report.seed_source, report.answers_source = challenge.seed_source, answers.source
     report.checks_passed.append("challenge")
-    expected = _expected_entries(shape, challenge)
+    expected = _expected_entries(shape, challenge, [int(i) for i in section["fingerprinted_layers"]])
     if [(p.name, p.kind, p.prompt, p.index) for p in listing.proofs] != expected:
         raise Failed("links", f"the proofs listed are not the {len(expected)} this challenge needs, in order")
     try:
@@ -340,7 +363,11 @@ def _run(bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | 
     if deviation > LINK_TOLERANCE:
         raise Failed("link", f"the fingerprint's embedding rows are not the model's (deviation {deviation:.4f} > "
                      f"{LINK_TOLERANCE:.4f}): the fingerprint was computed from other weights")  # fmt: skip
+    chains = _Chains(checker, entries, circuits, points, layer_sizes, hidden_size, blinding_size, scales_size)
     proven: list[list[int]] = []
+    logits: dict[int | None, list[np.ndarray]] = {}
+    """Per chain (None: the model's own, j: without layer j), each prompt's proven logits (positions x vocab)."""
+    chain_list = ablations(shape.layers, [int(i) for i in section["fingerprinted_layers"]])
     for prompt, tokens in enumerate(challenge.prompts):
         progress(f"checking prompt {prompt + 1} of {len(challenge.prompts)}")
         embed = entries[f"p{prompt}.embed"]
@@ -349,25 +376,22 @@ def _run(bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | 
         embed_inputs = [commit_points(onehot(shape, tokens), keys["embed"], srs), *blocks, blinding]
         embed_sizes = [t * shape.embed_rows, *[block_size] * t, blinding_size]
         checker.check(embed, embed_inputs, embed_sizes, [hidden], hidden_size)
-        for index, layer in enumerate(circuits.layers):
-            entry = entries[f"p{prompt}.layer{index}"]
-            blinding, output = _hidden_points(entry)
-            inputs = [hidden, *(points[p.name] for p in layer.ordered()), blinding]
-            checker.check(entry, inputs, [hidden_size, *layer_sizes, blinding_size], [output], hidden_size)
-            hidden = output
-        logits = []
-        for block in range(shape.head_blocks):
-            entry = entries[f"p{prompt}.head{block}"]
-            inputs = [hidden, points[final_norm_piece(shape).name], points[head_piece(shape, block).name],
-                      points[model_scales_piece().name]]  # fmt: skip
-            sizes = [hidden_size, 2 * d, (shape.head_rows + 1) * d, scales_size]
-            values = _decode(checker.check(entry, inputs, sizes, [], 0), circuits.head.output_scale)
-            logits.append(values.reshape(challenge.length, shape.head_rows))
-        proven.append(np.concatenate(logits, axis=1)[:, : shape.vocab].argmax(axis=1).tolist())
+        entering = chains.layers(prompt, None, range(shape.layers), hidden)
+        logits.setdefault(None, []).append(chains.head(prompt, None, entering[-1], challenge.length))
+        for without, after in chain_list:
+            final = chains.layers(prompt, without, after, entering[without])[-1]
+            logits.setdefault(without, []).append(chains.head(prompt, without, final, challenge.length))
+        proven.append(logits[None][-1].argmax(axis=1).tolist())
     report.checks_passed += ["links", "proofs", "link"]
-    served = answers.greedy
+    _check_agreement(report, proven, answers)
+    _check_ablation(report, logits, [without for without, _ in chain_list])
+
+
+def _check_agreement(report: InferenceReport, proven: list[list[int]], answers: Answers) -> None:
+    """The proven greedy tokens against the served ones."""
     positions = sum(len(p) for p in proven)
-    agree = sum(a == b for mine, theirs in zip(proven, served, strict=True) for a, b in zip(mine, theirs, strict=True))
+    pairs = zip(proven, answers.greedy, strict=True)
+    agree = sum(a == b for mine, theirs in pairs for a, b in zip(mine, theirs, strict=True))
     report.proven_tokens, report.positions = proven, positions
     report.agreement = agree / positions if positions else 0.0
     if report.agreement < AGREEMENT_THRESHOLD:
@@ -376,6 +400,71 @@ def _run(bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | 
             "agreement", f"the committed model agrees with the served one on {share}: it is not the model served"
         )
     report.checks_passed.append("agreement")
+
+
+def _check_ablation(report: InferenceReport, logits: dict[int | None, list[np.ndarray]], layers: list[int]) -> None:
+    """Every fingerprinted layer changes the proven logits."""
+    model = np.concatenate(logits[None])
+    for without in layers:
+        effect = layer_effect(model, np.concatenate(logits[without]))
+        report.layer_effects[str(without)] = effect
+        if effect < MIN_LAYER_EFFECT:
+            raise Failed(
+                "ablation",
+                f"without layer {without} the committed model's logits change by {effect:.3f} (median relative "
+                f"change; at least {MIN_LAYER_EFFECT} needed): a fingerprinted layer that does nothing can carry "
+                "any fingerprint, so this one does not describe the model served",
+            )
+    report.checks_passed.append("ablation")
+
+
+def layer_effect(model: np.ndarray, without: np.ndarray) -> float:
+    """How much removing a layer changes the proven logits: the median over positions of |without - model|
+    relative to the spread of the model's logits at that position (0 for a layer that does nothing)."""
+    spread = np.linalg.norm(model - model.mean(axis=1, keepdims=True), axis=1)
+    change = np.linalg.norm(without - model, axis=1)
+    relative = np.where(spread > 0, change / np.where(spread > 0, spread, 1.0), 0.0)
+    return float(np.median(relative))
+
+
+@dataclass
+class _Chains:
+    """Checks one chain of layer proofs and its head proofs (the model's own, or an ablation chain)."""
+
+    checker: _Checker
+    entries: dict[str, ProofEntry]
+    circuits: Any
+    points: dict[str, list[str]]
+    layer_sizes: list[int]
+    hidden_size: int
+    blinding_size: int
+    scales_size: int
+
+    def layers(self, prompt: int, without: int | None, indices, hidden: list[str]) -> list[list[str]]:
+        """The hidden state entering each of `indices` and the last one's output (each proof's input is the
+        previous one's output, checked)."""
+        states = [hidden]
+        for index in indices:
+            entry = self.entries[f"{chain_prefix(prompt, without)}layer{index}"]
+            blinding, output = _hidden_points(entry)
+            pieces = [self.points[p.name] for p in self.circuits.layers[index].ordered()]
+            sizes = [self.hidden_size, *self.layer_sizes, self.blinding_size]
+            self.checker.check(entry, [states[-1], *pieces, blinding], sizes, [output], self.hidden_size)
+            states.append(output)
+        return states
+
+    def head(self, prompt: int, without: int | None, hidden: list[str], length: int) -> np.ndarray:
+        """The proven logits (positions x vocabulary) of the head proofs on `hidden`."""
+        shape = self.circuits.shape
+        blocks = []
+        for block in range(shape.head_blocks):
+            entry = self.entries[f"{chain_prefix(prompt, without)}head{block}"]
+            inputs = [hidden, self.points[final_norm_piece(shape).name], self.points[head_piece(shape, block).name],
+                      self.points[model_scales_piece().name]]  # fmt: skip
+            sizes = [self.hidden_size, 2 * shape.hidden, (shape.head_rows + 1) * shape.hidden, self.scales_size]
+            values = _decode(self.checker.check(entry, inputs, sizes, [], 0), self.circuits.head.output_scale)
+            blocks.append(values.reshape(length, shape.head_rows))
+        return np.concatenate(blocks, axis=1)[:, : shape.vocab]
 
 
 def verify_inference_files(bundle_dir: Path, proofs_dir: Path, answers_path: Path, **kwargs) -> InferenceReport:
