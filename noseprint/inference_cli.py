@@ -243,6 +243,12 @@ def verify_inference_command(
             f"answers: {report.answers_source}",
             highlight=False,
         )
+        if report.logprob_deviation is None:
+            out.print(f"      {report.logprobs_skipped}: greedy tokens alone checked", highlight=False)
+        else:
+            deviation, limit = report.logprob_deviation, report.to_dict()["max_logprob_deviation"]
+            out.print(f"      served log-probabilities match the proven logits (deviation {deviation:.3f}, at most "
+                      f"{limit})", highlight=False)  # fmt: skip
         effects = ", ".join(f"layer {layer} {effect:.2f}" for layer, effect in report.layer_effects.items())
         out.print(f"      every fingerprinted layer changes the proven logits ({effects})", highlight=False)
     else:

@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from encoder.generator import GeneratorConfig
 from models.demo_model import build_tokenizer
 
 
@@ -185,6 +187,42 @@ def proven(tmp_path_factory):
         "logrows": logrows,
         "first_verify": (first.returncode, json.loads(first.stdout)),
     }
+
+
+THUMBNAIL = GeneratorConfig(z_dim=128, w_dim=8, mapping_layers=1, channels=(4, 4), frac_bits=16)
+"""A tiny thumbnail generator (8x8, 4 channels: ~115k rows, about two minutes to prove); the released 16x16 one is
+the same code at 946k rows (`bench/image_proof.py`)."""
+
+
+@pytest.fixture(scope="session")
+def reproven(proven, tmp_path_factory):
+    """Model 0 proven again with three options at once, one proof for their tests: `--redact` (hides the model's
+    facts), an owner's own picture generator (random weights, seed 99: it only draws the picture) and
+    `--prove-image` with the tiny thumbnail generator (proves the thumbnail from z). Each option's tests name the
+    others' files where verification needs them. Proven in a copy of the session owner's home (keys cached);
+    the auditor gets the image circuit's SRS."""
+    from encoder.generator import random_weights, save_generator
+    from encoder.stylegan import StyleGenerator, quantised_weights
+
+    root = tmp_path_factory.mktemp("reproven")
+    generator = root / "own" / "generator.safetensors"
+    generator.parent.mkdir()
+    save_generator(GeneratorConfig(z_dim=128), random_weights(GeneratorConfig(z_dim=128), seed=99), generator)
+    torch.manual_seed(7)
+    weights = {k: v.astype(np.int32) for k, v in quantised_weights(StyleGenerator(THUMBNAIL)).items()}
+    thumbnail = root / "thumb.safetensors"
+    save_generator(THUMBNAIL, weights, thumbnail)
+    bundle, home = root / "bundle", linked_copy(proven["owner"], root / "owner-home")
+    run_cli(
+        "prove", str(proven["models"][0]), "--out", str(bundle), "--n-tokens", TOKENS, "--redact", "--generator",
+        str(generator), "--prove-image", "--thumbnail", str(thumbnail), "--init-dev-srs", home=home, check=True,
+    )  # fmt: skip
+    logrows = json.loads((bundle / "manifest.json").read_text())["image_proof"]["logrows"]
+    if not (proven["auditor"] / "srs" / f"k{logrows}.srs").exists():
+        srs = home / "srs" / f"k{logrows}.srs"
+        run_cli("srs", "import", str(srs), "--logrows", str(logrows), home=proven["auditor"], check=True)
+    return {"bundle": bundle, "generator": generator, "thumbnail": thumbnail, "thumbnail_weights": weights,
+            "home": home}  # fmt: skip
 
 
 def _postgres_bin() -> Path | None:

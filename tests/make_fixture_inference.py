@@ -1,6 +1,6 @@
 """Re-make the committed challenge-inference fixture `tests/data/inference-v1` (after a format or circuit change).
 
-    python -m tests.make_fixture_inference
+    python -m tests.make_fixture_inference [honest|inert|crafted ...]
 
 The model is the demo architecture at toy size (`MODEL_SHAPE`, seed `MODEL_SEED`: the tests rebuild it from
 the seed to play the served model), proven under the committed development SRS `tests/data/dev-k14.srs`; the
@@ -11,6 +11,11 @@ inference proofs (with the challenge); the answers are made by the tests, from t
 honest model; the committed one appends a layer with another model's weights whose output factors are zero,
 so it computes the served model exactly while its fingerprint shows the appended layer. Its proofs are honest
 (they prove what was committed); the verifier must refuse them because the appended layer does nothing.
+
+`crafted/` is issue 20's opening attack: an independent model (seed `OTHER_SEED`) whose fingerprinted tensors are
+tuned until its z is the honest model's (`write_crafted_model`, `bench.attacks.impersonate` with the fingerprint
+term alone). Its bundle is valid and reads as the same base model as the honest one; its inference proofs are
+honest about the crafted weights, so they cannot agree with the honest (victim's) model served.
 """
 
 from __future__ import annotations
@@ -38,6 +43,15 @@ DONOR_SEED = 3
 """The model whose last layer the attacker appends (any other model: its fingerprint is what the bundle shows)."""
 INERT_SCALE = 1e-9
 """The appended layer's output projections are multiplied by this: their committed factors round to zero."""
+NEARBY_NOISE = 0.05
+"""The served model near the committed one: every weight moved by this fraction of its tensor's spread (in float
+it keeps 87 % of the toy's greedy tokens over 512 positions; 5 of the fixture's 8)."""
+NEARBY_SEED = 5
+CRAFTED = "crafted"
+CRAFT_STEPS = 200
+"""Gradient steps on the fingerprint term alone: z-cosine to the victim 0.99999999995 in under 2 s."""
+CRAFT_CORPUS_ROWS, CRAFT_SEQUENCE = 32, 16
+"""Random token rows for the training loop (the fingerprint term reads no text)."""
 
 
 def write_truncated_model(source: Path, folder: Path, layers: int) -> Path:
@@ -73,6 +87,46 @@ def write_inert_layer_model(work: Path) -> tuple[Path, Path]:
     return committed, served
 
 
+def write_nearby_model(folder: Path, noise: float = NEARBY_NOISE) -> Path:
+    """The honest model with every weight moved by `noise` of its spread (seeded): a model near the committed one,
+    served in its place."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    source = write_demo_model(folder.with_name(folder.name + "-source"), MODEL_SHAPE, seed=MODEL_SEED)
+    model = AutoModelForCausalLM.from_pretrained(str(source))
+    generator = torch.Generator().manual_seed(NEARBY_SEED)
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.add_(noise * weight.std() * torch.randn(weight.shape, generator=generator))
+    shutil.copytree(source, folder)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def write_crafted_model(work: Path) -> tuple[Path, Path]:
+    """(crafted, victim): the independent model `OTHER_SEED` with its fingerprinted tensors (the fingerprint's
+    embedding rows, the last two layers) tuned until its z is the victim's (`MODEL_SEED`)."""
+    import math
+
+    import torch
+
+    from bench.attacks import adaptive, impersonate
+
+    victim = write_demo_model(work / "victim", MODEL_SHAPE, seed=MODEL_SEED)
+    source = write_demo_model(work / "independent", MODEL_SHAPE, seed=OTHER_SEED)
+    fingerprint = adaptive.DifferentiableFingerprint(source)
+    model = adaptive.load_causal(source)
+    with torch.no_grad():
+        target = adaptive.DifferentiableFingerprint(victim).signature(adaptive.load_causal(victim)).detached()
+    rows = torch.randint(
+        model.config.vocab_size, (CRAFT_CORPUS_ROWS, CRAFT_SEQUENCE), generator=torch.Generator().manual_seed(0)
+    )
+    corpus = adaptive.Corpus(rows, rows[:4], rows[4:8])
+    forged = impersonate.forge(model, fingerprint, target, corpus, weight=math.inf, steps=CRAFT_STEPS, seed=0)
+    return adaptive.save_like(forged, source, work / "crafted"), victim
+
+
 def cli(*args: str, home: Path) -> None:
     env = {**os.environ, "NOSEPRINT_HOME": str(home)}
     subprocess.run([sys.executable, "-m", "noseprint.cli", *args], check=True, env=env)
@@ -91,15 +145,30 @@ def prove_fixture(model: Path, home: Path, work: Path, target: Path) -> None:
     shutil.copytree(proofs, target / "proofs")
 
 
-def main() -> None:
+def main(parts: list[str]) -> None:
+    """Re-make the named parts (`honest`, `inert`, `crafted`; all when none is named): each is proven alone, so one
+    part can be added or re-made without changing the others' committed bytes."""
+    makers = {
+        "honest": lambda work: write_demo_model(work / "model", MODEL_SHAPE, seed=MODEL_SEED),
+        INERT: lambda work: write_inert_layer_model(work / "inert-models")[0],
+        CRAFTED: lambda work: write_crafted_model(work / "crafted-models")[0],
+    }
+    targets = {"honest": DATA / NAME, INERT: DATA / NAME / INERT, CRAFTED: DATA / NAME / CRAFTED}
+    unknown = sorted(set(parts) - set(makers))
+    if unknown:
+        raise SystemExit(f"unknown part(s) {unknown}: choose from {sorted(makers)}")
     with tempfile.TemporaryDirectory(prefix="noseprint-fixture-") as tmp:
         work = Path(tmp)
         cli("srs", "import", str(SRS), "--logrows", SRS_LOGROWS, home=work)
-        model = write_demo_model(work / "model", MODEL_SHAPE, seed=MODEL_SEED)
-        prove_fixture(model, work, work / "honest", DATA / NAME)
-        committed, _ = write_inert_layer_model(work / "inert-models")
-        prove_fixture(committed, work, work / "inert", DATA / NAME / INERT)
+        for part in parts or list(makers):
+            nested = [targets[sub] for sub in (INERT, CRAFTED)] if part == "honest" else []
+            kept = {path: work / f"kept-{path.name}" for path in nested if path.exists()}
+            for path, copy in kept.items():  # the honest part's folder holds the others: keep them
+                shutil.copytree(path, copy)
+            prove_fixture(makers[part](work), work, work / part, targets[part])
+            for path, copy in kept.items():
+                shutil.copytree(copy, path)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -300,22 +300,17 @@ def test_token_list_edited(proven, copy):
     assert_invalid(bundle, proven, "tokens", "disagree on the number of tokens")
 
 
-def test_own_generator_is_recorded_and_must_be_named_by_the_verifier(proven, tmp_path):
+def test_own_generator_is_recorded_and_must_be_named_by_the_verifier(proven, reproven, tmp_path):
+    """`reproven` was proven with an owner's own generator (and --redact and an image proof, which do not touch
+    the picture; its thumbnail generator is named wherever verification gets past the networks)."""
     from encoder.generator import GeneratorConfig, random_weights, save_generator
     from encoder.release import GENERATOR, network_digest
 
-    own = tmp_path / "own" / "generator.safetensors"
-    own.parent.mkdir()
-    save_generator(GeneratorConfig(z_dim=128), random_weights(GeneratorConfig(z_dim=128), seed=99), own)
-    bundle = tmp_path / "bundle-own"
-    run_cli(
-        "prove", str(proven["models"][0]), "--out", str(bundle), "--n-tokens", TOKENS, "--generator", str(own),
-        home=proven["owner"], check=True,
-    )  # fmt: skip
+    own, bundle = reproven["generator"], reproven["bundle"]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["networks"]["generator"]["digest"] == network_digest(own)
     assert_invalid(bundle, proven, "networks", "name it with --generator")
-    code, report = verify(bundle, proven["auditor"], "--generator", str(own))
+    code, report = verify(bundle, proven["auditor"], "--generator", str(own), "--thumbnail", str(reproven["thumbnail"]))
     assert code == 0 and report["facts"]["generator_digest"] == network_digest(own), report
     other = tmp_path / "other" / "generator.safetensors"
     other.parent.mkdir()

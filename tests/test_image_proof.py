@@ -1,8 +1,8 @@
 """`prove --prove-image`: a real EZKL proof that the thumbnail is the thumbnail generator's picture of the proven z.
 
-CI runs it with a tiny thumbnail generator (8x8, 4 channels: ~115k rows, about two
-minutes) named by --thumbnail on both sides; the released 16x16 one is the same
-code at 946k rows, measured by `bench/image_proof.py`.
+CI runs it with a tiny thumbnail generator (`tests.conftest.THUMBNAIL`: 8x8, 4 channels, ~115k rows, about two
+minutes) named by --thumbnail on both sides; the released 16x16 one is the same code at 946k rows, measured by
+`bench/image_proof.py`.
 """
 
 from __future__ import annotations
@@ -17,36 +17,29 @@ import torch
 
 from circuits.proving import felt_to_signed
 from core.fileio import sha256_file
-from encoder.generator import GeneratorConfig, read_png_pixels, save_generator
-from encoder.stylegan import StyleGenerator, from_integer, pixels, quantised_weights
-from tests.conftest import run_cli
+from encoder.generator import read_png_pixels
+from encoder.stylegan import from_integer, pixels
+from tests.conftest import THUMBNAIL, run_cli
 
 pytestmark = pytest.mark.proof
 
-TINY = GeneratorConfig(z_dim=128, w_dim=8, mapping_layers=1, channels=(4, 4), frac_bits=16)
-
 
 @pytest.fixture(scope="module")
-def imaged(proven, tmp_path_factory):
-    root = tmp_path_factory.mktemp("image-proof")
-    torch.manual_seed(7)
-    weights = {k: v.astype(np.int32) for k, v in quantised_weights(StyleGenerator(TINY)).items()}
-    thumbnail = root / "thumb.safetensors"
-    save_generator(TINY, weights, thumbnail)
-    bundle = root / "bundle"
-    run_cli(
-        "prove", str(proven["models"][0]), "--out", str(bundle), "--n-tokens", "8", "--prove-image",
-        "--thumbnail", str(thumbnail), "--init-dev-srs", "--json", home=proven["owner"], check=True,
-    )  # fmt: skip
-    logrows = json.loads((bundle / "manifest.json").read_text())["image_proof"]["logrows"]
-    srs = proven["owner"] / "srs" / f"k{logrows}.srs"
-    if not (proven["auditor"] / "srs" / f"k{logrows}.srs").exists():
-        run_cli("srs", "import", str(srs), "--logrows", str(logrows), home=proven["auditor"], check=True)
-    return {"bundle": bundle, "thumbnail": thumbnail, "weights": weights, "auditor": proven["auditor"]}
+def imaged(proven, reproven):
+    """The session's `reproven` bundle: proven with --prove-image and THUMBNAIL (and with --redact and an own picture
+    generator, which every verify here names, so that only the image proof decides)."""
+    return {
+        "bundle": reproven["bundle"],
+        "thumbnail": reproven["thumbnail"],
+        "weights": reproven["thumbnail_weights"],
+        "auditor": proven["auditor"],
+        "generator": reproven["generator"],
+    }
 
 
 def verify(bundle: Path, imaged, *extra: str) -> tuple[int, dict]:
-    result = run_cli("verify", str(bundle), "--json", *extra, home=imaged["auditor"])
+    result = run_cli("verify", str(bundle), "--json", "--generator", str(imaged["generator"]), *extra,
+                     home=imaged["auditor"])  # fmt: skip
     return result.returncode, json.loads(result.stdout)
 
 
@@ -61,7 +54,8 @@ def test_thumbnail_proof_verifies_and_matches_the_network(imaged):
     # the proven picture is the thumbnail network's picture of the bundle's z, up to EZKL's fixed point
     z = json.loads((imaged["bundle"] / "z.json").read_text())["z"]
     with torch.no_grad():
-        expected = pixels(from_integer(TINY, imaged["weights"])(torch.tensor([z], dtype=torch.float64).float() / 4096))
+        network = from_integer(THUMBNAIL, imaged["weights"])
+        expected = pixels(network(torch.tensor([z], dtype=torch.float64).float() / 4096))
     gap = np.abs(expected.numpy()[0].astype(int) - shown.astype(int))
     assert gap.max() <= 4 and gap.mean() < 1.0
     # and the proof's public inputs are z itself

@@ -6,18 +6,23 @@ rebuilds the models from their seeds and asks them the challenge: the proofs pas
 served honestly, and fail against another model served in its place, against answers to another challenge,
 with a link between proofs changed, and with a proof moved to another layer's place. An attacker's model that
 appends a layer doing nothing (another model's weights, output factors zero) is served as itself and its
-honest proofs agree with it, but the ablation check refuses them."""
+honest proofs agree with it, but the ablation check refuses them. Weights crafted onto the honest model's
+fingerprint (issue 20's opening attack) make a valid bundle that reads as the same base model, and their honest
+inference proofs fail against the honest model served."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import numpy as np
 import pytest
 
+from core.bundle import Bundle
 from models.demo_model import write_demo_model
 from tests.conftest import DATA, linked_copy, run_cli
 from tests.make_fixture_inference import (
+    CRAFTED,
     INERT,
     MODEL_SEED,
     MODEL_SHAPE,
@@ -26,8 +31,9 @@ from tests.make_fixture_inference import (
     SRS,
     SRS_LOGROWS,
     write_inert_layer_model,
+    write_nearby_model,
 )
-from verifier.inference import MIN_LAYER_EFFECT
+from verifier.inference import MIN_LAYER_EFFECT, MIN_SERVED_GAP
 
 pytestmark = pytest.mark.proof
 FIXTURE = DATA / NAME
@@ -41,18 +47,24 @@ def auditor(tmp_path_factory):
     home = root / "home"
     run_cli("srs", "import", str(SRS), "--logrows", SRS_LOGROWS, home=home, check=True)
     answers = {}
-    for name, seed in (("honest", MODEL_SEED), ("other", OTHER_SEED)):
-        model = write_demo_model(root / f"model-{name}", MODEL_SHAPE, seed=seed)
+    served = {name: write_demo_model(root / f"model-{name}", MODEL_SHAPE, seed=seed)
+              for name, seed in (("honest", MODEL_SEED), ("other", OTHER_SEED))}  # fmt: skip
+    served["nearby"] = write_nearby_model(root / "model-nearby")
+    for name, model in served.items():
         answers[name] = root / f"answers-{name}.json"
         run_cli("query", str(model), "--challenge", str(CHALLENGE), "--out", str(answers[name]), home=home,
                 check=True)  # fmt: skip
-    _, served = write_inert_layer_model(root / "inert-models")
+    _, inert_served = write_inert_layer_model(root / "inert-models")
     answers["inert"] = root / "answers-inert.json"
-    run_cli("query", str(served), "--challenge", str(FIXTURE / INERT / "proofs" / "challenge.json"), "--out",
+    run_cli("query", str(inert_served), "--challenge", str(FIXTURE / INERT / "proofs" / "challenge.json"), "--out",
             str(answers["inert"]), home=home, check=True)  # fmt: skip
+    answers["victim"] = root / "answers-victim.json"  # the honest model, asked the crafted bundle's challenge
+    run_cli("query", str(served["honest"]), "--challenge", str(FIXTURE / CRAFTED / "proofs" / "challenge.json"),
+            "--out", str(answers["victim"]), home=home, check=True)  # fmt: skip
     first = verify(home, answers=answers["honest"])
     inert = verify(home, FIXTURE / INERT / "proofs", answers["inert"], bundle=FIXTURE / INERT / "bundle")
-    return {"home": home, "answers": answers, "first": first, "inert": inert}
+    crafted = verify(home, FIXTURE / CRAFTED / "proofs", answers["victim"], bundle=FIXTURE / CRAFTED / "bundle")
+    return {"home": home, "answers": answers, "first": first, "inert": inert, "crafted": crafted}
 
 
 def verify(home, proofs=FIXTURE / "proofs", answers=None, bundle=FIXTURE / "bundle"):
@@ -77,6 +89,16 @@ def test_the_served_model_passes(auditor):
     assert report["checks_passed"][-1] == "ablation"
     assert sorted(report["layer_effects"]) == ["0", "1"]
     assert min(report["layer_effects"].values()) >= MIN_LAYER_EFFECT
+    # a random-weight toy's log-probabilities are nearly flat: compared with fixed point they would say nothing
+    assert report["served_gap"] < MIN_SERVED_GAP and "too flat" in report["logprobs_skipped"]
+    assert report["logprob_deviation"] is None and "logprobs" not in report["checks_passed"]
+
+
+def test_a_model_near_the_committed_one_served_fails(auditor, tmp_path):
+    """Every weight of the committed model moved by 5 % of its spread: 5 of 8 greedy tokens kept, not enough."""
+    code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), answers=auditor["answers"]["nearby"])
+    assert code == 1 and report["failed_check"] == "agreement", report
+    assert 0 < report["agreement"] < report["threshold"]
 
 
 def test_a_fingerprinted_layer_that_does_nothing_is_refused(auditor):
@@ -87,6 +109,21 @@ def test_a_fingerprinted_layer_that_does_nothing_is_refused(auditor):
     assert code == 1 and report["failed_check"] == "ablation", report
     assert "agreement" in report["checks_passed"] and report["agreement"] >= report["threshold"]
     assert report["layer_effects"]["1"] < MIN_LAYER_EFFECT and "without layer 1" in report["reason"]
+
+
+def test_weights_crafted_onto_a_fingerprint_fail_against_the_served_model(auditor):
+    """An independent model tuned until its z is the honest model's: its bundle is valid and a registry would
+    call it the same base model, but what the crafted weights compute is not what the honest model serves."""
+    from lineage.verdict import SAME, verdict
+
+    code, report = auditor["crafted"]
+    assert code == 1 and report["failed_check"] == "agreement", report
+    assert "bundle" in report["checks_passed"] and "links" in report["checks_passed"]  # z is proven: compare it
+    z = {name: np.array(Bundle.open(path / "bundle").z(), dtype=np.float64) for name, path in
+         (("victim", FIXTURE), ("crafted", FIXTURE / CRAFTED))}  # fmt: skip
+    z_cosine = float(z["victim"] @ z["crafted"] / (np.linalg.norm(z["victim"]) * np.linalg.norm(z["crafted"])))
+    assert verdict(None, z_cosine) == SAME, z_cosine
+    assert report["agreement"] < report["threshold"]
 
 
 def test_an_ablation_proof_about_another_hidden_state_is_refused(auditor, tmp_path):

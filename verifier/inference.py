@@ -15,7 +15,11 @@ Checks, in order; the first failure ends it with its reason (as `verify` does):
 5. link       the fingerprint's embedding rows are the model's (within rounding).
 6. agreement  the proven greedy token at each position (argmax of the proven logits over the vocabulary)
               equals the served model's on at least AGREEMENT_THRESHOLD of the positions.
-7. ablation   every fingerprinted layer matters: each prompt is also proven without it (its ablation chain,
+7. logprobs   where the answers carry top-k log-probabilities peaked enough to compare (MIN_SERVED_GAP), the
+              proven logits give the same gaps between the served top-k tokens, up to one temperature, within
+              MAX_LOGPROB_DEVIATION (`logprob_deviation`). Greedy tokens alone let a light fine-tune pass (a
+              zoo base's DPO tune agrees on 89-92 %). Otherwise skipped, and the report says why.
+8. ablation   every fingerprinted layer matters: each prompt is also proven without it (its ablation chain,
               linked like the model's own), and removing it changes the proven logits by at least
               MIN_LAYER_EFFECT. Otherwise an owner could append layers that do nothing (zero output factors)
               and carry another model's fingerprint on a model that is really their own.
@@ -66,8 +70,27 @@ are zero by exactly 0. Half the weakest honest layer: an owner who makes a finge
 must still let it move the served model's logits by this much."""
 AGREEMENT_THRESHOLD = 0.75
 """The fraction of positions whose proven greedy token must equal the served one. Fixed-point and float
-inference differ where two logits nearly tie; measured on honest runs (BENCHMARKS.md, "Challenge inference")
-and set below them with a margin, far above what another model reaches (its agreement is near chance)."""
+inference differ where two logits nearly tie: honest runs agree on 7-8 of 8 (the proven toy) and 95.5-98.2 %
+(a zoo base, fixed point emulated, `python -m bench.served_agreement`); another base reaches 15-19 %, sft, cpt
+and lora fine-tunes 22-47 %, but a DPO fine-tune 89-92 %: greedy tokens cannot tell it from the committed model,
+so the log-probability check (below) does where answers carry them."""
+
+MAX_LOGPROB_DEVIATION = 0.06
+"""The most `logprob_deviation` a served model may show against the proven logits. Measured in float over 512
+random-token positions with top-5 log-probabilities (`python -m bench.served_agreement`): a zoo base against
+itself computed as a proof does (emulated) 0.031-0.035, its int8 copy 0.041-0.045, its DPO fine-tune
+0.085-0.095, its 20 %-pruned copy 0.30-0.32, its sft/cpt/lora fine-tunes 0.56-0.76, another base 0.72-0.78; the
+toy LLaMA 0.022-0.023, another toy 0.82; the proven fixture (real proofs) in BENCHMARKS.md "Challenge
+inference". Between the honest side (x1.7 above it) and the lightest fine-tune (x1.4 below it)."""
+
+MIN_SERVED_GAP = 0.25
+"""Log-probabilities are compared only where the served top-k gaps average at least this many nats. The proofs
+compute logits at 2^-8: the rounding alone moves a gap by about 0.0026 (measured on the proven toy: its
+random-weight logits' gaps average 0.037 nats, 9.5 units of 2^-8, and its honest proofs deviate 0.069 by
+rounding). At 0.25 nats that is 1 % of a gap, a sixth of MAX_LOGPROB_DEVIATION; the zoo's bases average
+1.54-1.63. The served side sets it (the owner's head factor does not: a smaller factor makes the proven logits
+coarser, which only raises the deviation). A server that flattens its log-probabilities skips the check, and
+answers untruthfully, which threat model point 2 leaves to the auditor's route."""
 
 
 @dataclass
@@ -89,6 +112,12 @@ class InferenceReport:
     """Where the served answers came from (a transcript is its maker's word)."""
     layer_effects: dict[str, float] = field(default_factory=dict)
     """Per fingerprinted layer, how much removing it changes the proven logits (`layer_effect`)."""
+    logprob_deviation: float | None = None
+    """The served top-k log-probabilities against the proven logits (None: not compared, see logprobs_skipped)."""
+    served_gap: float | None = None
+    """The served top-k's mean gap in nats (`served_gap`): how peaked the served distribution is."""
+    logprobs_skipped: str | None = None
+    """Why the log-probabilities were not compared (none given, or too flat), so the reader knows."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +135,10 @@ class InferenceReport:
             "seed_source": self.seed_source,
             "answers_source": self.answers_source,
             "layer_effects": self.layer_effects,
+            "logprob_deviation": self.logprob_deviation,
+            "max_logprob_deviation": MAX_LOGPROB_DEVIATION,
+            "served_gap": self.served_gap,
+            "logprobs_skipped": self.logprobs_skipped,
         }
 
 
@@ -384,6 +417,7 @@ def _run(bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | 
         proven.append(logits[None][-1].argmax(axis=1).tolist())
     report.checks_passed += ["links", "proofs", "link"]
     _check_agreement(report, proven, answers)
+    _check_logprobs(report, logits[None], answers)
     _check_ablation(report, logits, [without for without, _ in chain_list])
 
 
@@ -400,6 +434,39 @@ def _check_agreement(report: InferenceReport, proven: list[list[int]], answers: 
             "agreement", f"the committed model agrees with the served one on {share}: it is not the model served"
         )
     report.checks_passed.append("agreement")
+
+
+def _check_logprobs(report: InferenceReport, logits: list[np.ndarray], answers: Answers) -> None:
+    """The served top-k log-probabilities against the proven logits, where the answers carry them and they are
+    not too flat to compare (`MIN_SERVED_GAP`); the report says which."""
+    if answers.top is None:
+        report.logprobs_skipped = "the answers carry no log-probabilities"
+        return
+    top = [position for prompt in answers.top for position in prompt]
+    gap = served_gap(top)
+    report.served_gap = gap
+    if gap is None or gap < MIN_SERVED_GAP:
+        report.logprobs_skipped = (
+            f"the served log-probabilities are too flat to compare with fixed point (mean top-k gap "
+            f"{0.0 if gap is None else gap:.3f} nats < {MIN_SERVED_GAP})"
+        )
+        return
+    deviation = logprob_deviation(np.concatenate(logits), top)
+    report.logprob_deviation = deviation
+    if deviation is None or deviation > MAX_LOGPROB_DEVIATION:
+        raise Failed(
+            "logprobs",
+            f"the served log-probabilities differ from the committed model's logits by {deviation:.3f} (relative "
+            f"to the served gaps; at most {MAX_LOGPROB_DEVIATION} allowed): the greedy tokens agree on "
+            f"{report.agreement:.0%}, but the model served is another one (a fine-tune of it, or a neighbour)",
+        )
+    report.checks_passed.append("logprobs")
+
+
+def served_gap(top: list[list[tuple[int, float]]]) -> float | None:
+    """The mean gap, in nats, from the served most likely token to the others of its top-k (None: no gaps)."""
+    gaps = [pairs[0][1] - logprob for pairs in top for _, logprob in pairs[1:]]
+    return float(np.mean(gaps)) if gaps else None
 
 
 def _check_ablation(report: InferenceReport, logits: dict[int | None, list[np.ndarray]], layers: list[int]) -> None:
@@ -425,6 +492,31 @@ def layer_effect(model: np.ndarray, without: np.ndarray) -> float:
     change = np.linalg.norm(without - model, axis=1)
     relative = np.where(spread > 0, change / np.where(spread > 0, spread, 1.0), 0.0)
     return float(np.median(relative))
+
+
+def logprob_deviation(proven: np.ndarray, top: list[list[tuple[int, float]]]) -> float | None:
+    """How far the proven logits (positions x vocabulary) are from the served top-k log-probabilities, relative
+    to the served model's own gaps (0: the same up to a temperature; about 1: unrelated).
+
+    At each position, the gaps from the served most likely token to the others of its top-k: served,
+    log-probability differences; proven, logit differences (the same quantity: a softmax's normaliser cancels).
+    One temperature is fitted over all positions first (the head's committed factor is the owner's word, so a
+    temperature must not decide). The result is the median over positions of the mean |fitted proven gap -
+    served gap|, divided by the mean served gap over all positions (one normaliser, so that a near tie does not
+    blow up its position, and a model's overall logit scale does not matter). None where no position has two
+    tokens in its top-k."""
+    proven_gaps, served_gaps = [], []
+    for row, pairs in zip(proven, top, strict=True):
+        anchor, anchor_logprob = pairs[0]
+        proven_gaps.append(np.array([row[anchor] - row[token] for token, _ in pairs[1:]], dtype=np.float64))
+        served_gaps.append(np.array([anchor_logprob - logprob for _, logprob in pairs[1:]], dtype=np.float64))
+    scored = [(p, s) for p, s in zip(proven_gaps, served_gaps, strict=True) if len(s)]
+    scale = float(np.mean(np.concatenate([s for _, s in scored]))) if scored else 0.0
+    if scale <= 0:
+        return None
+    energy = sum(float(p @ p) for p, _ in scored)
+    temperature = max(sum(float(p @ s) for p, s in scored) / energy, 0.0) if energy > 0 else 0.0
+    return float(np.median([np.abs(temperature * p - s).mean() for p, s in scored])) / scale
 
 
 @dataclass
