@@ -1,7 +1,7 @@
 """Every adapter against the `transformers` module of a tiny model of its family (random weights).
 
 The direct computation uses the module's own sub-modules and the split conventions of its modeling
-code (Falcon's own `_split_heads`, NeoX's view-then-chunk, Phi-3's query_pos slicing), never the
+code (Falcon's fused layouts as its forward cuts them, NeoX's view-then-chunk, Phi-3's query_pos slicing), never the
 adapter's, so a wrong name, transposition or head order in an adapter shows up here.
 """
 
@@ -102,15 +102,31 @@ def direct_opt(model, e, i):
     return terms_from_heads(e, q, k, v, a.out_proj.weight, hidden, layer.fc2.weight)
 
 
+def falcon_split(fused, attention):
+    """Falcon's fused query_key_value output cut into heads as its modeling code cuts it.
+
+    Written out here because transformers 5.25 removed the module's `_split_heads`; the three layouts are the
+    ones `FalconAttention.forward` reads: new decoder (per key/value group: its queries, then its key and value),
+    multi-query (all query heads, then one key and one value), per-head (query, key, value interleaved per head).
+    """
+    tokens, head_dim = fused.shape[0], attention.head_dim
+    if attention.new_decoder_architecture:
+        grouped = fused.view(tokens, attention.num_kv_heads, -1, head_dim)
+        return grouped[:, :, :-2].flatten(1, 2), grouped[:, :, -2], grouped[:, :, -1]
+    heads = fused.view(tokens, -1, head_dim)
+    if attention.multi_query:
+        return heads[:, :-2], heads[:, -2:-1], heads[:, -1:]
+    q, k, v = heads.view(tokens, attention.num_heads, 3, head_dim).unbind(2)
+    return q, k, v
+
+
 def direct_falcon(model, e, i):
     cfg, layer = model.config, model.transformer.h[i]
     e = centred(e)
     attn_norm = layer.ln_attn if hasattr(layer, "ln_attn") else layer.input_layernorm
     ffn_norm = layer.ln_mlp if hasattr(layer, "ln_mlp") else layer.input_layernorm
-    fused = lin(layer.self_attention.query_key_value.weight, scaled(e, attn_norm))[None]
-    q, k, v = (
-        x[0].reshape(e.shape[0], -1, layer.self_attention.head_dim) for x in layer.self_attention._split_heads(fused)
-    )
+    fused = lin(layer.self_attention.query_key_value.weight, scaled(e, attn_norm))
+    q, k, v = falcon_split(fused, layer.self_attention)
     k, v = broadcast(k, cfg.num_attention_heads), broadcast(v, cfg.num_attention_heads)
     hidden = lin(layer.mlp.dense_h_to_4h.weight, scaled(e, ffn_norm))
     return terms_from_heads(e, q, k, v, layer.self_attention.dense.weight, hidden, layer.mlp.dense_4h_to_h.weight)
