@@ -36,7 +36,7 @@ from transformers.utils import logging as hf_logging
 from circuits.settings import INPUT_SCALE
 from models.demo_model import write_demo_model
 from tests.make_fixture_inference import MODEL_SEED, MODEL_SHAPE, NEARBY_NOISE, OTHER_SEED, write_nearby_model
-from verifier.inference import AGREEMENT_THRESHOLD, MIN_SERVED_GAP, logprob_deviation, served_gap
+from verifier.inference import AGREEMENT_THRESHOLD, logprob_deviation, served_gap
 
 BASES = ("base0", "base1", "base2", "base3")
 DERIVED = (
@@ -44,12 +44,14 @@ DERIVED = (
     "permute_value_units", "rotate_qk", "rotate_value_space", "scale_ffn_up", "scale_qk",
 )  # fmt: skip
 FINE_TUNES = ("sft", "cpt", "dpo", "lora")
-LAYER_ERROR = 9e-3
-"""The toy layer circuit's output error relative to the residual stream's RMS (BENCHMARKS "Challenge inference":
-scale_rebase_multiplier 1, 9e-3)."""
+LAYER_ERROR = 1.5e-2
+"""Gaussian noise per layer output, relative to the residual stream's RMS, standing for the circuits' fixed point.
+Calibrated on real proofs: the proven toy fixture's logits are 1.9 % (relative to their spread) off the float
+model's; this noise gives 1.7-2.1 % on the same prompt (the layer circuit alone measured 9e-3, BENCHMARKS
+"Challenge inference"; the head and norms add the rest)."""
 TOP_K = 5
 """Log-probabilities an OpenAI-compatible API returns per position (its `logprobs` parameter allows up to 5)."""
-TOY_NOISES = (0.03, NEARBY_NOISE, 0.10)
+TOY_NOISES = (0.01, NEARBY_NOISE, 0.05, 0.10)
 """How far the toy's nearby models move every weight (fractions of its spread)."""
 EMULATION_SEEDS = 4
 """Independent draws of the emulated circuit noise per base."""
@@ -137,8 +139,7 @@ def main() -> None:
     def row(base: str, name: str, kind: str, committed: np.ndarray, answers: np.ndarray) -> None:
         agreement, deviation, gap = pair(committed, answers, args.top)
         by_kind.setdefault(kind, []).append((agreement, deviation))
-        flat = " (flat: not compared)" if gap < MIN_SERVED_GAP else ""
-        print(f"{base:<9} {name:<30} {agreement:>17.1%} {deviation:>19.3f} {gap:>11.3f}{flat}")
+        print(f"{base:<9} {name:<30} {agreement:>17.1%} {deviation:>19.3f} {gap:>11.3f}")
 
     for base in bases:
         proven = [emulated(args.zoo / base, prompts, seed) for seed in range(EMULATION_SEEDS)]

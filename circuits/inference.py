@@ -137,7 +137,7 @@ def piece_ints(values: dict[str, np.ndarray], piece: Piece) -> np.ndarray:
     return block
 
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 """Bump when an inference graph or its settings change, so cached circuits are rebuilt."""
 
 

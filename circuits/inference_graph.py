@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.inference import LAYER_SCALES, MODEL_SCALES, SCALE_BITS, InferenceShape
+from core.inference import LAYER_SCALES, LOGIT_GAIN_BITS, MODEL_SCALES, SCALE_BITS, InferenceShape
 
 OPSET = 17
 MASKED = -100.0
@@ -120,7 +120,10 @@ class LayerCircuit(nn.Module):
 
 
 class HeadCircuit(nn.Module):
-    """forward(h, final_norm, head block, model scales) -> logits (T x rows) of that block."""
+    """forward(h, final_norm, head block, model scales) -> logits·2^LOGIT_GAIN_BITS (T x rows) of that block.
+
+    The gain rides on the head factor (a smaller power of two to divide by), so it enters before the last
+    product is rounded: the rounding falls on the gained logits."""
 
     def __init__(self, shape: InferenceShape, tokens: int):
         super().__init__()
@@ -129,7 +132,8 @@ class HeadCircuit(nn.Module):
     def forward(self, h: torch.Tensor, norm: torch.Tensor, block: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         s = scale_vector(scales)
         x = rms_norm(h[: self.tokens], s[MODEL_SCALES.index("eps")]) * norm[:1]
-        return (x @ block[: block.shape[0] - 1].T) * s[MODEL_SCALES.index("head")]
+        gained_head = scales[0][MODEL_SCALES.index("head")] / float(1 << (SCALE_BITS - LOGIT_GAIN_BITS))
+        return (x @ block[: block.shape[0] - 1].T) * gained_head
 
 
 class LinkCircuit(nn.Module):

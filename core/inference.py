@@ -37,6 +37,13 @@ SCALE_SLOTS = 16
 LAYER_SCALES = ("eps", "q", "k", "v", "o", "gate", "up", "down")
 """A layer's factors, in order: the norm's ε in residual units, then the factor each product is multiplied by
 (q carries 1/sqrt(head_dim); o and down divide by the embedding's RMS, the residual stream's unit)."""
+LOGIT_GAIN_BITS = 8
+"""The head proofs output logits·2^LOGIT_GAIN_BITS at the input scale: their last rounding is at 2^-16. At 2^-8
+it alone moved the proven toy's top-k gaps (0.037 nats, 9.5 units of 2^-8) by 7 %, more than a fine-tune moves
+them, and a temperature (a flattening server, a smaller committed head factor) could push any model there. Now
+what is left is the hidden states' error (relative, so no temperature changes it: 1.9 % of the toy's logit
+spread) and the head product's own rounding at 2^-8 before the factor (the head factor times 2^-9: 1e-4 of a
+toy logit)."""
 MODEL_SCALES = ("eps", "head", "link")
 """The final norm's ε, the head's factor, and rms(E)/rms(E_selected): the fingerprint's embedding rows are
 quantised at their own RMS, the model's at the whole embedding's; the link proof checks the two agree."""

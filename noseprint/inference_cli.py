@@ -221,6 +221,12 @@ def verify_inference_command(
     registry_key: Annotated[
         Path | None, typer.Option(help="Check a registry seed's checkpoint signature with this registry key.")
     ] = None,
+    require_logprobs: Annotated[
+        bool,
+        typer.Option(
+            help="Fail answers without top-k log-probabilities (greedy tokens alone let a light fine-tune pass)."
+        ),  # fmt: skip
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Check inference proofs against the served model's answers: exit 0 pass, 1 fail, 2 usage error."""
@@ -230,7 +236,12 @@ def verify_inference_command(
         raise UsageError(f"inference proofs folder not found: {proofs}")
     with err.status("verifying inference…") as status:
         report = verify_inference_files(
-            bundle, proofs, answers, srs_file=srs, progress=lambda step: status.update(f"[bold]{step}…")
+            bundle,
+            proofs,
+            answers,
+            srs_file=srs,
+            progress=lambda step: status.update(f"[bold]{step}…"),
+            require_logprobs=require_logprobs,
         )
     if report.valid and report.seed_source == "registry-checkpoint":
         _check_registry_seed(proofs, registry_key, report)
@@ -248,7 +259,7 @@ def verify_inference_command(
         else:
             deviation, limit = report.logprob_deviation, report.to_dict()["max_logprob_deviation"]
             out.print(f"      served log-probabilities match the proven logits (deviation {deviation:.3f}, at most "
-                      f"{limit})", highlight=False)  # fmt: skip
+                      f"{limit}; temperature {report.logprob_temperature:.3g})", highlight=False)  # fmt: skip
         effects = ", ".join(f"layer {layer} {effect:.2f}" for layer, effect in report.layer_effects.items())
         out.print(f"      every fingerprinted layer changes the proven logits ({effects})", highlight=False)
     else:

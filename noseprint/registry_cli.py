@@ -167,17 +167,20 @@ def _inference_line(c: dict[str, Any]) -> str:
     """One passed challenge-inference check, with where its seed came from (an auditor's seed is only as
     unpredictable as that auditor says)."""
     seed = f"registry checkpoint {c['checkpoint_size']}" if c["checkpoint_size"] else "auditor's seed"
+    deviation = c.get("logprob_deviation")
+    logprobs = "greedy tokens only" if deviation is None else f"log-prob deviation {deviation:.3f}"
     return (
         f"inference check {c['check_id']}: passed, agreement {c['agreement']:.3f} (threshold {c['threshold']:.3f}) "
-        f"over {c['positions']} positions, {seed}, challenge {c['challenge_digest'][:16]}…, {c['checked_at']}"
+        f"over {c['positions']} positions, {logprobs}, {seed}, challenge {c['challenge_digest'][:16]}…, "
+        f"{c['checked_at']}"
     )
 
 
-def _verify_inference(bundle: Path, proofs: Path, answers: Any) -> Any:
+def _verify_inference(bundle: Path, proofs: Path, answers: Any, require_logprobs: bool) -> Any:
     """`verifier.inference.verify_inference`, imported only when a check is recorded (it loads the proof stack)."""
     from verifier.inference import verify_inference
 
-    return verify_inference(bundle, proofs, answers)
+    return verify_inference(bundle, proofs, answers, require_logprobs=require_logprobs)
 
 
 @registry_app.command("inference")
@@ -188,6 +191,9 @@ def inference_command(
     challenge: Annotated[
         Path | None, typer.Option(help="The challenge answered (default: P_DIR/challenge.json).")
     ] = None,
+    require_logprobs: Annotated[
+        bool, typer.Option(help="Refuse answers without top-k log-probabilities (as verify-inference).")
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -207,7 +213,7 @@ def inference_command(
     with tempfile.TemporaryDirectory(prefix="noseprint-entry-") as tmp:
         bundle = archive.unpack(get_entry(registry, entry_id).bundle_archive, Path(tmp))
         with err.status("verifying the inference proofs…"):
-            report = _verify_inference(bundle, proofs, served)
+            report = _verify_inference(bundle, proofs, served, require_logprobs)
     result = record_inference_check(registry, entry_id, loaded, report.to_dict())
     if _emit(result, as_json):
         return

@@ -66,7 +66,23 @@ def report_errors(report: dict[str, Any], challenge: Challenge) -> list[str]:
         return [f"the report counts {report.get('positions')} positions; the challenge has {challenge.positions}"]
     if not is_hex(report.get("proofs_digest"), 32):
         return ["the report's proofs digest is not 64 lower-case hex digits"]
+    deviation = report.get("logprob_deviation")
+    if deviation is not None and not (_finite(deviation) and 0 <= deviation <= _max_logprob_deviation()):
+        return ["the report's log-probability deviation is not a number within the verifier's limit"]
+    if deviation is not None and "logprobs" not in report.get("checks_passed", []):
+        return ["the report gives a log-probability deviation but did not pass the log-probability check"]
     return []
+
+
+def _max_logprob_deviation() -> float:
+    """The verifier's own limit (not the report's word), imported when a deviation is to be judged."""
+    from verifier.inference import MAX_LOGPROB_DEVIATION
+
+    return MAX_LOGPROB_DEVIATION
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def record_inference_check(reg: Registry, entry_id: int, challenge: Challenge, report: dict[str, Any]) -> dict:
@@ -85,6 +101,7 @@ def record_inference_check(reg: Registry, entry_id: int, challenge: Challenge, r
         threshold=float(report["threshold"]),
         positions=int(report["positions"]),
         proofs_digest=str(report["proofs_digest"]),
+        logprob_deviation=None if report.get("logprob_deviation") is None else float(report["logprob_deviation"]),
         checked_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     )
     try:
@@ -106,6 +123,7 @@ def check_summary(row: InferenceCheck) -> dict[str, Any]:
         "threshold": row.threshold,
         "positions": row.positions,
         "proofs_digest": row.proofs_digest,
+        "logprob_deviation": row.logprob_deviation,
         "checked_at": row.checked_at,
     }
 

@@ -32,7 +32,7 @@ from sqlalchemy import (
     event,
     inspect,
 )
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core import paths
@@ -128,6 +128,9 @@ class InferenceCheck(Base):
     positions: Mapped[int] = mapped_column(Integer, nullable=False)
     proofs_digest: Mapped[str] = mapped_column(String(64), nullable=False)
     checked_at: Mapped[str] = mapped_column(String(32), nullable=False)
+    logprob_deviation: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The served log-probabilities against the proven logits (None: the answers carried none: greedy tokens
+    alone were checked, which a light fine-tune passes)."""
     __table_args__ = (UniqueConstraint("entry_id", "challenge_digest"),)
 
 
@@ -179,6 +182,7 @@ def open_engine(url: str | None = None) -> Engine:
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
         Base.metadata.create_all(engine)
+        _add_new_columns(engine)
     except ArgumentError as exc:
         raise UsageError(f"not a database URL: {url!r} ({exc})") from None
     except ModuleNotFoundError as exc:
@@ -186,6 +190,26 @@ def open_engine(url: str | None = None) -> Engine:
     except OperationalError as exc:
         raise UsageError(f"cannot open the registry database {safe_url(url)}: {exc.orig}") from None
     return engine
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Columns added to a table after a database was created (nullable ones only: old rows read None), so a
+    registry made by an earlier version opens instead of failing its first query."""
+    from sqlalchemy import inspect
+
+    for table in Base.metadata.sorted_tables:
+        for column in table.columns:
+            if column.name in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"{table.name}.{column.name} is missing and has no default for old rows")
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+            except DBAPIError:  # another process opening the same registry added it first
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
 
 
 def writer(engine: Engine) -> Engine:

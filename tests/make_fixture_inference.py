@@ -43,9 +43,11 @@ DONOR_SEED = 3
 """The model whose last layer the attacker appends (any other model: its fingerprint is what the bundle shows)."""
 INERT_SCALE = 1e-9
 """The appended layer's output projections are multiplied by this: their committed factors round to zero."""
-NEARBY_NOISE = 0.05
-"""The served model near the committed one: every weight moved by this fraction of its tensor's spread (in float
-it keeps 87 % of the toy's greedy tokens over 512 positions; 5 of the fixture's 8)."""
+NEARBY_NOISE = 0.03
+"""The served model near the committed one: every weight moved by this fraction of its tensor's spread. In float
+it keeps 92 % of the toy's greedy tokens over 512 positions and all 8 of the fixture's (agreement passes), but
+its top-5 log-probabilities deviate from the fixture's proven logits by 0.173 (the committed model: 0.085;
+moved 1 %: 0.108): a light fine-tune, which greedy tokens alone cannot tell from the committed model."""
 NEARBY_SEED = 5
 CRAFTED = "crafted"
 CRAFT_STEPS = 200

@@ -28,6 +28,7 @@ from core.challenge import (
 )
 from core.fileio import canonical_json
 from tests.conftest import FIXTURE_BUNDLE
+from verifier.inference import MAX_LOGPROB_DEVIATION
 
 VOCAB = 303
 DIGEST = bundle_digest((FIXTURE_BUNDLE / "manifest.json").read_bytes())
@@ -275,13 +276,21 @@ def test_registry_records_passed_checks_only_and_shows_them(with_vocab, tmp_path
 
     record = fetch_seed_record(LocalSource(db_url), 1, DIGEST, registry.public)
     seeded = Challenge.derive(DIGEST, bytes.fromhex(record["root"]), "registry-checkpoint", VOCAB, checkpoint=record)
-    stored = record_inference_check(registry, 1, seeded, passed_report(seeded))
+    compared = {"logprob_deviation": 0.031, "checks_passed": ["logprobs"]}
+    stored = record_inference_check(registry, 1, seeded, passed_report(seeded, **compared))
     assert stored["checkpoint_size"] == 2 and stored["agreement"] == 0.9375 and stored["seed_source"] != "auditor"
+    assert stored["logprob_deviation"] == 0.031
     own = Challenge.derive(DIGEST, SEED, "auditor", VOCAB)
+    over_limit = {"logprob_deviation": 1.5 * MAX_LOGPROB_DEVIATION, "max_logprob_deviation": 1.0}
     refusals = [
         (1, own, passed_report(own, valid=False, failed_check="agreement", reason="0.5 < 0.75"), "did not pass"),
         (1, own, passed_report(seeded), "another challenge"),
         (1, own, passed_report(own, positions=3), "positions"),
+        # a deviation over the verifier's limit (whatever limit the report states), not a number, or one the
+        # report's own checks did not pass
+        (1, own, passed_report(own, **compared | over_limit), "within the verifier's limit"),
+        (1, own, passed_report(own, **compared | {"logprob_deviation": float("nan")}), "within the verifier's limit"),
+        (1, own, passed_report(own, logprob_deviation=0.01), "did not pass the log-probability check"),
         (2, seeded, passed_report(seeded), "not this one"),  # entry 2 is another bundle
         (1, seeded, passed_report(seeded), "already"),
     ]
@@ -291,14 +300,17 @@ def test_registry_records_passed_checks_only_and_shows_them(with_vocab, tmp_path
     record_inference_check(registry, 1, own, passed_report(own))
     checks = list_inference_checks(registry, 1)
     assert [c["seed_source"] for c in checks] == ["registry-checkpoint", "auditor"]
+    assert [c["logprob_deviation"] for c in checks] == [0.031, None]
     assert list_inference_checks(registry, 2) == []
     code, shown = cli("registry", "show", "1", "--db", db_url, "--json")
     assert code == 0 and shown["inference_checks"] == checks
     code, text = cli("registry", "show", "1", "--db", db_url)
     text = " ".join(str(text).split())  # rich wraps at the runner's 80 columns
     assert (
-        "inference check 1: passed, agreement 0.938 (threshold 0.750) over 16 positions, registry checkpoint 2" in text
+        "inference check 1: passed, agreement 0.938 (threshold 0.750) over 16 positions, log-prob deviation 0.031, "
+        "registry checkpoint 2" in text
     )
+    assert "over 16 positions, greedy tokens only, auditor's seed" in text
     from fastapi.testclient import TestClient
 
     from registry.server import create_app
@@ -306,6 +318,7 @@ def test_registry_records_passed_checks_only_and_shows_them(with_vocab, tmp_path
     client = TestClient(create_app(registry, "token-0123456789"))
     page = client.get("/entries/1")
     assert page.status_code == 200 and "registry checkpoint 2" in page.text and "0.938 (0.750)" in page.text
+    assert "<td>0.031</td>" in page.text and "not checked (greedy tokens only)" in page.text
     assert client.get("/api/entries/1").json()["inference_checks"] == checks
 
 
@@ -328,9 +341,10 @@ def test_registry_inference_command_records_what_the_verifier_passes(with_vocab,
         def to_dict(self) -> dict:
             return passed_report(challenge, valid=self.valid)
 
-    def verify_inference(bundle_dir: Path, proofs_dir: Path, served: Answers) -> Report:
+    def verify_inference(bundle_dir: Path, proofs_dir: Path, served: Answers, require_logprobs: bool) -> Report:
         assert (bundle_dir / "manifest.json").read_bytes() == (FIXTURE_BUNDLE / "manifest.json").read_bytes()
         assert proofs_dir == proofs and served.challenge_digest == challenge.digest()
+        assert require_logprobs is outcome.get("require", False)
         return Report(outcome["valid"])
 
     fake = types.ModuleType("verifier.inference")
@@ -339,6 +353,32 @@ def test_registry_inference_command_records_what_the_verifier_passes(with_vocab,
     args = ("registry", "inference", "1", str(proofs), "--answers", str(answers), "--db", db, "--json")
     code, message = cli(*args)
     assert code == 1 and "did not pass" in message
-    outcome["valid"] = True
+    outcome["require"] = True
+    code, message = cli(*args, "--require-logprobs")  # passed through: the stand-in asserts it
+    assert code == 1 and "did not pass" in message
+    outcome.update(valid=True, require=False)
     code, recorded = cli(*args)
     assert code == 0 and recorded["entry_id"] == 1 and recorded["seed_source"] == "auditor", recorded
+
+
+def test_a_registry_made_before_a_column_was_added_opens_and_gains_it(db_url):
+    """`inference_checks.logprob_deviation` came after the first registries: opening one adds it (None in old
+    rows) instead of failing the first query that reads it."""
+    from sqlalchemy import create_engine, inspect
+
+    from registry.store import open_engine
+
+    def columns() -> set[str]:
+        bare = create_engine(db_url)  # no create_all, no upgrade: what the database holds
+        try:
+            return {column["name"] for column in inspect(bare).get_columns("inference_checks")}
+        finally:
+            bare.dispose()
+
+    engine = open_engine(db_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE inference_checks DROP COLUMN logprob_deviation")
+    engine.dispose()
+    assert "logprob_deviation" not in columns()
+    open_engine(db_url).dispose()
+    assert "logprob_deviation" in columns()

@@ -1,6 +1,7 @@
 """The inference verifier's arithmetic, without proofs: the ablation chains the prover makes are the ones the
 verifier expects, `layer_effect` is zero exactly for a layer that changes nothing, and `logprob_deviation` is
-zero for the same logits at any temperature and large for another model's."""
+zero for the same logits at any temperature and large for another model's, whatever temperature the server
+or the owner's head factor hides it behind."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import pytest
 
 from core.answers import Answers
 from core.challenge import Challenge
-from core.inference import InferenceShape, ablations
+from core.inference import LOGIT_GAIN_BITS, InferenceShape, ablations
 from prover.inference import proofs_per_prompt
 from verifier.inference import (
     MAX_LOGPROB_DEVIATION,
-    MIN_SERVED_GAP,
     Failed,
     InferenceReport,
     _check_logprobs,
@@ -86,20 +86,27 @@ def test_no_deviation_without_a_second_token():
 PROMPTS, LENGTH, VOCAB = 8, 8, 80
 LOGIT_SCALE = 3.0
 """Logits as peaked as a trained model's (a zoo base's logits have a standard deviation of about 3)."""
-RESOLUTION = 1 / 256
-"""The proofs' logits are integers at 2^-8."""
+RESOLUTION = 1 / (1 << (8 + LOGIT_GAIN_BITS))
+"""The proofs' logits are integers at 2^-16 (the input scale's 2^-8, gained)."""
+FLATTENED = 100.0
+"""A server that divides its logits by this before its softmax: its top-5 gaps fall far under 0.1 nats."""
 
 
-def check(proven: np.ndarray, served: np.ndarray | None) -> InferenceReport:
+def fixed_point(logits: np.ndarray) -> np.ndarray:
+    return np.round(logits / RESOLUTION) * RESOLUTION
+
+
+def check(proven: np.ndarray, served: np.ndarray | None, k: int = 5, required: bool = False) -> InferenceReport:
     """`_check_logprobs` on proven logits (positions x vocabulary) against a served model's top-5."""
     greedy = proven.argmax(axis=1).reshape(PROMPTS, LENGTH).tolist()
     top = None
     if served is not None:
-        flat = served_top(served, 5)
+        flat = served_top(served, k)
         top = [flat[i * LENGTH : (i + 1) * LENGTH] for i in range(PROMPTS)]
         greedy = [[pairs[0][0] for pairs in prompt] for prompt in top]
     report = InferenceReport(agreement=1.0)
-    _check_logprobs(report, list(proven.reshape(PROMPTS, LENGTH, -1)), Answers("0" * 64, "test", greedy, top))
+    answers = Answers("0" * 64, "test", greedy, top)
+    _check_logprobs(report, list(proven.reshape(PROMPTS, LENGTH, -1)), answers, required)
     return report
 
 
@@ -109,8 +116,9 @@ def peaked(seed: int) -> np.ndarray:
 
 def test_the_committed_model_served_passes_through_fixed_point():
     served = peaked(5)
-    report = check(np.round(served / RESOLUTION) * RESOLUTION, served)
+    report = check(fixed_point(served), served)
     assert report.checks_passed == ["logprobs"] and report.logprob_deviation < MAX_LOGPROB_DEVIATION / 4
+    assert report.logprob_temperature == pytest.approx(1.0, rel=1e-3)
 
 
 def test_a_neighbour_with_the_same_greedy_tokens_fails():
@@ -127,15 +135,87 @@ def test_a_smaller_committed_head_factor_does_not_hide_another_model():
     """The owner's head factor is a temperature: fitted away, and a tiny one only makes the proven logits coarse."""
     served = peaked(8)
     neighbour = served + 0.6 * np.random.default_rng(9).normal(size=served.shape)
-    for factor in (1.0, 0.01):
+    for factor in (1.0, 0.01, 1e-5):  # at 1e-5 the proven gaps are a few units of 2^-16: rounding alone fails
         with pytest.raises(Failed):
-            check(np.round(neighbour * factor / RESOLUTION) * RESOLUTION, served)
+            check(fixed_point(neighbour * factor), served)
 
 
-def test_flat_or_missing_log_probabilities_are_skipped_and_said_so():
-    proven = peaked(10)
-    flat = check(proven, proven * 0.01)
-    assert flat.checks_passed == [] and flat.served_gap is not None and flat.served_gap < MIN_SERVED_GAP
-    assert "too flat" in str(flat.logprobs_skipped)
+def test_a_server_that_flattens_its_log_probabilities_gains_nothing():
+    """Issue 20's lying API: log-probabilities at a high temperature once skipped the check (it was gated on the
+    served gaps); now the committed model served flat passes and its neighbour served flat fails."""
+    served = peaked(10)
+    honest = check(fixed_point(served), served / FLATTENED)
+    assert honest.served_gap < 0.1 and honest.checks_passed == ["logprobs"]
+    assert honest.logprob_temperature == pytest.approx(1 / FLATTENED, rel=1e-3)  # the report shows the flattening
+    neighbour = served + 0.6 * np.random.default_rng(11).normal(size=served.shape)
+    with pytest.raises(Failed) as failed:
+        check(fixed_point(neighbour), served / FLATTENED)
+    assert failed.value.check == "logprobs"
+    with pytest.raises(Failed):  # flattened on both sides: the owner's head factor shrunk to match
+        check(fixed_point(neighbour / FLATTENED), served / FLATTENED)
+
+
+def test_answers_without_log_probabilities_are_skipped_and_said_so_unless_required():
+    proven = peaked(12)
     none = check(proven, None)
     assert none.checks_passed == [] and "no log-probabilities" in str(none.logprobs_skipped)
+    single = check(proven, proven, k=1)
+    assert single.checks_passed == [] and "one token per position" in str(single.logprobs_skipped)
+    for served, k in ((None, 5), (proven, 1)):
+        with pytest.raises(Failed) as failed:
+            check(proven, served, k=k, required=True)
+        assert failed.value.check == "logprobs" and "requires log-probabilities" in failed.value.reason
+
+
+def neighbour_of(proven: np.ndarray, seed: int) -> np.ndarray:
+    """Another model near `proven`: every logit moved, as a light fine-tune moves them."""
+    return proven + 0.6 * np.random.default_rng(seed).normal(size=proven.shape)
+
+
+def check_top(proven: np.ndarray, top: list[list[tuple[int, float]]]) -> InferenceReport:
+    """`_check_logprobs` on answers a server wrote itself (greedy tokens its top tokens)."""
+    prompts = [top[i * LENGTH : (i + 1) * LENGTH] for i in range(PROMPTS)]
+    greedy = [[pairs[0][0] for pairs in prompt] for prompt in prompts]
+    report = InferenceReport(agreement=1.0)
+    _check_logprobs(
+        report, list(proven.reshape(PROMPTS, LENGTH, -1)), Answers("0" * 64, "test", greedy, prompts), False
+    )
+    return report
+
+
+def test_a_second_token_at_chosen_positions_only_is_refused():
+    """One gap fits a temperature exactly: a server that ranks a second token only where it likes would pick the
+    positions compared (deviation 0 for any model)."""
+    proven = peaked(13)
+    top = [pairs[:1] for pairs in served_top(neighbour_of(proven, 14), 5)]
+    top[3] = served_top(neighbour_of(proven, 14), 5)[3][:2]
+    with pytest.raises(Failed, match="at 1 of 64 positions only"):
+        check_top(proven, top)
+
+
+def test_top_k_lists_tied_everywhere_are_refused():
+    """A server that flattens until its top-k ties (rounded log-probabilities) leaves no gap to compare."""
+    proven = peaked(15)
+    top = [[(token, round(logprob / 1e3, 2)) for token, logprob in pairs] for pairs in served_top(proven, 5)]
+    with pytest.raises(Failed, match="tie their top-k"):
+        check_top(proven, top)
+
+
+def test_gaps_shaped_by_the_server_do_not_pass_a_neighbour():
+    """The server sends its own (neighbour) model's top two tokens with a tiny gap at most positions and a huge
+    one where its top two nearly tie. With these seeds the fit once clamped its temperature to zero and scored
+    the answers against the overall mean gap: deviation 0.000, passed. A temperature at or below zero now fails,
+    and the normaliser is the median position's gap (other seeds: deviations of 10^6 and more)."""
+    proven = peaked(20)
+    served = served_top(neighbour_of(proven, 21), 2)
+    closest = set(np.argsort([a[1] - b[1] for a, b in served])[: len(served) // 4].tolist())
+    top = [[a, (b[0], a[1] - (1000.0 if i in closest else 1e-6))] for i, (a, b) in enumerate(served)]
+    with pytest.raises(Failed):
+        check_top(proven, top)
+
+
+def test_a_ranking_against_the_proven_logits_is_refused():
+    """A negative fitted temperature: the served top-k order is the proven order reversed."""
+    proven = peaked(18)
+    with pytest.raises(Failed, match="rank tokens against the proven logits"):
+        check_top(proven, served_top(-proven, 5))

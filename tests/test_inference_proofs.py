@@ -33,7 +33,7 @@ from tests.make_fixture_inference import (
     write_inert_layer_model,
     write_nearby_model,
 )
-from verifier.inference import MIN_LAYER_EFFECT, MIN_SERVED_GAP
+from verifier.inference import MAX_LOGPROB_DEVIATION, MIN_LAYER_EFFECT
 
 pytestmark = pytest.mark.proof
 FIXTURE = DATA / NAME
@@ -89,16 +89,33 @@ def test_the_served_model_passes(auditor):
     assert report["checks_passed"][-1] == "ablation"
     assert sorted(report["layer_effects"]) == ["0", "1"]
     assert min(report["layer_effects"].values()) >= MIN_LAYER_EFFECT
-    # a random-weight toy's log-probabilities are nearly flat: compared with fixed point they would say nothing
-    assert report["served_gap"] < MIN_SERVED_GAP and "too flat" in report["logprobs_skipped"]
-    assert report["logprob_deviation"] is None and "logprobs" not in report["checks_passed"]
+    # the served top-5 log-probabilities, compared with the proven logits (exact to 2^-16), at temperature ~1
+    assert "logprobs" in report["checks_passed"] and report["logprob_deviation"] <= MAX_LOGPROB_DEVIATION
+    assert abs(report["logprob_temperature"] - 1) < 0.05 and report["logprobs_skipped"] is None
 
 
 def test_a_model_near_the_committed_one_served_fails(auditor, tmp_path):
-    """Every weight of the committed model moved by 5 % of its spread: 5 of 8 greedy tokens kept, not enough."""
+    """Every weight of the committed model moved by 3 % of its spread: its greedy tokens pass agreement (a light
+    fine-tune does the same on a trained model), its log-probabilities are not the committed model's."""
     code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), answers=auditor["answers"]["nearby"])
-    assert code == 1 and report["failed_check"] == "agreement", report
-    assert 0 < report["agreement"] < report["threshold"]
+    assert code == 1 and report["failed_check"] == "logprobs", report
+    assert report["agreement"] >= report["threshold"] and report["logprob_deviation"] > MAX_LOGPROB_DEVIATION
+    assert "agreement" in report["checks_passed"] and abs(report["logprob_temperature"] - 1) < 0.1
+
+
+def test_answers_without_log_probabilities_pass_on_greedy_tokens_unless_required(auditor, tmp_path):
+    """An API that gives no log-probabilities: checked on greedy tokens alone, and said so; an auditor who
+    requires them (`--require-logprobs`) gets a failure instead, since a light fine-tune passes greedy tokens."""
+    answers = json.loads(auditor["answers"]["honest"].read_text()) | {"top": None}
+    greedy_only = tmp_path / "greedy-only.json"
+    greedy_only.write_text(json.dumps(answers))
+    home = linked_copy(auditor["home"], tmp_path / "h")
+    code, report = verify(home, answers=greedy_only)
+    assert code == 0 and "no log-probabilities" in report["logprobs_skipped"], report
+    assert "logprobs" not in report["checks_passed"] and report["logprob_deviation"] is None
+    result = run_cli("verify-inference", str(FIXTURE / "bundle"), str(FIXTURE / "proofs"), "--answers",
+                     str(greedy_only), "--require-logprobs", home=home)  # fmt: skip
+    assert result.returncode == 1 and "FAIL logprobs" in result.stdout and "requires" in result.stdout
 
 
 def test_a_fingerprinted_layer_that_does_nothing_is_refused(auditor):
@@ -264,5 +281,6 @@ def test_the_registry_records_a_check_it_verified_itself(auditor, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     recorded = json.loads(result.stdout)
     assert recorded["entry_id"] == 1 and recorded["seed_source"] == "auditor" and recorded["agreement"] >= 0.75
+    assert 0 <= recorded["logprob_deviation"] <= MAX_LOGPROB_DEVIATION
     shown = json.loads(run_cli("registry", "show", "1", "--db", db, "--json", home=home, check=True).stdout)
     assert [check["agreement"] for check in shown["inference_checks"]] == [recorded["agreement"]]

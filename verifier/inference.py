@@ -15,10 +15,11 @@ Checks, in order; the first failure ends it with its reason (as `verify` does):
 5. link       the fingerprint's embedding rows are the model's (within rounding).
 6. agreement  the proven greedy token at each position (argmax of the proven logits over the vocabulary)
               equals the served model's on at least AGREEMENT_THRESHOLD of the positions.
-7. logprobs   where the answers carry top-k log-probabilities peaked enough to compare (MIN_SERVED_GAP), the
-              proven logits give the same gaps between the served top-k tokens, up to one temperature, within
-              MAX_LOGPROB_DEVIATION (`logprob_deviation`). Greedy tokens alone let a light fine-tune pass (a
-              zoo base's DPO tune agrees on 89-92 %). Otherwise skipped, and the report says why.
+7. logprobs   where the answers carry top-k log-probabilities, the proven logits give the same gaps between
+              the served top-k tokens, up to one temperature, within MAX_LOGPROB_DEVIATION
+              (`logprob_deviation`). Greedy tokens alone let a light fine-tune pass (a zoo base's DPO tune
+              agrees on 89-92 %). Answers without them skip it (the report says so), or fail it where the
+              auditor requires them (`require_logprobs`, `--require-logprobs`).
 8. ablation   every fingerprinted layer matters: each prompt is also proven without it (its ablation chain,
               linked like the model's own), and removing it changes the proven logits by at least
               MIN_LAYER_EFFECT. Otherwise an owner could append layers that do nothing (zero output factors)
@@ -45,6 +46,7 @@ from core.chunks import chunking_errors
 from core.errors import UsageError
 from core.fileio import read_inside, sha256_bytes
 from core.inference import (
+    LOGIT_GAIN_BITS,
     SCALE_BITS,
     InferenceShape,
     ablations,
@@ -75,22 +77,16 @@ inference differ where two logits nearly tie: honest runs agree on 7-8 of 8 (the
 and lora fine-tunes 22-47 %, but a DPO fine-tune 89-92 %: greedy tokens cannot tell it from the committed model,
 so the log-probability check (below) does where answers carry them."""
 
-MAX_LOGPROB_DEVIATION = 0.06
+MAX_LOGPROB_DEVIATION = 0.1
 """The most `logprob_deviation` a served model may show against the proven logits. Measured in float over 512
-random-token positions with top-5 log-probabilities (`python -m bench.served_agreement`): a zoo base against
-itself computed as a proof does (emulated) 0.031-0.035, its int8 copy 0.041-0.045, its DPO fine-tune
-0.085-0.095, its 20 %-pruned copy 0.30-0.32, its sft/cpt/lora fine-tunes 0.56-0.76, another base 0.72-0.78; the
-toy LLaMA 0.022-0.023, another toy 0.82; the proven fixture (real proofs) in BENCHMARKS.md "Challenge
-inference". Between the honest side (x1.7 above it) and the lightest fine-tune (x1.4 below it)."""
-
-MIN_SERVED_GAP = 0.25
-"""Log-probabilities are compared only where the served top-k gaps average at least this many nats. The proofs
-compute logits at 2^-8: the rounding alone moves a gap by about 0.0026 (measured on the proven toy: its
-random-weight logits' gaps average 0.037 nats, 9.5 units of 2^-8, and its honest proofs deviate 0.069 by
-rounding). At 0.25 nats that is 1 % of a gap, a sixth of MAX_LOGPROB_DEVIATION; the zoo's bases average
-1.54-1.63. The served side sets it (the owner's head factor does not: a smaller factor makes the proven logits
-coarser, which only raises the deviation). A server that flattens its log-probabilities skips the check, and
-answers untruthfully, which threat model point 2 leaves to the auditor's route."""
+random-token positions with top-5 log-probabilities (`python -m bench.served_agreement`, the circuits' error
+emulated at LAYER_ERROR 1.5e-2, which gives the proven toy's measured 1.9 % logit error): a zoo base against
+itself as a proof computes it 0.061-0.069, its int8 copy 0.073-0.076, its DPO fine-tune 0.120, its 20 %-pruned
+copy 0.36-0.39, its sft/cpt/lora fine-tunes 0.6-0.93, another base 0.83-0.95. The real proofs of the toy fixture
+(8 positions): the committed model 0.085, every weight moved 1 % 0.108, 3 % 0.173. Fixed point at 2^-8 in the
+layers is what keeps honest and DPO within 2x of each other: margins of about 1.2-1.4x each side, and a median
+over few positions is noisy (honest draws at 8 positions: 0.06-0.09), so a challenge that relies on it should
+have 64 positions or more."""
 
 
 @dataclass
@@ -116,8 +112,11 @@ class InferenceReport:
     """The served top-k log-probabilities against the proven logits (None: not compared, see logprobs_skipped)."""
     served_gap: float | None = None
     """The served top-k's mean gap in nats (`served_gap`): how peaked the served distribution is."""
+    logprob_temperature: float | None = None
+    """The fitted temperature: served nats per proven logit (about 1 for a server that returns its raw
+    log-probabilities and an owner who committed the true head factor; a flattening server shows here)."""
     logprobs_skipped: str | None = None
-    """Why the log-probabilities were not compared (none given, or too flat), so the reader knows."""
+    """Why the log-probabilities were not compared (none given), so the reader knows."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +137,7 @@ class InferenceReport:
             "logprob_deviation": self.logprob_deviation,
             "max_logprob_deviation": MAX_LOGPROB_DEVIATION,
             "served_gap": self.served_gap,
+            "logprob_temperature": self.logprob_temperature,
             "logprobs_skipped": self.logprobs_skipped,
         }
 
@@ -309,11 +309,16 @@ def verify_inference(
     answers: Answers,
     srs_file: Path | None = None,
     progress: Callable[[str], None] = lambda step: None,
+    require_logprobs: bool = False,
 ) -> InferenceReport:
-    """Every check in order; the first failure ends it with its reason."""
+    """Every check in order; the first failure ends it with its reason. `require_logprobs`: answers without
+    top-k log-probabilities fail instead of being checked on greedy tokens alone (which a light fine-tune
+    passes)."""
     report = InferenceReport()
     try:
-        _run(Path(bundle_dir), Path(proofs_dir), answers, srs_file, progress, report)
+        logits = _run(Path(bundle_dir), Path(proofs_dir), answers, srs_file, progress, report)
+        _check_logprobs(report, logits[None], answers, require_logprobs)
+        _check_ablation(report, logits, [without for without in logits if without is not None])
     except Failed as failure:
         report.failed_check, report.reason = failure.check, failure.reason
         return report
@@ -335,7 +340,11 @@ def _verified_bundle(bundle_dir: Path, srs_file: Path | None, progress) -> tuple
     return bundle, shape, points
 
 
-def _run(bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | None, progress, report) -> None:
+def _run(
+    bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | None, progress, report
+) -> dict[int | None, list[np.ndarray]]:
+    """Checks 1-6; returns the proven logits of every chain (None: the model's own, j: without layer j), each
+    prompt's as positions x vocabulary, for the checks that read them."""
     from circuits.inference import commit_points, onehot
 
     bundle, shape, points = _verified_bundle(bundle_dir, srs_file, progress)
@@ -417,8 +426,7 @@ def _run(bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | 
         proven.append(logits[None][-1].argmax(axis=1).tolist())
     report.checks_passed += ["links", "proofs", "link"]
     _check_agreement(report, proven, answers)
-    _check_logprobs(report, logits[None], answers)
-    _check_ablation(report, logits, [without for without, _ in chain_list])
+    return logits
 
 
 def _check_agreement(report: InferenceReport, proven: list[list[int]], answers: Answers) -> None:
@@ -436,24 +444,36 @@ def _check_agreement(report: InferenceReport, proven: list[list[int]], answers: 
     report.checks_passed.append("agreement")
 
 
-def _check_logprobs(report: InferenceReport, logits: list[np.ndarray], answers: Answers) -> None:
-    """The served top-k log-probabilities against the proven logits, where the answers carry them and they are
-    not too flat to compare (`MIN_SERVED_GAP`); the report says which."""
-    if answers.top is None:
-        report.logprobs_skipped = "the answers carry no log-probabilities"
+def _check_logprobs(report: InferenceReport, logits: list[np.ndarray], answers: Answers, required: bool) -> None:
+    """The served top-k log-probabilities against the proven logits, where the answers carry them, at any
+    flatness (the head proofs' last rounding is at 2^-16, LOGIT_GAIN_BITS, and one temperature is fitted, so a
+    server that flattens its distribution gains nothing); the report says when they were not compared.
+
+    What the server chooses must not choose the result: a second token at some positions only would pick the
+    positions compared (one gap fits a temperature exactly), top-k lists tied at every position have no gaps
+    to compare, and a temperature at or below zero would score the served gaps against nothing."""
+    top = None if answers.top is None else [position for prompt in answers.top for position in prompt]
+    ranked = 0 if top is None else sum(len(pairs) >= 2 for pairs in top)
+    if not ranked:
+        missing = "carry no log-probabilities" if top is None else "carry one token per position: no gaps"
+        if required:
+            raise Failed("logprobs", f"the answers {missing}, and the auditor requires log-probabilities "
+                         "(greedy tokens alone let a light fine-tune of the committed model pass)")  # fmt: skip
+        report.logprobs_skipped = f"the answers {missing}"
         return
-    top = [position for prompt in answers.top for position in prompt]
-    gap = served_gap(top)
-    report.served_gap = gap
-    if gap is None or gap < MIN_SERVED_GAP:
-        report.logprobs_skipped = (
-            f"the served log-probabilities are too flat to compare with fixed point (mean top-k gap "
-            f"{0.0 if gap is None else gap:.3f} nats < {MIN_SERVED_GAP})"
-        )
-        return
-    deviation = logprob_deviation(np.concatenate(logits), top)
+    assert top is not None
+    if ranked < len(top):
+        raise Failed("logprobs", f"the answers rank a second token at {ranked} of {len(top)} positions only: "
+                     "log-probabilities must cover every position, or none")  # fmt: skip
+    report.served_gap = served_gap(top)
+    fit = logprob_fit(np.concatenate(logits), top)
+    if fit is None or fit[1] <= 0:
+        what = "tie their top-k at most positions" if fit is None else "rank tokens against the proven logits"
+        raise Failed("logprobs", f"the served log-probabilities {what}: no temperature makes them the committed "
+                     "model's")  # fmt: skip
+    deviation, report.logprob_temperature = fit
     report.logprob_deviation = deviation
-    if deviation is None or deviation > MAX_LOGPROB_DEVIATION:
+    if deviation > MAX_LOGPROB_DEVIATION:
         raise Failed(
             "logprobs",
             f"the served log-probabilities differ from the committed model's logits by {deviation:.3f} (relative "
@@ -495,6 +515,12 @@ def layer_effect(model: np.ndarray, without: np.ndarray) -> float:
 
 
 def logprob_deviation(proven: np.ndarray, top: list[list[tuple[int, float]]]) -> float | None:
+    """`logprob_fit`'s deviation alone (None: nothing to compare)."""
+    fit = logprob_fit(proven, top)
+    return None if fit is None else fit[0]
+
+
+def logprob_fit(proven: np.ndarray, top: list[list[tuple[int, float]]]) -> tuple[float, float] | None:
     """How far the proven logits (positions x vocabulary) are from the served top-k log-probabilities, relative
     to the served model's own gaps (0: the same up to a temperature; about 1: unrelated).
 
@@ -502,21 +528,24 @@ def logprob_deviation(proven: np.ndarray, top: list[list[tuple[int, float]]]) ->
     log-probability differences; proven, logit differences (the same quantity: a softmax's normaliser cancels).
     One temperature is fitted over all positions first (the head's committed factor is the owner's word, so a
     temperature must not decide). The result is the median over positions of the mean |fitted proven gap -
-    served gap|, divided by the mean served gap over all positions (one normaliser, so that a near tie does not
-    blow up its position, and a model's overall logit scale does not matter). None where no position has two
-    tokens in its top-k."""
+    served gap|, divided by the median over positions of the mean served gap (one normaliser, so that a near tie
+    does not blow up its position and a model's overall logit scale does not matter; the same statistic as the
+    numerator, so that a server cannot make a few positions' huge gaps stand for the rest). Returned with the
+    fitted temperature (served nats per proven logit; not clamped: at or below zero the served ranking is
+    against the proven one). None where no position has two tokens in its top-k, or the normaliser is zero."""
     proven_gaps, served_gaps = [], []
     for row, pairs in zip(proven, top, strict=True):
         anchor, anchor_logprob = pairs[0]
         proven_gaps.append(np.array([row[anchor] - row[token] for token, _ in pairs[1:]], dtype=np.float64))
         served_gaps.append(np.array([anchor_logprob - logprob for _, logprob in pairs[1:]], dtype=np.float64))
     scored = [(p, s) for p, s in zip(proven_gaps, served_gaps, strict=True) if len(s)]
-    scale = float(np.mean(np.concatenate([s for _, s in scored]))) if scored else 0.0
+    scale = float(np.median([s.mean() for _, s in scored])) if scored else 0.0
     if scale <= 0:
         return None
     energy = sum(float(p @ p) for p, _ in scored)
-    temperature = max(sum(float(p @ s) for p, s in scored) / energy, 0.0) if energy > 0 else 0.0
-    return float(np.median([np.abs(temperature * p - s).mean() for p, s in scored])) / scale
+    temperature = sum(float(p @ s) for p, s in scored) / energy if energy > 0 else 0.0
+    deviation = float(np.median([np.abs(temperature * p - s).mean() for p, s in scored])) / scale
+    return deviation, temperature
 
 
 @dataclass
@@ -554,7 +583,8 @@ class _Chains:
             inputs = [hidden, self.points[final_norm_piece(shape).name], self.points[head_piece(shape, block).name],
                       self.points[model_scales_piece().name]]  # fmt: skip
             sizes = [self.hidden_size, 2 * shape.hidden, (shape.head_rows + 1) * shape.hidden, self.scales_size]
-            values = _decode(self.checker.check(entry, inputs, sizes, [], 0), self.circuits.head.output_scale)
+            gained = self.circuits.head.output_scale + LOGIT_GAIN_BITS
+            values = _decode(self.checker.check(entry, inputs, sizes, [], 0), gained)
             blocks.append(values.reshape(length, shape.head_rows))
         return np.concatenate(blocks, axis=1)[:, : shape.vocab]
 
