@@ -1,6 +1,6 @@
 """Issue 20: what one layer of challenge inference costs in EZKL rows, measured at growing widths.
 
-    python -m bench.inference_rows [--hidden 16 32 64 128] [--ffn-ratios 2 4] [--tokens 8]
+    python -m bench.inference_rows [--hidden 16 32 64 128] [--ffn-ratios 2 4] [--tokens 8] [--parts]
 
 Each shape's LLaMA layer circuit (RMSNorm, RoPE, GQA softmax, SwiGLU: `circuits.inference_graph.LayerCircuit`)
 is exported and counted by EZKL (`circuits.inference.probe_rows`: no keys, no proof; cached), head_dim 8, one
@@ -9,6 +9,12 @@ d·ffn (weights enter as committed inputs, one cell each; activations per token 
 fit is read at MiniLM's, 7B's and 70B's layers: how many rows, so what logrows, one layer of one prompt would
 need proven whole (EZKL stops at logrows 26). MiniLM's LayerNorm and GELU are not this circuit's RMSNorm and
 SiLU; the matrices and widths are what the fit reads.
+
+`--parts` does the same for a layer proven in parts (`core.inference.layer_parts`): attention parts of 1-4 K/V
+heads (with their query heads) and FFN parts of 8-64 rows, at hidden 16-64, fitted as a + weights + c·hidden +
+d·width (q's rows, or the FFN rows), and read at 7B's and 70B's layers cut as `prove-inference` cuts them by
+default (the bundle's default chunking, parts of at most DEFAULT_PART_WEIGHTS): how many proofs, how many rows
+each. A part pays its norm and its hidden-wide activations again: the parts' rows against the layer's whole.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import time
 import numpy as np
 
 from circuits.inference import probe_rows
-from core.chunks import Chunking
-from core.inference import InferenceShape
+from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking
+from core.inference import DEFAULT_PART_WEIGHTS, InferenceShape, PartSizes, choose_part_sizes, layer_pieces
+from core.layout import CircuitLayout
 
 HEAD_DIM = 8
 MAX_LOGROWS = 26
@@ -32,6 +39,12 @@ TARGETS = {
 }
 """(weights, hidden, ffn) of one layer of each model people ask about, from its own architecture's matrices
 (MiniLM: q, k, v, o and a two-matrix FFN; LLaMA: SwiGLU's three; 70B: 8 K/V heads)."""
+LLAMA_SHAPES = {
+    "LLaMA-2-7B": InferenceShape(vocab=32000, hidden=4096, layers=32, heads=32, kv_heads=32, head_dim=128,
+                                 ffn=11008, rope_theta=10000),
+    "LLaMA-2-70B": InferenceShape(vocab=32000, hidden=8192, layers=80, heads=64, kv_heads=8, head_dim=128,
+                                  ffn=28672, rope_theta=10000),
+}  # fmt: skip
 
 
 def layer_weights(hidden: int, ffn: int) -> int:
@@ -50,6 +63,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[16, 32, 64, 128])
     parser.add_argument("--ffn-ratios", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--tokens", type=int, default=8)
+    parser.add_argument("--parts", action="store_true", help="Also fit layer parts and cut 7B and 70B layers.")
     args = parser.parse_args()
     print(f"{'hidden':>6} {'ffn':>5} {'weights':>9} {'layer rows':>11} {'rows/weight':>12} {'seconds':>8}")
     measured = []
@@ -74,6 +88,60 @@ def main() -> None:
         print(f"{name}: {weights:,} weights per layer -> about {rows:,.0f} rows, logrows "
               f"{math.ceil(math.log2(rows))}; at EZKL's largest circuit (2^{MAX_LOGROWS} rows) {proofs} proof(s) "
               f"per layer and prompt")  # fmt: skip
+    if args.parts:
+        measure_parts(args.tokens)
+
+
+def _fit(measured: list[tuple[int, int, int, int]]) -> tuple[np.ndarray, float]:
+    """rows = a + b·weights + c·hidden + d·width, and the worst relative misfit."""
+    design = np.array([[1.0, w, h, x] for w, h, x, _ in measured])
+    observed = np.array([r for *_, r in measured], dtype=np.float64)
+    coefficients, *_ = np.linalg.lstsq(design, observed, rcond=None)
+    return coefficients, float(np.max(np.abs(design @ coefficients - observed) / observed))
+
+
+def measure_parts(tokens: int) -> None:
+    print(f"\n{'kind':>9} {'hidden':>6} {'width':>5} {'weights':>8} {'rows':>9}")
+    measured: dict[str, list[tuple[int, int, int, int]]] = {"attention": [], "ffn": []}
+    for hidden in (16, 32, 64):
+        shape = shape_of(hidden, 4 * hidden)
+        for kv, rows in ((1, 8), (2, 32), (4, 64)):
+            if kv > shape.kv_heads:
+                continue
+            counted = probe_rows(shape, Chunking(kv_heads=kv, ffn_rows=rows), tokens, PartSizes(1, 1))
+            group = shape.heads // shape.kv_heads
+            for kind, width in (("attention", kv * group * HEAD_DIM), ("ffn", rows)):
+                weights = 3 * width * hidden  # q, o and k, v at half width (two query heads a K/V head); gate, up, down
+                measured[kind].append((weights, hidden, width, counted[kind]))
+                print(f"{kind:>9} {hidden:>6} {width:>5} {weights:>8,} {counted[kind]:>9,}")
+    fits = {kind: _fit(points) for kind, points in measured.items()}
+    for kind, ((a, b, c, d), worst) in fits.items():
+        print(f"{kind} part: rows = {a:,.0f} + {b:.3f} x weights + {c:,.1f} x hidden + {d:,.1f} x width "
+              f"(worst misfit {worst:.1e})")  # fmt: skip
+    for name, shape in LLAMA_SHAPES.items():
+        layout = CircuitLayout(tokens=1, hidden=shape.hidden, layers=(shape.layer_shape(),))
+        chunking = choose_chunking(layout, DEFAULT_CHUNK_WEIGHTS)
+        layer = layer_pieces(shape, chunking, {})[0]
+        sizes = choose_part_sizes(layer, DEFAULT_PART_WEIGHTS)
+        widths = {"attention": layer.q[0].shape[0] * sizes.attention, "ffn": chunking.ffn_rows * sizes.ffn}
+        counts = {"attention": len(layer.q) // sizes.attention, "ffn": len(layer.gate) // sizes.ffn}
+        total = 0.0
+        for kind in ("attention", "ffn"):
+            (a, b, c, d), _ = fits[kind]
+            weights = sum(math.prod(p.shape) for p in _part_pieces(layer, kind, sizes))
+            rows = a + b * weights + c * shape.hidden + d * widths[kind]
+            total += rows * counts[kind]
+            print(f"{name}: {counts[kind]} {kind} parts of {weights:,} weights, about {rows:,.0f} rows each "
+                  f"(logrows {math.ceil(math.log2(rows))})")  # fmt: skip
+        print(f"{name}: {sum(counts.values())} proofs per layer and prompt, {total:,.0f} rows in all")
+
+
+def _part_pieces(layer, kind: str, sizes: PartSizes) -> list:
+    """The weight blocks of the first part of `kind` (norm and scales left out)."""
+    if kind == "attention":
+        return [*layer.q[: sizes.attention], *layer.k[: sizes.attention], *layer.v[: sizes.attention],
+                *layer.o[: sizes.attention]]  # fmt: skip
+    return [*layer.gate[: sizes.ffn], *layer.up[: sizes.ffn], *layer.down[: sizes.ffn]]
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ fingerprint's rule); a piece is a block of rows of its tensor, zero-padded past 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +30,17 @@ from core.chunks import BlockPiece, Chunking
 from core.inference import (
     LAYER_SCALES,
     MODEL_SCALES,
+    PART_KINDS,
     SCALE_BITS,
     SCALE_SLOTS,
     InferenceShape,
+    LayerPart,
     LayerPieces,
+    PartSizes,
     embed_block_of,
+    layer_parts,
     layer_pieces,
+    whole_layer,
 )
 from core.layout import Piece
 from models.full_model import FullModel
@@ -149,20 +157,71 @@ def _description(shape: InferenceShape, tokens: int) -> dict:
 
 @dataclass(frozen=True)
 class InferenceCircuits:
-    """The four circuits of one (model shape, chunking, challenge length, fingerprint token count)."""
+    """The circuits of one (model shape, chunking, challenge length, fingerprint token count): embed, head,
+    link, and the layer's: `layer` for a layer proven whole, `attention` and `ffn` for one proven part by part
+    (`core.inference.layer_parts`)."""
 
     shape: InferenceShape
     tokens: int
     layers: list[LayerPieces]
     embed: BuiltCircuit
-    layer: BuiltCircuit
     head: BuiltCircuit
     link: BuiltCircuit
+    layer_circuits: dict[str, BuiltCircuit]
     logrows: int
+    sizes: PartSizes | None
+    """Blocks per layer proof (None: each layer is one proof)."""
+
+    def parts(self, index: int) -> list[LayerPart]:
+        """The proofs of layer `index` (`core.inference.layer_parts`)."""
+        return layer_parts(self.layers[index], self.sizes)
 
     @property
     def all(self) -> dict[str, BuiltCircuit]:
-        return {"embed": self.embed, "layer": self.layer, "head": self.head, "link": self.link}
+        return {"embed": self.embed, **self.layer_circuits, "head": self.head, "link": self.link}
+
+
+Spec = tuple[dict, Callable[[Path], None], bool]
+"""A circuit's cache description, its ONNX export, and whether its output is public."""
+
+
+def _layer_specs(
+    shape: InferenceShape, chunking: Chunking, tokens: int, layer: LayerPieces, sizes: PartSizes | None
+) -> dict[str, Spec]:
+    """The circuits a layer is proven with: one per part kind (every part of a kind has one shape)."""
+    from circuits import inference_graph as graph
+
+    base = _description(shape, tokens) | {"chunking": chunking.to_dict()}
+    specs: dict[str, Spec] = {}
+    for part in layer_parts(layer, sizes):
+        if part.kind in specs:
+            continue
+        shapes = [piece.committed_shape for piece in part.pieces]
+        if part.kind == "layer":
+            whole = whole_layer(layer)
+            export = partial(graph.export_layer, shape, tokens, (whole.attention, whole.ffn), shapes)
+            specs[part.kind] = (base | {"circuit": part.kind}, export, False)
+            continue
+        assert sizes is not None
+        blocks = sizes.attention if part.kind == "attention" else sizes.ffn
+        export = partial(graph.export_layer_part, shape, tokens, part.kind, blocks, chunking.kv_heads, shapes)
+        specs[part.kind] = (base | {"circuit": part.kind, "blocks": blocks}, export, False)
+    return specs
+
+
+def _other_specs(shape: InferenceShape, tokens: int, fingerprint_tokens: int) -> dict[str, Spec]:
+    from circuits import inference_graph as graph
+
+    base = _description(shape, tokens)
+    return {
+        "embed": (base | {"circuit": "embed"}, partial(graph.export_embed, shape, tokens), False),
+        "head": (base | {"circuit": "head"}, partial(graph.export_head, shape, tokens), True),
+        "link": (
+            base | {"circuit": "link", "tokens": fingerprint_tokens},
+            partial(graph.export_link, shape, fingerprint_tokens),
+            True,
+        ),
+    }
 
 
 def build_inference(
@@ -172,55 +231,37 @@ def build_inference(
     tokens: int,
     fingerprint_tokens: int,
     logrows: int,
+    sizes: PartSizes | None = None,
 ) -> InferenceCircuits:
-    """Every inference circuit at `logrows` (the bundle's), built or found in the cache."""
-    from circuits import inference_graph as graph
-
+    """Every inference circuit at `logrows` (the bundle's), built or found in the cache; layers proven in parts
+    of `sizes` blocks (None: whole)."""
     layers = layer_pieces(shape, chunking, fingerprinted)
-    first = layers[0]
-    blocks = (len(first.q), len(first.gate))
-    shapes = [piece.committed_shape for piece in first.ordered()]
-    base = _description(shape, tokens)
-    specs = {
-        "embed": (base | {"circuit": "embed"}, lambda p: graph.export_embed(shape, tokens, p), False),
-        "layer": (
-            base | {"circuit": "layer", "chunking": chunking.to_dict()},
-            lambda p: graph.export_layer(shape, tokens, blocks, shapes, p),
-            False,
-        ),
-        "head": (base | {"circuit": "head"}, lambda p: graph.export_head(shape, tokens, p), True),
-        "link": (
-            base | {"circuit": "link", "tokens": fingerprint_tokens},
-            lambda p: graph.export_link(shape, fingerprint_tokens, p),
-            True,
-        ),
-    }
+    specs = _other_specs(shape, tokens, fingerprint_tokens) | _layer_specs(shape, chunking, tokens, layers[0], sizes)
     built = {
         name: _cached(description, export, inference_run_args(logrows, public))
         for name, (description, export, public) in specs.items()
     }
-    for name in ("embed", "layer"):
-        if built[name].output_scale != HIDDEN_SCALE:
-            raise RuntimeError(f"the {name} circuit outputs at scale {built[name].output_scale}, not {HIDDEN_SCALE}")
-    return InferenceCircuits(shape, tokens, layers, logrows=logrows, **built)
-
-
-def probe_rows(shape: InferenceShape, chunking: Chunking, tokens: int) -> dict[str, int]:
-    """EZKL's row counts of the layer and head circuits (for costing; exported and counted once, cached)."""
-    from circuits import inference_graph as graph
-
-    layers = layer_pieces(shape, chunking, {})
-    blocks = (len(layers[0].q), len(layers[0].gate))
-    shapes = [piece.committed_shape for piece in layers[0].ordered()]
-    base = _description(shape, tokens)
-    layer = _probe(
-        base | {"circuit": "layer", "chunking": chunking.to_dict()},
-        lambda p: graph.export_layer(shape, tokens, blocks, shapes, p),
-        lambda logrows: inference_run_args(logrows, False),
+    for name, circuit in built.items():
+        if not specs[name][2] and circuit.output_scale != HIDDEN_SCALE:
+            raise RuntimeError(f"the {name} circuit outputs at scale {circuit.output_scale}, not {HIDDEN_SCALE}")
+    layer_circuits = {name: built.pop(name) for name in list(built) if name in PART_KINDS}
+    return InferenceCircuits(
+        shape, tokens, layers, layer_circuits=layer_circuits, logrows=logrows, sizes=sizes, **built
     )
-    head = _probe(base | {"circuit": "head"}, lambda p: graph.export_head(shape, tokens, p),
-                  lambda logrows: inference_run_args(logrows, True))  # fmt: skip
-    return {"layer": int(layer["num_rows"]), "head": int(head["num_rows"])}
+
+
+def probe_rows(
+    shape: InferenceShape, chunking: Chunking, tokens: int, sizes: PartSizes | None = None
+) -> dict[str, int]:
+    """EZKL's row counts of the layer circuits (`layer`, or `attention` and `ffn` for parts of `sizes` blocks)
+    and the head circuit (for costing; exported and counted once, cached)."""
+    specs = _layer_specs(shape, chunking, tokens, layer_pieces(shape, chunking, {})[0], sizes)
+    specs["head"] = _other_specs(shape, tokens, 1)["head"]
+    rows = {}
+    for name, (description, export, public) in specs.items():
+        run_args = partial(inference_run_args, public_output=public)
+        rows[name] = int(_probe(description, export, run_args)["num_rows"])
+    return rows
 
 
 # -- committed integers as EZKL field elements and points -------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -62,12 +63,12 @@ class EmbedCircuit(nn.Module):
         return torch.cat([*rows, blinding], dim=0)
 
 
-class LayerCircuit(nn.Module):
-    """forward(h, attn_norm, q.., k.., v.., o.., ffn_norm, gate.., up.., down.., scales, blinding) -> h', blinding."""
+class _Transformer(nn.Module):
+    """The attention and FFN arithmetic shared by the whole-layer circuit and the layer-part circuits."""
 
-    def __init__(self, shape: InferenceShape, tokens: int, attention_blocks: int, ffn_blocks: int):
+    def __init__(self, shape: InferenceShape, tokens: int):
         super().__init__()
-        self.shape, self.tokens, self.na, self.nf = shape, tokens, attention_blocks, ffn_blocks
+        self.shape, self.tokens = shape, tokens
         self.cos: torch.Tensor
         self.sin: torch.Tensor
         self.mask: torch.Tensor
@@ -76,47 +77,109 @@ class LayerCircuit(nn.Module):
         self.register_buffer("sin", sin)
         self.register_buffer("mask", torch.triu(torch.full((tokens, tokens), MASKED), diagonal=1))
 
-    def _split(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, list[torch.Tensor]]:
-        counts = [("h", 1), ("attn_norm", 1), ("q", self.na), ("k", self.na), ("v", self.na), ("o", self.na)]
-        counts += [("ffn_norm", 1), ("gate", self.nf), ("up", self.nf), ("down", self.nf), ("scales", 1)]
-        counts += [("blinding", 1)]
-        out, start = {}, 0
-        for name, count in counts:
-            out[name] = list(inputs[start : start + count])
-            start += count
-        return out
-
     def _heads(self, x: torch.Tensor, count: int) -> torch.Tensor:
         heads = x.reshape(self.tokens, count, self.shape.head_dim).transpose(0, 1)
         return heads * self.cos + rotate_half(heads) * self.sin
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        p = self._split(inputs)
-        s = scale_vector(p["scales"][0])
-        scale = {name: s[i] for i, name in enumerate(LAYER_SCALES)}
+    def attention(self, x: torch.Tensor, p: dict[str, list[torch.Tensor]], scale: dict[str, torch.Tensor],
+                  kv_heads: int) -> torch.Tensor:  # fmt: skip
+        """The attention of `kv_heads` K/V heads and their query heads, projected by their columns of o (blocks
+        in `p`: q, k, v by rows with a blinding row, o by columns with a blinding column), before o's factor."""
         shape, t = self.shape, self.tokens
-        h = p["h"][0][:t]
-        x = rms_norm(h, scale["eps"]) * p["attn_norm"][0][:1]
+        group = shape.heads // shape.kv_heads
         q = torch.cat([x @ w[: w.shape[0] - 1].T for w in p["q"]], dim=1) * scale["q"]
         k = torch.cat([x @ w[: w.shape[0] - 1].T for w in p["k"]], dim=1) * scale["k"]
         v = torch.cat([x @ w[: w.shape[0] - 1].T for w in p["v"]], dim=1) * scale["v"]
-        group = shape.heads // shape.kv_heads
-        qh = self._heads(q, shape.heads)
-        kh = self._heads(k, shape.kv_heads).repeat_interleave(group, dim=0)
-        vh = v.reshape(t, shape.kv_heads, shape.head_dim).transpose(0, 1).repeat_interleave(group, dim=0)
+        qh = self._heads(q, kv_heads * group)
+        kh = self._heads(k, kv_heads).repeat_interleave(group, dim=0)
+        vh = v.reshape(t, kv_heads, shape.head_dim).transpose(0, 1).repeat_interleave(group, dim=0)
         attention = torch.softmax(qh @ kh.transpose(1, 2) + self.mask, dim=-1)
-        context = (attention @ vh).transpose(0, 1).reshape(t, shape.heads * shape.head_dim)
-        width = context.shape[1] // self.na
-        attended = sum(context[:, j * width : (j + 1) * width] @ w[:, : w.shape[1] - 1].T for j, w in enumerate(p["o"]))
-        h = h + attended * scale["o"]
-        x = rms_norm(h, scale["eps"]) * p["ffn_norm"][0][:1]
+        context = (attention @ vh).transpose(0, 1).reshape(t, kv_heads * group * shape.head_dim)
+        width = context.shape[1] // len(p["o"])
+        blocks = (context[:, j * width : (j + 1) * width] @ w[:, : w.shape[1] - 1].T for j, w in enumerate(p["o"]))
+        return cast(torch.Tensor, sum(blocks))
+
+    @staticmethod
+    def feed_forward(x: torch.Tensor, p: dict[str, list[torch.Tensor]], scale: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SwiGLU over the FFN rows in `p` (gate, up by rows, down by columns), before down's factor."""
         gate = torch.cat([x @ w[: w.shape[0] - 1].T for w in p["gate"]], dim=1) * scale["gate"]
         up = torch.cat([x @ w[: w.shape[0] - 1].T for w in p["up"]], dim=1) * scale["up"]
         act = gate * torch.sigmoid(gate) * up
-        width = act.shape[1] // self.nf
-        down = sum(act[:, j * width : (j + 1) * width] @ w[:, : w.shape[1] - 1].T for j, w in enumerate(p["down"]))
-        h = h + down * scale["down"]
+        width = act.shape[1] // len(p["down"])
+        blocks = (act[:, j * width : (j + 1) * width] @ w[:, : w.shape[1] - 1].T for j, w in enumerate(p["down"]))
+        return cast(torch.Tensor, sum(blocks))
+
+
+def _split(inputs: tuple[torch.Tensor, ...], counts: list[tuple[str, int]]) -> dict[str, list[torch.Tensor]]:
+    """The graph's inputs by role, `counts` giving each role's number of inputs in order."""
+    out, start = {}, 0
+    for name, count in counts:
+        out[name] = list(inputs[start : start + count])
+        start += count
+    return out
+
+
+def _layer_scales(scales: torch.Tensor) -> dict[str, torch.Tensor]:
+    s = scale_vector(scales)
+    return {name: s[i] for i, name in enumerate(LAYER_SCALES)}
+
+
+class LayerCircuit(_Transformer):
+    """forward(h, attn_norm, q.., k.., v.., o.., ffn_norm, gate.., up.., down.., scales, blinding) -> h', blinding."""
+
+    def __init__(self, shape: InferenceShape, tokens: int, attention_blocks: int, ffn_blocks: int):
+        super().__init__(shape, tokens)
+        self.na, self.nf = attention_blocks, ffn_blocks
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        counts = [("h", 1), ("attn_norm", 1), ("q", self.na), ("k", self.na), ("v", self.na), ("o", self.na)]
+        counts += [("ffn_norm", 1), ("gate", self.nf), ("up", self.nf), ("down", self.nf), ("scales", 1)]
+        p = _split(inputs, [*counts, ("blinding", 1)])
+        scale = _layer_scales(p["scales"][0])
+        h = p["h"][0][: self.tokens]
+        x = rms_norm(h, scale["eps"]) * p["attn_norm"][0][:1]
+        h = h + self.attention(x, p, scale, self.shape.kv_heads) * scale["o"]
+        x = rms_norm(h, scale["eps"]) * p["ffn_norm"][0][:1]
+        h = h + self.feed_forward(x, p, scale) * scale["down"]
         return torch.cat([h, p["blinding"][0]], dim=0)
+
+
+class AttentionPartCircuit(_Transformer):
+    """forward(h, acc, attn_norm, q.., k.., v.., o.., scales, blinding) -> acc + these blocks' output, blinding.
+
+    A layer too big for one proof is proven part by part (`core.inference.layer_parts`): each attention part
+    (`blocks` of the chunking's K/V heads with their query heads, `kv_heads` in all) adds its output to the
+    running residual `acc`, which starts as the layer's input h (the norm reads h itself)."""
+
+    def __init__(self, shape: InferenceShape, tokens: int, kv_heads: int, blocks: int):
+        super().__init__(shape, tokens)
+        self.kv_heads, self.blocks = kv_heads, blocks
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        counts = [("h", 1), ("acc", 1), ("attn_norm", 1)] + [(role, self.blocks) for role in ("q", "k", "v", "o")]
+        p = _split(inputs, [*counts, ("scales", 1), ("blinding", 1)])
+        scale = _layer_scales(p["scales"][0])
+        x = rms_norm(p["h"][0][: self.tokens], scale["eps"]) * p["attn_norm"][0][:1]
+        acc = p["acc"][0][: self.tokens] + self.attention(x, p, scale, self.kv_heads) * scale["o"]
+        return torch.cat([acc, p["blinding"][0]], dim=0)
+
+
+class FfnPartCircuit(_Transformer):
+    """forward(h, acc, ffn_norm, gate.., up.., down.., scales, blinding) -> acc + these blocks' output, blinding.
+
+    h is the residual after the attention (the norm's input); `acc` starts there and gathers the parts."""
+
+    def __init__(self, shape: InferenceShape, tokens: int, blocks: int):
+        super().__init__(shape, tokens)
+        self.blocks = blocks
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        counts = [("h", 1), ("acc", 1), ("ffn_norm", 1)] + [(role, self.blocks) for role in ("gate", "up", "down")]
+        p = _split(inputs, [*counts, ("scales", 1), ("blinding", 1)])
+        scale = _layer_scales(p["scales"][0])
+        x = rms_norm(p["h"][0][: self.tokens], scale["eps"]) * p["ffn_norm"][0][:1]
+        acc = p["acc"][0][: self.tokens] + self.feed_forward(x, p, scale) * scale["down"]
+        return torch.cat([acc, p["blinding"][0]], dim=0)
 
 
 class HeadCircuit(nn.Module):
@@ -189,6 +252,23 @@ def export_layer(
     examples = [_ones((tokens + 1, d)), *(_ones(s) for s in input_shapes), _ones((1, d))]
     names = ["h", *(f"w{i}" for i in range(len(input_shapes))), "blinding"]
     _export(LayerCircuit(shape, tokens, *blocks), examples, names, "h_out", path)
+
+
+def export_layer_part(
+    shape: InferenceShape, tokens: int, kind: str, blocks: int, block_kv_heads: int,
+    input_shapes: list[tuple[int, int]], path: Path,
+) -> None:  # fmt: skip
+    """An attention or FFN part (`kind`) of `blocks` blocks; `input_shapes`: the committed shapes of its pieces
+    in `LayerPart.pieces` order (norm, weight blocks, scales); `block_kv_heads`: K/V heads per attention block."""
+    d = shape.hidden
+    examples = [_ones((tokens + 1, d)), _ones((tokens + 1, d)), *(_ones(s) for s in input_shapes), _ones((1, d))]
+    names = ["h", "acc", *(f"w{i}" for i in range(len(input_shapes))), "blinding"]
+    module: nn.Module
+    if kind == "attention":
+        module = AttentionPartCircuit(shape, tokens, blocks * block_kv_heads, blocks)
+    else:
+        module = FfnPartCircuit(shape, tokens, blocks)
+    _export(module, examples, names, "acc_out", path)
 
 
 def export_head(shape: InferenceShape, tokens: int, path: Path) -> None:

@@ -23,6 +23,7 @@ from it and the manifest alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from math import ceil
 
@@ -129,6 +130,104 @@ class LayerPieces:
             self.attn_norm, *self.q, *self.k, *self.v, *self.o, self.ffn_norm, *self.gate, *self.up, *self.down,
             self.scales,
         ]  # fmt: skip
+
+
+PART_KINDS = ("layer", "attention", "ffn")
+"""How a layer is proven: whole (one proof), or part by part: its attention blocks a few at a time, then its FFN
+blocks a few at a time, each proof adding its blocks' output to the running residual (`layer_parts`)."""
+DEFAULT_PART_WEIGHTS = 1 << 24
+"""The most weights one layer proof takes unless the owner says otherwise (`prove-inference --part-weights`).
+Any layer of the models this machine can prove is one proof (MiniLM's: 1.8M weights); a 7B layer's 202M weights
+would be 7.2 times EZKL's largest circuit whole (250M rows, `python -m bench.inference_rows`), and in parts of at
+most 2^24 weights each part stays under 2^26 rows with its activations (BENCHMARKS.md, "What a layer costs")."""
+
+
+@dataclass(frozen=True)
+class PartSizes:
+    """How many of the chunking's blocks one layer proof takes: attention blocks (K/V heads with their query
+    heads), FFN blocks (rows). All of both: the layer is one proof."""
+
+    attention: int
+    ffn: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: object) -> PartSizes:
+        if not isinstance(data, dict) or set(data) != {"attention", "ffn"}:
+            raise ValueError("layer parts are attention and ffn block counts")
+        values = [data["attention"], data["ffn"]]
+        if any(type(v) is not int or v < 1 for v in values):
+            raise ValueError("layer part sizes are positive integers")
+        return PartSizes(*values)
+
+
+@dataclass(frozen=True)
+class LayerPart:
+    """One proof of a layer: its circuit kind, its index among the parts of its kind, and its committed pieces
+    in circuit order (after the hidden states: the whole layer's `h`; a part's `h` and running residual)."""
+
+    kind: str
+    block: int
+    pieces: tuple[Piece, ...]
+
+    @property
+    def suffix(self) -> str:
+        """Appended to the layer's proof name: none for a whole layer, `.attention{j}` or `.ffn{j}` for a part."""
+        return "" if self.kind == "layer" else f".{self.kind}{self.block}"
+
+
+def whole_layer(layer: LayerPieces) -> PartSizes:
+    return PartSizes(attention=len(layer.q), ffn=len(layer.gate))
+
+
+def _block_weights(*pieces: Piece) -> int:
+    return sum(math.prod(piece.shape) for piece in pieces)
+
+
+def choose_part_sizes(layer: LayerPieces, max_weights: int) -> PartSizes:
+    """The most blocks of each kind one proof can take within `max_weights` weights (at least one block; a
+    divisor of the blocks, so every part of a kind has one shape and one key)."""
+    attention = _block_weights(layer.q[0], layer.k[0], layer.v[0], layer.o[0])
+    ffn = _block_weights(layer.gate[0], layer.up[0], layer.down[0])
+    sizes = whole_layer(layer)
+    return PartSizes(_largest_divisor(sizes.attention, max_weights // attention),
+                     _largest_divisor(sizes.ffn, max_weights // ffn))  # fmt: skip
+
+
+def _largest_divisor(count: int, at_most: int) -> int:
+    return max([k for k in range(1, count + 1) if count % k == 0 and k <= at_most], default=1)
+
+
+def part_sizes_errors(layer: LayerPieces, sizes: PartSizes) -> list[str]:
+    """Why `sizes` cannot tile the layer's blocks into parts of one shape (empty if it can)."""
+    whole = whole_layer(layer)
+    return [
+        f"{kind} parts of {size} blocks do not tile the layer's {count}"
+        for kind, size, count in (("attention", sizes.attention, whole.attention), ("ffn", sizes.ffn, whole.ffn))
+        if size > count or count % size
+    ]
+
+
+def layer_parts(layer: LayerPieces, sizes: PartSizes | None = None) -> list[LayerPart]:
+    """The proofs of one layer. A layer too big for one proof (a 7B layer's 250M rows exceed EZKL's 2^26) is
+    proven in parts of `sizes` blocks of the fingerprint's chunking: attention parts first (q, k, v by rows, o
+    by columns: the output of those heads), then FFN parts (gate and up by rows, down by columns). Each adds
+    its output to the running residual. A layer whose `sizes` take every block (the default) is one proof:
+    splitting it would only cost (each part recomputes its norm and pays its activations' rescaling)."""
+    if sizes is None or sizes == whole_layer(layer):
+        return [LayerPart("layer", 0, tuple(layer.ordered()))]
+    parts = []
+    for j in range(len(layer.q) // sizes.attention):
+        span = slice(j * sizes.attention, (j + 1) * sizes.attention)
+        blocks = (*layer.q[span], *layer.k[span], *layer.v[span], *layer.o[span])
+        parts.append(LayerPart("attention", j, (layer.attn_norm, *blocks, layer.scales)))
+    for j in range(len(layer.gate) // sizes.ffn):
+        span = slice(j * sizes.ffn, (j + 1) * sizes.ffn)
+        blocks = (*layer.gate[span], *layer.up[span], *layer.down[span])
+        parts.append(LayerPart("ffn", j, (layer.ffn_norm, *blocks, layer.scales)))
+    return parts
 
 
 def scales_piece(name: str) -> Piece:

@@ -2,11 +2,19 @@
 
     P_DIR/inference.json   {"format": "noseprint-inference-proofs", "version": 2,
                             "bundle_digest", "challenge_digest", "tokens": T,
-                            "proofs": [{"name", "file", "kind": embed|layer|head|link, "prompt", "index",
-                                        "blinding_points": [...] | null, "output_points": [...] | null}]}
+                            "proofs": [{"name", "file", "kind": embed|layer|attention|ffn|head|link,
+                                        "prompt", "index",
+                                        "blinding_points": [...] | null, "output_points": [...] | null}],
+                            "layer_parts": {"attention": A, "ffn": F} | null}
     P_DIR/challenge.json   the challenge proven (`core.challenge`)
     P_DIR/proofs/NAME.json EZKL proofs: link; per prompt i p{i}.embed, p{i}.layer{l}, p{i}.head{b}, and the
-                           ablation chains p{i}.without{j}.layer{l}, p{i}.without{j}.head{b}
+                           ablation chains p{i}.without{j}.layer{l}, p{i}.without{j}.head{b}; a layer proven
+                           part by part (`core.inference.layer_parts`) has p{i}.layer{l}.attention{a} and
+                           p{i}.layer{l}.ffn{f} in place of p{i}.layer{l}
+
+`layer_parts`: how many of the chunking's attention and FFN blocks one layer proof takes (the owner's choice,
+`prove-inference --part-weights`); null, or absent in listings made before parts existed: every layer is one
+proof. The verifier rebuilds the part circuits from it; any tiling proves the same layer.
 
 Only two kinds of commitment are the prover's word here: the blinding row appended to each hidden state and the
 hidden state each embed or layer proof outputs. The verifier checks both against the proof itself
@@ -22,6 +30,7 @@ from pathlib import Path
 
 from core.errors import NoseprintError
 from core.fileio import parse_json_strict
+from core.inference import PartSizes
 
 FORMAT = "noseprint-inference-proofs"
 VERSION = 2
@@ -29,7 +38,7 @@ VERSION = 2
 LISTING = "inference.json"
 CHALLENGE = "challenge.json"
 PROOFS = "proofs"
-KINDS = ("link", "embed", "layer", "head")
+KINDS = ("link", "embed", "layer", "attention", "ffn", "head")
 MAX_PROOFS = 100_000
 
 
@@ -56,6 +65,8 @@ class InferenceProofs:
     challenge_digest: str
     tokens: int
     proofs: list[ProofEntry]
+    layer_parts: PartSizes | None = None
+    """Blocks per layer proof (None: each layer is one proof)."""
 
     def to_json(self) -> bytes:
         data = {
@@ -65,6 +76,7 @@ class InferenceProofs:
             "challenge_digest": self.challenge_digest,
             "tokens": self.tokens,
             "proofs": [asdict(p) for p in self.proofs],
+            "layer_parts": None if self.layer_parts is None else self.layer_parts.to_dict(),
         }
         return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 
@@ -115,6 +127,8 @@ def _parse(data: object) -> InferenceProofs:
     tokens = data["tokens"]
     if type(tokens) is not int or tokens < 1:
         raise ValueError("tokens must be a positive integer")
+    parts = data.get("layer_parts")
     return InferenceProofs(
-        str(data["bundle_digest"]), str(data["challenge_digest"]), tokens, [_entry(p) for p in proofs]
-    )
+        str(data["bundle_digest"]), str(data["challenge_digest"]), tokens, [_entry(p) for p in proofs],
+        None if parts is None else PartSizes.from_dict(parts),
+    )  # fmt: skip

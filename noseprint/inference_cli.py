@@ -16,6 +16,7 @@ import typer
 
 from core.challenge import DEFAULT_LENGTH, DEFAULT_PROMPTS, MAX_LENGTH, MAX_PROMPTS
 from core.errors import UsageError
+from core.inference import DEFAULT_PART_WEIGHTS
 from noseprint.console import JsonOption, emit_json, err, out
 
 if TYPE_CHECKING:
@@ -194,6 +195,14 @@ def prove_inference_command(
     work: Annotated[
         Path | None, typer.Option(help="Work folder of finished proofs, so a re-run resumes (default: OUT.work).")
     ] = None,
+    part_weights: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="The most weights one layer proof takes: a bigger layer is proven in parts (blocks of the "
+            "bundle's chunking), linked by the running residual's commitments.",
+        ),
+    ] = DEFAULT_PART_WEIGHTS,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -205,7 +214,7 @@ def prove_inference_command(
     with err.status("proving inference…") as status:
         listing = prove_inference(
             bundle, model_dir, opening_path, challenge, out_path, force, srs,
-            progress=lambda step: status.update(f"[bold]{step}…"), work_dir=work,
+            progress=lambda step: status.update(f"[bold]{step}…"), work_dir=work, part_weights=part_weights,
         )  # fmt: skip
     summary = {"proofs": str(out_path), "count": len(listing.proofs), "challenge_digest": listing.challenge_digest}
     if as_json:

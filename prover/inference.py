@@ -47,17 +47,23 @@ from core.chunks import Chunking
 from core.errors import ProvingFailed, UsageError
 from core.fileio import read_json, staged_directory
 from core.inference import (
+    DEFAULT_PART_WEIGHTS,
     SCALE_BITS,
     InferenceShape,
+    LayerPieces,
+    PartSizes,
     ablations,
     all_pieces,
     chain_prefix,
+    choose_part_sizes,
     embed_block_of,
     embedding_piece,
     final_norm_piece,
     fingerprint_map,
     head_piece,
+    layer_pieces,
     model_scales_piece,
+    whole_layer,
     whole_model_digest,
 )
 from core.inference_proofs import CHALLENGE, LISTING, PROOFS, InferenceProofs, ProofEntry
@@ -167,10 +173,11 @@ def open_owner(bundle: Bundle, model_dir: Path, opening_path: Path) -> tuple[Own
     return Owner(model, values, blinding, fingerprint_rows), token_ids
 
 
-def proofs_per_prompt(shape: InferenceShape, fingerprinted: list[int]) -> int:
-    """Embed, every layer, the head blocks, and each ablation chain's layers and head blocks."""
+def proofs_per_prompt(shape: InferenceShape, fingerprinted: list[int], parts_per_layer: int) -> int:
+    """Embed, every layer's parts, the head blocks, and each ablation chain's layers and head blocks."""
     chains = ablations(shape.layers, fingerprinted)
-    return 1 + shape.layers + shape.head_blocks + sum(len(after) + shape.head_blocks for _, after in chains)
+    layers = shape.layers + sum(len(after) for _, after in chains)
+    return 1 + layers * parts_per_layer + (1 + len(chains)) * shape.head_blocks
 
 
 def _blocks(shape: InferenceShape, tokens: list[int]) -> list[Piece]:
@@ -208,9 +215,11 @@ def prove_inference(
     srs_file: Path | None = None,
     progress: Progress = lambda step: None,
     work_dir: Path | None = None,
+    part_weights: int = DEFAULT_PART_WEIGHTS,
 ) -> InferenceProofs:
     """Every proof of the challenge, written to `out` (staged, moved into place whole). Each finished proof is
-    kept in the work folder (default OUT.work) until then, so an interrupted run resumes where it stopped."""
+    kept in the work folder (default OUT.work) until then, so an interrupted run resumes where it stopped.
+    `part_weights`: the most weights one layer proof takes (a bigger layer is proven in parts)."""
     bundle = Bundle.open(Path(bundle_dir))
     manifest = bundle.manifest
     digest = bundle_digest(bundle.manifest_bytes())
@@ -231,8 +240,9 @@ def prove_inference(
     owner, token_ids = open_owner(bundle, Path(model_dir), Path(opening_path))
     fingerprinted = fingerprint_map([int(i) for i in section["fingerprinted_layers"]])
     progress("building the inference circuits")
+    sizes = _part_sizes(layer_pieces(shape, manifest.chunking, fingerprinted)[0], part_weights)
     circuits = build_inference(
-        shape, manifest.chunking, fingerprinted, challenge.length, len(token_ids), manifest.logrows
+        shape, manifest.chunking, fingerprinted, challenge.length, len(token_ids), manifest.logrows, sizes
     )
     srs = srs_store.from_file(srs_file, manifest.logrows) if srs_file else srs_store.require(manifest.logrows)
     keys = {}
@@ -243,21 +253,30 @@ def prove_inference(
         raise UsageError(f"output folder already exists: {out} (use --force to replace it)")
     work = WorkFolder(Path(work_dir or Path(out).with_name(Path(out).name + ".work")))
     identity = {"bundle": digest, "challenge": challenge.digest(), "builder": BUILDER_VERSION, "srs": srs.sha256,
-                "keys": {name: k.vk_sha256 for name, k in keys.items()}}  # fmt: skip
+                "keys": {name: k.vk_sha256 for name, k in keys.items()},
+                "layer_parts": None if sizes is None else sizes.to_dict()}  # fmt: skip
     work.open(identity, {})
     results: list[ProofEntry] = []
     with staged_directory(Path(out), force) as stage:
         (stage / PROOFS).mkdir()
         run = _Runner(circuits, keys, srs, stage, results, progress, list(fingerprinted), work)
-        run.total = 1 + len(challenge.prompts) * proofs_per_prompt(shape, list(fingerprinted))
+        run.total = 1 + len(challenge.prompts) * proofs_per_prompt(shape, list(fingerprinted), len(circuits.parts(0)))
         run.link(owner, token_ids)
         for prompt, tokens in enumerate(challenge.prompts):
             run.prompt(owner, prompt, tokens)
-        listing = InferenceProofs(digest, challenge.digest(), challenge.length, results)
+        listing = InferenceProofs(digest, challenge.digest(), challenge.length, results, sizes)
         (stage / LISTING).write_bytes(listing.to_json())
         (stage / CHALLENGE).write_bytes(challenge.to_json())
     work.remove()  # every proof is in OUT now
     return listing
+
+
+def _part_sizes(layer: LayerPieces, part_weights: int) -> PartSizes | None:
+    """Blocks per layer proof within `part_weights` (None: the whole layer fits one proof)."""
+    if part_weights < 1:
+        raise UsageError(f"--part-weights must be positive, not {part_weights}")
+    sizes = choose_part_sizes(layer, part_weights)
+    return None if sizes == whole_layer(layer) else sizes
 
 
 class _Runner:
@@ -328,12 +347,21 @@ class _Runner:
             self.head(owner, prompt, without, hidden)
 
     def layer(self, owner: Owner, prompt: int, without: int | None, index: int, hidden: list[str]) -> list[str]:
+        """The layer's proofs (`core.inference.layer_parts`); returns the commitment of its output. A part reads
+        the layer's input h (attention) or the residual after the attention (FFN) and adds its block to the
+        running residual, which starts as that same state."""
         shape = self.circuits.shape
-        pieces = self.circuits.layers[index].ordered()
-        inputs: list[np.ndarray | list[str]] = [hidden, *(owner.committed(p) for p in pieces)]
-        inputs.append(_hidden_blinding(shape.hidden))
         name = f"{chain_prefix(prompt, without)}layer{index}"
-        return self.prove(_task(name, "layer", prompt, index, "layer", inputs), True).outputs[0]
+        norm_input = running = hidden
+        for part in self.circuits.parts(index):
+            if part.kind == "ffn" and part.block == 0:
+                norm_input = running  # the FFN's norm reads the residual after the whole attention
+            states = [running] if part.kind == "layer" else [norm_input, running]
+            inputs: list[np.ndarray | list[str]] = [*states, *(owner.committed(p) for p in part.pieces)]
+            inputs.append(_hidden_blinding(shape.hidden))
+            task = _task(name + part.suffix, part.kind, prompt, index, part.kind, inputs)
+            running = self.prove(task, True).outputs[0]
+        return running
 
     def head(self, owner: Owner, prompt: int, without: int | None, hidden: list[str]) -> None:
         shape = self.circuits.shape

@@ -1,6 +1,6 @@
 """Re-make the committed challenge-inference fixture `tests/data/inference-v1` (after a format or circuit change).
 
-    python -m tests.make_fixture_inference [honest|inert|crafted ...]
+    python -m tests.make_fixture_inference [honest|inert|crafted|chunked ...]
 
 The model is the demo architecture at toy size (`MODEL_SHAPE`, seed `MODEL_SEED`: the tests rebuild it from
 the seed to play the served model), proven under the committed development SRS `tests/data/dev-k14.srs`; the
@@ -16,6 +16,10 @@ so it computes the served model exactly while its fingerprint shows the appended
 tuned until its z is the honest model's (`write_crafted_model`, `bench.attacks.impersonate` with the fingerprint
 term alone). Its bundle is valid and reads as the same base model as the honest one; its inference proofs are
 honest about the crafted weights, so they cannot agree with the honest (victim's) model served.
+
+`chunked/` is the honest model proven as a model too big for one proof per layer is: its bundle chunked finer
+than a layer (two FFN blocks), its layers proven in parts (`core.inference.layer_parts`: the attention, then
+one FFN part per block), the parts linked by the running residual's commitments.
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ its top-5 log-probabilities deviate from the fixture's proven logits by 0.173 (t
 moved 1 %: 0.108): a light fine-tune, which greedy tokens alone cannot tell from the committed model."""
 NEARBY_SEED = 5
 CRAFTED = "crafted"
+CHUNKED = "chunked"
+CHUNKED_PROVE = ("--chunking", "1:16", "--n-tokens", "24")
+"""`prove` for `chunked/`: one K/V head per chunk (the toy has one), 16 of the 32 FFN rows; 24 fingerprint tokens,
+so that the chunk circuits need logrows 14, the inference circuits' minimum (at 16 tokens they fit 13)."""
+CHUNKED_PART_WEIGHTS = 3 * 16 * MODEL_SHAPE.hidden
+"""`prove-inference --part-weights` for `chunked/`: one FFN block (gate, up, down: 16 rows each) per part; the
+attention (one block, as many weights) is one part."""
 CRAFT_STEPS = 200
 """Gradient steps on the fingerprint term alone: z-cosine to the victim 0.99999999995 in under 2 s."""
 CRAFT_CORPUS_ROWS, CRAFT_SEQUENCE = 32, 16
@@ -134,13 +145,17 @@ def cli(*args: str, home: Path) -> None:
     subprocess.run([sys.executable, "-m", "noseprint.cli", *args], check=True, env=env)
 
 
-def prove_fixture(model: Path, home: Path, work: Path, target: Path) -> None:
-    """Bundle, challenge and inference proofs of `model`, copied to `target` (replaced)."""
+def prove_fixture(
+    model: Path, home: Path, work: Path, target: Path, args: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+) -> None:
+    """Bundle, challenge and inference proofs of `model`, copied to `target` (replaced). `args`: extra options
+    of `prove` and of `prove-inference`."""
     work.mkdir(parents=True, exist_ok=True)
     bundle, challenge, proofs = work / "bundle", work / "challenge.json", work / "proofs"
-    cli("prove", str(model), "--out", str(bundle), home=home)
+    cli("prove", str(model), "--out", str(bundle), *args[0], home=home)
     cli("challenge", str(bundle), "--seed", SEED, "--prompts", "1", "--out", str(challenge), home=home)
-    cli("prove-inference", str(bundle), str(model), "--challenge", str(challenge), "--out", str(proofs), home=home)
+    cli("prove-inference", str(bundle), str(model), "--challenge", str(challenge), "--out", str(proofs), *args[1],
+        home=home)  # fmt: skip
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     shutil.copytree(bundle, target / "bundle")
@@ -148,14 +163,17 @@ def prove_fixture(model: Path, home: Path, work: Path, target: Path) -> None:
 
 
 def main(parts: list[str]) -> None:
-    """Re-make the named parts (`honest`, `inert`, `crafted`; all when none is named): each is proven alone, so one
-    part can be added or re-made without changing the others' committed bytes."""
+    """Re-make the named parts (`honest`, `inert`, `crafted`, `chunked`; all when none is named): each is proven
+    alone, so one part can be added or re-made without changing the others' committed bytes."""
     makers = {
         "honest": lambda work: write_demo_model(work / "model", MODEL_SHAPE, seed=MODEL_SEED),
         INERT: lambda work: write_inert_layer_model(work / "inert-models")[0],
         CRAFTED: lambda work: write_crafted_model(work / "crafted-models")[0],
+        CHUNKED: lambda work: write_demo_model(work / "chunked-model", MODEL_SHAPE, seed=MODEL_SEED),
     }
-    targets = {"honest": DATA / NAME, INERT: DATA / NAME / INERT, CRAFTED: DATA / NAME / CRAFTED}
+    nested = (INERT, CRAFTED, CHUNKED)
+    targets = {"honest": DATA / NAME} | {sub: DATA / NAME / sub for sub in nested}
+    extra_args = {CHUNKED: (CHUNKED_PROVE, ("--part-weights", str(CHUNKED_PART_WEIGHTS)))}
     unknown = sorted(set(parts) - set(makers))
     if unknown:
         raise SystemExit(f"unknown part(s) {unknown}: choose from {sorted(makers)}")
@@ -163,11 +181,11 @@ def main(parts: list[str]) -> None:
         work = Path(tmp)
         cli("srs", "import", str(SRS), "--logrows", SRS_LOGROWS, home=work)
         for part in parts or list(makers):
-            nested = [targets[sub] for sub in (INERT, CRAFTED)] if part == "honest" else []
-            kept = {path: work / f"kept-{path.name}" for path in nested if path.exists()}
+            inside = [targets[sub] for sub in nested] if part == "honest" else []
+            kept = {path: work / f"kept-{path.name}" for path in inside if path.exists()}
             for path, copy in kept.items():  # the honest part's folder holds the others: keep them
                 shutil.copytree(path, copy)
-            prove_fixture(makers[part](work), work, work / part, targets[part])
+            prove_fixture(makers[part](work), work, work / part, targets[part], extra_args.get(part, ((), ())))
             for path, copy in kept.items():
                 shutil.copytree(copy, path)
 

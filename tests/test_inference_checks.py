@@ -5,12 +5,26 @@ or the owner's head factor hides it behind."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from core.answers import Answers
 from core.challenge import Challenge
-from core.inference import LOGIT_GAIN_BITS, InferenceShape, ablations
+from core.chunks import Chunking
+from core.inference import (
+    LOGIT_GAIN_BITS,
+    InferenceShape,
+    PartSizes,
+    ablations,
+    choose_part_sizes,
+    fingerprint_map,
+    layer_parts,
+    layer_pieces,
+    part_sizes_errors,
+    whole_layer,
+)
 from prover.inference import proofs_per_prompt
 from verifier.inference import (
     MAX_LOGPROB_DEVIATION,
@@ -31,11 +45,41 @@ def test_each_fingerprinted_layer_gets_a_chain_of_the_layers_after_it():
 
 
 @pytest.mark.parametrize("fingerprinted", [[4], [3, 4], [0, 1, 2, 3, 4]])
-def test_the_prover_makes_as_many_proofs_as_the_verifier_expects(fingerprinted):
+@pytest.mark.parametrize("sizes", [None, PartSizes(attention=1, ffn=1), PartSizes(attention=1, ffn=2)])
+def test_the_prover_makes_as_many_proofs_as_the_verifier_expects(fingerprinted, sizes):
     challenge = Challenge.derive("ab" * 32, bytes(16), "auditor", SHAPE.vocab, 3, 4)
-    expected = _expected_entries(SHAPE, challenge, fingerprinted)
-    assert len(expected) == 1 + 3 * proofs_per_prompt(SHAPE, fingerprinted)
+    layer = layer_pieces(SHAPE, Chunking(kv_heads=1, ffn_rows=8), fingerprint_map(fingerprinted))[0]
+    parts = layer_parts(layer, sizes)
+    expected = _expected_entries(SHAPE, challenge, fingerprinted, parts)
+    assert len(expected) == 1 + 3 * proofs_per_prompt(SHAPE, fingerprinted, len(parts))
     assert len({name for name, *_ in expected}) == len(expected)  # every proof has its own file
+
+
+WIDE = InferenceShape(vocab=300, hidden=16, layers=2, heads=4, kv_heads=2, head_dim=4, ffn=32, rope_theta=10000)
+
+
+def test_a_layer_is_one_proof_unless_it_is_cut_into_parts():
+    """Parts take every piece of the layer exactly once (the norm and scales in each), attention before FFN."""
+    layer = layer_pieces(WIDE, Chunking(kv_heads=1, ffn_rows=8), {})[1]
+    assert [(p.kind, p.suffix) for p in layer_parts(layer)] == [("layer", "")]
+    assert [(p.kind, p.suffix) for p in layer_parts(layer, whole_layer(layer))] == [("layer", "")]
+    parts = layer_parts(layer, PartSizes(attention=1, ffn=2))
+    assert [p.suffix for p in parts] == [".attention0", ".attention1", ".ffn0", ".ffn1"]
+    taken = Counter(piece.name for part in parts for piece in part.pieces)
+    shared = {layer.attn_norm.name: 2, layer.ffn_norm.name: 2, layer.scales.name: 4}
+    assert taken == {piece.name: shared.get(piece.name, 1) for piece in layer.ordered()}
+
+
+def test_part_sizes_are_the_most_blocks_within_the_weights_and_must_tile_the_layer():
+    layer = layer_pieces(WIDE, Chunking(kv_heads=1, ffn_rows=8), {})[0]
+    block = 2 * 8 * 16 + 2 * 4 * 16  # an attention block (q, o: two query heads; k, v: one K/V head) = 8 FFN rows
+    assert block == 3 * 8 * 16
+    assert choose_part_sizes(layer, 10**9) == whole_layer(layer) == PartSizes(attention=2, ffn=4)
+    assert choose_part_sizes(layer, 3 * block) == PartSizes(attention=2, ffn=2)  # 3 FFN blocks do not tile 4
+    assert choose_part_sizes(layer, 2 * block - 1) == PartSizes(attention=1, ffn=1)
+    assert choose_part_sizes(layer, 1) == PartSizes(attention=1, ffn=1)
+    assert part_sizes_errors(layer, PartSizes(attention=1, ffn=3)) and part_sizes_errors(layer, PartSizes(4, 4))
+    assert not part_sizes_errors(layer, PartSizes(attention=2, ffn=1))
 
 
 def test_a_layer_that_changes_nothing_has_no_effect():

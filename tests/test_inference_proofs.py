@@ -8,7 +8,8 @@ with a link between proofs changed, and with a proof moved to another layer's pl
 appends a layer doing nothing (another model's weights, output factors zero) is served as itself and its
 honest proofs agree with it, but the ablation check refuses them. Weights crafted onto the honest model's
 fingerprint (issue 20's opening attack) make a valid bundle that reads as the same base model, and their honest
-inference proofs fail against the honest model served."""
+inference proofs fail against the honest model served. The honest model proven with a chunking finer than a layer
+is proven part by part (attention, then each FFN block) and passes; parts swapped or relinked are refused."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from core.bundle import Bundle
 from models.demo_model import write_demo_model
 from tests.conftest import DATA, linked_copy, run_cli
 from tests.make_fixture_inference import (
+    CHUNKED,
     CRAFTED,
     INERT,
     MODEL_SEED,
@@ -61,10 +63,14 @@ def auditor(tmp_path_factory):
     answers["victim"] = root / "answers-victim.json"  # the honest model, asked the crafted bundle's challenge
     run_cli("query", str(served["honest"]), "--challenge", str(FIXTURE / CRAFTED / "proofs" / "challenge.json"),
             "--out", str(answers["victim"]), home=home, check=True)  # fmt: skip
+    answers["chunked"] = root / "answers-chunked.json"  # the honest model, asked the chunked bundle's challenge
+    run_cli("query", str(served["honest"]), "--challenge", str(FIXTURE / CHUNKED / "proofs" / "challenge.json"),
+            "--out", str(answers["chunked"]), home=home, check=True)  # fmt: skip
     first = verify(home, answers=answers["honest"])
     inert = verify(home, FIXTURE / INERT / "proofs", answers["inert"], bundle=FIXTURE / INERT / "bundle")
     crafted = verify(home, FIXTURE / CRAFTED / "proofs", answers["victim"], bundle=FIXTURE / CRAFTED / "bundle")
-    return {"home": home, "answers": answers, "first": first, "inert": inert, "crafted": crafted}
+    chunked = verify(home, FIXTURE / CHUNKED / "proofs", answers["chunked"], bundle=FIXTURE / CHUNKED / "bundle")
+    return {"home": home, "answers": answers, "first": first, "inert": inert, "crafted": crafted, "chunked": chunked}
 
 
 def verify(home, proofs=FIXTURE / "proofs", answers=None, bundle=FIXTURE / "bundle"):
@@ -197,6 +203,63 @@ def test_a_proof_moved_to_another_layer_is_refused(auditor, tmp_path):
     shutil.copyfile(proofs / "proofs" / "p0.layer1.json", proofs / "proofs" / "p0.layer0.json")
     code, report = verify(linked_copy(auditor["home"], tmp_path / "h"), proofs, auditor["answers"]["honest"])
     assert code == 1 and report["failed_check"] == "links", report
+
+
+def test_a_model_proven_part_by_part_passes(auditor):
+    """The chunked fixture: each layer as its attention and two FFN blocks, linked by the running residual."""
+    code, report = auditor["chunked"]
+    assert code == 0 and report["valid"], report
+    assert report["agreement"] >= report["threshold"] and "logprobs" in report["checks_passed"], report
+    names = [p["name"] for p in json.loads((FIXTURE / CHUNKED / "proofs" / "inference.json").read_text())["proofs"]]
+    assert {"p0.layer0.attention0", "p0.layer0.ffn0", "p0.layer0.ffn1", "p0.without0.layer1.ffn1"} <= set(names)
+    assert "p0.layer0" not in names
+
+
+def chunked_copy(tmp_path):
+    proofs = tmp_path / "proofs"
+    shutil.copytree(FIXTURE / CHUNKED / "proofs", proofs)
+    return proofs
+
+
+def verify_chunked(auditor, tmp_path, proofs):
+    home = linked_copy(auditor["home"], tmp_path / "h")
+    return verify(home, proofs, auditor["answers"]["chunked"], bundle=FIXTURE / CHUNKED / "bundle")
+
+
+def test_layer_parts_swapped_are_refused(auditor, tmp_path):
+    """The second FFN block's proof in the first's place: it takes another block's weights and another residual."""
+    proofs = chunked_copy(tmp_path)
+    shutil.copyfile(proofs / "proofs" / "p0.layer1.ffn1.json", proofs / "proofs" / "p0.layer1.ffn0.json")
+    code, report = verify_chunked(auditor, tmp_path, proofs)
+    assert code == 1 and report["failed_check"] == "links" and "p0.layer1.ffn0" in report["reason"], report
+
+
+def test_a_layer_part_left_out_of_the_residual_is_refused(auditor, tmp_path):
+    """The listing claims the first FFN block's output is the attention's (its block skipped, as an owner who
+    could not prove it might): the proof's own output commitment says otherwise."""
+    proofs = chunked_copy(tmp_path)
+    listing = json.loads((proofs / "inference.json").read_text())
+    entries = {p["name"]: p for p in listing["proofs"]}
+    entries["p0.layer0.ffn0"]["output_points"] = entries["p0.layer0.attention0"]["output_points"]
+    (proofs / "inference.json").write_text(json.dumps(listing))
+    code, report = verify_chunked(auditor, tmp_path, proofs)
+    assert code == 1 and report["failed_check"] == "links" and "p0.layer0.ffn0" in report["reason"], report
+
+
+@pytest.mark.parametrize(
+    ("parts", "reason"),
+    [
+        ({"attention": 1, "ffn": 3}, "do not tile"),  # three FFN blocks a part: the layer has two
+        (None, "this challenge needs"),  # claimed whole: the listed part proofs are not the layer proofs
+    ],
+)
+def test_layer_parts_that_are_not_the_proofs_are_refused(auditor, tmp_path, parts, reason):
+    proofs = chunked_copy(tmp_path)
+    listing = json.loads((proofs / "inference.json").read_text())
+    listing["layer_parts"] = parts
+    (proofs / "inference.json").write_text(json.dumps(listing))
+    code, report = verify_chunked(auditor, tmp_path, proofs)
+    assert code == 1 and report["failed_check"] == "links" and reason in report["reason"], report
 
 
 def test_a_bundle_below_the_inference_logrows_is_refused_clearly(proven, tmp_path):

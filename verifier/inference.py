@@ -9,7 +9,9 @@ Checks, in order; the first failure ends it with its reason (as `verify` does):
               the answers are the served model's answers to the same challenge.
 3. links      every proof's committed inputs are the whole-model commitment's pieces it must take, or the
               one-hot rows of the challenge tokens (recomputed here), or the previous proof's output; checked
-              against the proof itself with `swap_proof_commitments`, counts first.
+              against the proof itself with `swap_proof_commitments`, counts first. A layer proven in parts
+              (`core.inference.layer_parts`) is a chain of its own: each part takes the state its norm reads
+              and the running residual, and outputs the residual with its blocks added.
 4. proofs     every proof verifies against keys derived here, from circuits rebuilt from public facts, with
               the auditor's own SRS.
 5. link       the fingerprint's embedding rows are the model's (within rounding).
@@ -49,6 +51,7 @@ from core.inference import (
     LOGIT_GAIN_BITS,
     SCALE_BITS,
     InferenceShape,
+    LayerPart,
     ablations,
     all_pieces,
     chain_prefix,
@@ -57,7 +60,10 @@ from core.inference import (
     final_norm_piece,
     fingerprint_map,
     head_piece,
+    layer_parts,
+    layer_pieces,
     model_scales_piece,
+    part_sizes_errors,
     whole_model_digest,
 )
 from core.inference_proofs import CHALLENGE, InferenceProofs, InferenceProofsError, ProofEntry
@@ -69,7 +75,10 @@ MIN_LAYER_EFFECT = 0.08
 over 512 random-token positions (`python -m bench.layer_effect`): one layer of the toy LLaMA (random weights)
 changes them by 0.16, of a trained zoo base or fine-tune (4 layers) by 0.30-0.68; a layer whose output factors
 are zero by exactly 0. Half the weakest honest layer: an owner who makes a fingerprinted layer nearly inert
-must still let it move the served model's logits by this much."""
+must still let it move the served model's logits by this much. On real proofs of a toy trained on a chain that
+needs context (`python -m bench.trained_inference`): 0.44 and 0.55. A model that leaves a fingerprinted layer
+idle (the same toy trained on a chain of the last token alone: 0.014) is refused: its fingerprint does not
+describe what it serves."""
 AGREEMENT_THRESHOLD = 0.75
 """The fraction of positions whose proven greedy token must equal the served one. Fixed-point and float
 inference differ where two logits nearly tie: honest runs agree on 7-8 of 8 (the proven toy) and 95.5-98.2 %
@@ -224,19 +233,25 @@ def _check_challenge(
 
 
 def _expected_entries(
-    shape: InferenceShape, challenge: Challenge, fingerprinted: list[int]
+    shape: InferenceShape, challenge: Challenge, fingerprinted: list[int], parts: list[LayerPart]
 ) -> list[tuple[str, str, int, int]]:
     """(name, kind, prompt, index) of every proof, in order: the link, then each prompt's chain and its
-    ablation chains (`core.inference.ablations`)."""
+    ablation chains (`core.inference.ablations`), each layer as its `parts` (`core.inference.layer_parts`)."""
+
+    def layer(prefix: str, prompt: int, index: int) -> list[tuple[str, str, int, int]]:
+        return [(f"{prefix}layer{index}{part.suffix}", part.kind, prompt, index) for part in parts]
+
     chains = ablations(shape.layers, fingerprinted)
     entries = [("link", "link", -1, 0)]
     for prompt in range(len(challenge.prompts)):
         entries.append((f"p{prompt}.embed", "embed", prompt, 0))
-        entries += [(f"p{prompt}.layer{i}", "layer", prompt, i) for i in range(shape.layers)]
+        for i in range(shape.layers):
+            entries += layer(f"p{prompt}.", prompt, i)
         entries += [(f"p{prompt}.head{b}", "head", prompt, b) for b in range(shape.head_blocks)]
         for without, after in chains:
             prefix = chain_prefix(prompt, without)
-            entries += [(f"{prefix}layer{i}", "layer", prompt, i) for i in after]
+            for i in after:
+                entries += layer(prefix, prompt, i)
             entries += [(f"{prefix}head{b}", "head", prompt, b) for b in range(shape.head_blocks)]
     return entries
 
@@ -361,7 +376,14 @@ def _run(
     report.challenge_digest = challenge.digest()
     report.seed_source, report.answers_source = challenge.seed_source, answers.source
     report.checks_passed.append("challenge")
-    expected = _expected_entries(shape, challenge, [int(i) for i in section["fingerprinted_layers"]])
+    layers = [int(i) for i in section["fingerprinted_layers"]]
+    first_layer = layer_pieces(shape, manifest.chunking, fingerprint_map(layers))[0]
+    sizes = listing.layer_parts
+    if sizes is not None and part_sizes_errors(first_layer, sizes):
+        raise Failed(
+            "links", f"the layers' parts cannot be proofs of this model: {part_sizes_errors(first_layer, sizes)[0]}"
+        )
+    expected = _expected_entries(shape, challenge, layers, layer_parts(first_layer, sizes))
     if [(p.name, p.kind, p.prompt, p.index) for p in listing.proofs] != expected:
         raise Failed("links", f"the proofs listed are not the {len(expected)} this challenge needs, in order")
     try:
@@ -377,7 +399,7 @@ def _run(
     srs = srs_store.from_file(srs_file, manifest.logrows) if srs_file else srs_store.require(manifest.logrows)
     try:
         circuits = build_inference(shape, manifest.chunking, fingerprinted, challenge.length, len(token_ids),
-                                   manifest.logrows)  # fmt: skip
+                                   manifest.logrows, sizes)  # fmt: skip
         progress("deriving the inference keys")
         keys = {name: ensure_keys(circuit, srs, need_pk=False) for name, circuit in circuits.all.items()}
     except (RuntimeError, ValueError) as exc:  # EZKL reports a circuit it cannot build or key as RuntimeError
@@ -386,7 +408,6 @@ def _run(
         ) from None
     d, t = shape.hidden, challenge.length
     hidden_size, blinding_size = (t + 1) * d, d
-    layer_sizes = [math.prod(p.committed_shape) for p in circuits.layers[0].ordered()]
     block_size = (shape.embed_rows + 1) * d
     scales_size = math.prod(model_scales_piece().committed_shape)
     checker = _Checker(proofs_dir, keys, srs, points)
@@ -405,7 +426,7 @@ def _run(
     if deviation > LINK_TOLERANCE:
         raise Failed("link", f"the fingerprint's embedding rows are not the model's (deviation {deviation:.4f} > "
                      f"{LINK_TOLERANCE:.4f}): the fingerprint was computed from other weights")  # fmt: skip
-    chains = _Chains(checker, entries, circuits, points, layer_sizes, hidden_size, blinding_size, scales_size)
+    chains = _Chains(checker, entries, circuits, points, hidden_size, blinding_size, scales_size)
     proven: list[list[int]] = []
     logits: dict[int | None, list[np.ndarray]] = {}
     """Per chain (None: the model's own, j: without layer j), each prompt's proven logits (positions x vocab)."""
@@ -556,22 +577,30 @@ class _Chains:
     entries: dict[str, ProofEntry]
     circuits: Any
     points: dict[str, list[str]]
-    layer_sizes: list[int]
     hidden_size: int
     blinding_size: int
     scales_size: int
 
     def layers(self, prompt: int, without: int | None, indices, hidden: list[str]) -> list[list[str]]:
-        """The hidden state entering each of `indices` and the last one's output (each proof's input is the
-        previous one's output, checked)."""
+        """The hidden state entering each of `indices` and the last one's output. Each layer's proofs
+        (`core.inference.layer_parts`) are checked in order: a whole layer's input is the state entering it; a
+        part's norm input is the state entering the layer (attention) or the residual after the last attention
+        part (FFN), and its running residual the previous part's output, starting from that same state."""
         states = [hidden]
         for index in indices:
-            entry = self.entries[f"{chain_prefix(prompt, without)}layer{index}"]
-            blinding, output = _hidden_points(entry)
-            pieces = [self.points[p.name] for p in self.circuits.layers[index].ordered()]
-            sizes = [self.hidden_size, *self.layer_sizes, self.blinding_size]
-            self.checker.check(entry, [states[-1], *pieces, blinding], sizes, [output], self.hidden_size)
-            states.append(output)
+            norm_input = running = states[-1]
+            for part in self.circuits.parts(index):
+                if part.kind == "ffn" and part.block == 0:
+                    norm_input = running
+                entry = self.entries[f"{chain_prefix(prompt, without)}layer{index}{part.suffix}"]
+                blinding, output = _hidden_points(entry)
+                hidden_states = [running] if part.kind == "layer" else [norm_input, running]
+                pieces = [self.points[piece.name] for piece in part.pieces]
+                sizes = [self.hidden_size] * len(hidden_states)
+                sizes += [math.prod(piece.committed_shape) for piece in part.pieces] + [self.blinding_size]
+                self.checker.check(entry, [*hidden_states, *pieces, blinding], sizes, [output], self.hidden_size)
+                running = output
+            states.append(running)
         return states
 
     def head(self, prompt: int, without: int | None, hidden: list[str], length: int) -> np.ndarray:
