@@ -27,7 +27,14 @@ import numpy as np
 
 from circuits.inference import probe_rows
 from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking
-from core.inference import DEFAULT_PART_WEIGHTS, InferenceShape, PartSizes, choose_part_sizes, layer_pieces
+from core.inference import (
+    DEFAULT_PART_WEIGHTS,
+    InferenceShape,
+    PartSizes,
+    choose_part_sizes,
+    layer_pieces,
+    whole_layer,
+)
 from core.layout import CircuitLayout
 
 HEAD_DIM = 8
@@ -118,22 +125,46 @@ def measure_parts(tokens: int) -> None:
     for kind, ((a, b, c, d), worst) in fits.items():
         print(f"{kind} part: rows = {a:,.0f} + {b:.3f} x weights + {c:,.1f} x hidden + {d:,.1f} x width "
               f"(worst misfit {worst:.1e})")  # fmt: skip
+    coefficients = {kind: tuple(float(c) for c in fitted) for kind, (fitted, _) in fits.items()}
     for name, shape in LLAMA_SHAPES.items():
-        layout = CircuitLayout(tokens=1, hidden=shape.hidden, layers=(shape.layer_shape(),))
-        chunking = choose_chunking(layout, DEFAULT_CHUNK_WEIGHTS)
-        layer = layer_pieces(shape, chunking, {})[0]
-        sizes = choose_part_sizes(layer, DEFAULT_PART_WEIGHTS)
-        widths = {"attention": layer.q[0].shape[0] * sizes.attention, "ffn": chunking.ffn_rows * sizes.ffn}
-        counts = {"attention": len(layer.q) // sizes.attention, "ffn": len(layer.gate) // sizes.ffn}
-        total = 0.0
-        for kind in ("attention", "ffn"):
-            (a, b, c, d), _ = fits[kind]
-            weights = sum(math.prod(p.shape) for p in _part_pieces(layer, kind, sizes))
-            rows = a + b * weights + c * shape.hidden + d * widths[kind]
-            total += rows * counts[kind]
-            print(f"{name}: {counts[kind]} {kind} parts of {weights:,} weights, about {rows:,.0f} rows each "
+        cut = layer_cut(shape, DEFAULT_PART_WEIGHTS, coefficients)
+        for kind, count, weights, rows in cut:
+            print(f"{name}: {count} {kind} parts of {weights:,} weights, about {rows:,.0f} rows each "
                   f"(logrows {math.ceil(math.log2(rows))})")  # fmt: skip
-        print(f"{name}: {sum(counts.values())} proofs per layer and prompt, {total:,.0f} rows in all")
+        print(
+            f"{name}: {sum(c for _, c, _, _ in cut)} proofs per layer and prompt, "
+            f"{sum(c * r for _, c, _, r in cut):,.0f} rows in all"
+        )
+
+
+PART_FITS = {"attention": (3_769.0, 1.0, 1_360.5, 3_588.0), "ffn": (2_320.0, 1.0, 1_359.5, 1_988.0)}
+"""rows = a + b·weights + c·hidden + d·width of a layer part at 8 tokens, as `--parts` measured them (exact
+fits, BENCHMARKS.md "A layer in parts"; width: q's, or the FFN rows)."""
+LAYER_FIT = (6_024.0, 1.0, 6_280.5, 1_988.0)
+"""The same for a whole layer (width: the FFN's), as this bench measures it without `--parts`."""
+
+
+def layer_cut(
+    shape: InferenceShape, part_weights: int, fits: dict[str, tuple[float, ...]] = PART_FITS
+) -> list[tuple[str, int, int, float]]:
+    """One layer of `shape` cut as `prove-inference` cuts it (the default chunking, parts of at most
+    `part_weights`): per part kind, how many parts, the weights and the rows of each."""
+    layout = CircuitLayout(tokens=1, hidden=shape.hidden, layers=(shape.layer_shape(),))
+    chunking = choose_chunking(layout, min(DEFAULT_CHUNK_WEIGHTS, part_weights))
+    layer = layer_pieces(shape, chunking, {})[0]
+    sizes = choose_part_sizes(layer, part_weights)
+    if sizes == whole_layer(layer):  # prove-inference proves such a layer whole, in one proof
+        a, b, c, d = LAYER_FIT
+        weights = sum(math.prod(p.shape) for kind in ("attention", "ffn") for p in _part_pieces(layer, kind, sizes))
+        return [("layer", 1, weights, a + b * weights + c * shape.hidden + d * shape.ffn)]
+    widths = {"attention": layer.q[0].shape[0] * sizes.attention, "ffn": chunking.ffn_rows * sizes.ffn}
+    counts = {"attention": len(layer.q) // sizes.attention, "ffn": len(layer.gate) // sizes.ffn}
+    cut = []
+    for kind in ("attention", "ffn"):
+        a, b, c, d = fits[kind]
+        weights = sum(math.prod(p.shape) for p in _part_pieces(layer, kind, sizes))
+        cut.append((kind, counts[kind], weights, a + b * weights + c * shape.hidden + d * widths[kind]))
+    return cut
 
 
 def _part_pieces(layer, kind: str, sizes: PartSizes) -> list:
