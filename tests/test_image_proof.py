@@ -1,7 +1,7 @@
 """`prove --prove-image`: a real EZKL proof that the thumbnail is the thumbnail generator's picture of the proven z.
 
-CI runs it with a tiny thumbnail generator (`tests.conftest.THUMBNAIL`: 8x8, 4 channels, ~115k rows, about two
-minutes) named by --thumbnail on both sides; the released 16x16 one is the same code at 946k rows, measured by
+CI runs it with a tiny thumbnail generator (`tests.conftest.THUMBNAIL`: 8x8, 2 channels, 71,562 rows) named by
+--thumbnail on both sides; the released 16x16 one is the same code at 946k rows, measured by
 `bench/image_proof.py`.
 """
 
