@@ -1,12 +1,15 @@
 """Issue 20: what one challenge-inference proof costs on this machine, measured, and what a model's prompt costs.
 
     python -m bench.inference_calibrate [--logrows 14] [--tokens 8] [--save P.json]   # about 45 min here
-    python -m bench.inference_calibrate --read P.json [P2.json]                        # the read-out again
+    python -m bench.inference_calibrate --read P.json [P2.json] [--plot F.png]         # the read-out again
 
-`bench.inference_rows` counts EZKL rows; this proves. Four layer proofs of two random demo-architecture models
+This machine's points are in docs/data/inference_calibration*.json; the figure is docs/figures/inference_cost.png.
+
+`bench.inference_rows` counts EZKL rows; this proves. Five layer proofs of random demo-architecture models
 (`models.demo_model`): the test fixture's toy (hidden 16) as one FFN part and as a whole layer, and the zoo's
 shape (hidden 64, 4 heads, 2 K/V heads, FFN 128) as an attention part (one K/V head and its two query heads)
-and an FFN part (64 rows). Each circuit is built as `prove-inference` builds it (`circuits.inference.
+and an FFN part (64 rows), and all-MiniLM-L6-v2's width (hidden 384) as its smallest part, an FFN block of 8
+rows (about 22 GB: run it alone). Each circuit is built as `prove-inference` builds it (`circuits.inference.
 build_inference` at --logrows), its keys derived in one child process and the part proven in another
 (`bench.calibrate`'s children: each times its EZKL call; peak RSS sampled over the process tree). The inputs
 are the model's committed integers with blinding and a hidden state at unit RMS, as a prover hands them.
@@ -191,6 +194,44 @@ def read_out(points: list[dict]) -> None:
                   f"{memory[0] + memory[1] * smallest:.1f} GB")  # fmt: skip
 
 
+MARKED_PROOFS = {
+    "zoo base's largest part": 332_761,
+    "MiniLM width, attention part (1 head, 4 tokens)": 376_723,
+    "MiniLM width, attention part (1 head, 8 tokens)": 704_145,
+}
+"""Proofs the figure marks (EZKL's counts: `circuits.inference.probe_rows`)."""
+MACHINE_GB = 24.0
+
+
+def plot(points: list[dict], path: Path) -> None:
+    """Peak memory and proving time against rows, measured and fitted, with this machine's memory and the
+    proofs the read-out turns on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    seconds, memory = fit(points, "prove_s"), fit(points, "peak_gb")
+    span = np.linspace(0, 800_000, 50)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, key, (a, b), unit in ((left, "peak_gb", memory, "peak memory (GB)"),
+                                    (right, "prove_s", seconds, "proving time (s)")):  # fmt: skip
+        axis.plot([p["rows"] for p in points], [p[key] for p in points], "o", color="tab:blue", label="measured")
+        axis.plot(span, a + b * span, "-", color="tab:blue", alpha=0.5, label="fit")
+        for (label, rows), colour in zip(MARKED_PROOFS.items(), ("tab:green", "tab:orange", "tab:red"), strict=True):
+            axis.axvline(rows, color=colour, linestyle=":", label=label)
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda rows, _: f"{rows / 1000:.0f}k"))
+        axis.set_xlabel("EZKL rows of one proof (logrows 14)")
+        axis.set_ylabel(unit)
+        axis.grid(alpha=0.3)
+    left.axhline(MACHINE_GB, color="black", linestyle="--", label="this machine (24 GiB)")
+    left.legend(fontsize=7, loc="lower right")
+    fig.suptitle("One challenge-inference proof on 2 cores: what fits (bench/inference_calibrate.py)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--logrows", type=int, default=14, help="The bundle's logrows (every circuit's).")
@@ -198,11 +239,15 @@ def main() -> None:
     parser.add_argument("--cases", type=int, nargs="+", help="Indices into the cases (default: all).")
     parser.add_argument("--save", type=Path, help="Write the measured points here (JSON; never over a file).")
     parser.add_argument("--read", type=Path, nargs="+", help="Read points saved before instead of measuring.")
+    parser.add_argument("--plot", type=Path, help="Also draw the points and the fit into this PNG.")
     args = parser.parse_args()
     if args.save and args.save.exists():
         raise SystemExit(f"{args.save} exists: name another file")
     if args.read:
-        read_out([point for path in args.read for point in json.loads(path.read_text())])
+        points = [point for path in args.read for point in json.loads(path.read_text())]
+        read_out(points)
+        if args.plot:
+            plot(points, args.plot)
         return
     picked = [CASES[i] for i in args.cases] if args.cases else CASES
     print(f"{'proof':<34} {'rows':>9} {'weights':>8} {'setup s':>8} {'prove s':>8} {'peak GB':>8} {'pk GB':>6}")
@@ -214,6 +259,8 @@ def main() -> None:
         args.save.write_text(json.dumps(points, indent=1))
     if len(points) >= 2:
         read_out(points)
+        if args.plot:
+            plot(points, args.plot)
 
 
 if __name__ == "__main__":
