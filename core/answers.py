@@ -34,7 +34,24 @@ GREEDY_TIE = 1e-6
 """The greedy token must be (within this) the most likely of the top-k: argmax and top-k may order exact ties
 differently, nothing else may disagree."""
 
+MAX_SOURCE_CHARS = 1000
+"""The longest `source` an answers file may state."""
+
 TopK = list[tuple[int, float]]
+
+
+def answers_origin(source: str | None) -> str:
+    """What kind of source `source` names, in words: the file states it, and a transcript is its maker's word
+    (an owner can write one that agrees with the committed model), not a query anyone saw answered."""
+    if source is None:
+        return "not recorded"
+    if source.startswith("transcript:"):
+        return "a transcript: its maker's word, not a query"
+    if source.startswith("model:"):
+        return "a model folder run by whoever checked"
+    if source.startswith(("http://", "https://")):
+        return "a served API queried by whoever checked"
+    return "unknown"
 
 
 class AnswersError(NoseprintError):
@@ -175,8 +192,8 @@ def form_errors(a: Answers) -> list[str]:
     """What makes answers malformed whatever their challenge; empty when well-formed."""
     if not is_hex(a.challenge_digest, 32):
         return ["challenge_digest is not 64 lower-case hex digits"]
-    if not isinstance(a.source, str) or len(a.source) > 1000:
-        return ["source is not a string of at most 1000 characters"]
+    if not isinstance(a.source, str) or len(a.source) > MAX_SOURCE_CHARS:
+        return [f"source is not a string of at most {MAX_SOURCE_CHARS} characters"]
     return _greedy_form_errors(a.greedy) or _top_form_errors(a.top, a.greedy)
 
 

@@ -3,8 +3,10 @@
 A challenge is only worth something if the owner could not know it when committing to the weights: otherwise
 the committed weights could be tuned to agree with the served model on exactly these prompts and nowhere else.
 So the prompts are not chosen, they are *derived*, deterministically, from a seed fixed after the bundle exists
-(the root of a signed registry checkpoint whose tree includes the bundle's entry, or a value the auditor
-supplies), and anyone can recompute them (`derive_prompts`, `challenge_errors`).
+(the root of the first signed registry checkpoint whose tree includes the bundle's entry, the one of size
+log_index + 1, or a value the auditor supplies), and anyone can recompute them (`derive_prompts`,
+`challenge_errors`). Only the first checkpoint: every later add signs a new root that includes the entry, and an
+owner free to choose among them (adding entries of their own until one suits) would choose the prompts.
 
     {"format": "noseprint-challenge", "version": 1,
      "bundle_digest": SHA-256 hex of the bundle's manifest.json bytes,
@@ -255,6 +257,11 @@ def _checkpoint_form_errors(c: Challenge) -> list[str]:
         return ["the seed is not the checkpoint's root"]
     if not (_int_in(record["size"], 1, 1 << 62) and _int_in(record["log_index"], 0, record["size"] - 1)):
         return ["the checkpoint's size or the entry's log index is not a possible position"]
+    if record["size"] != record["log_index"] + 1:
+        return [
+            f"the checkpoint has size {record['size']}, not {record['log_index'] + 1}: only the first checkpoint that "
+            "includes the entry seeds a challenge (every later one is a new root the owner could pick from)"
+        ]
     if not (type(record["entry_id"]) is int and isinstance(record["leaf"], str)):
         return ["the checkpoint record's entry id or leaf is malformed"]
     proof = record["inclusion_proof"]

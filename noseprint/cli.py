@@ -82,7 +82,11 @@ def prove(
         Path | None, typer.Option(help="Thumbnail generator for --prove-image instead of the released one.")
     ] = None,
     redact: Annotated[
-        bool, typer.Option(help="Leave out model type, depth, layer numbers and token strings (not needed to verify).")
+        bool,
+        typer.Option(
+            help="Leave out model type, depth, layer numbers and token strings (not needed to verify), and so the "
+            "whole-model commitment, which states them: a redacted bundle cannot take challenge inference."
+        ),
     ] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing bundle and opening.")] = False,
     jobs: Annotated[int, typer.Option(min=1, max=256, help="Chunk proofs to run at once on this machine.")] = 1,
@@ -164,6 +168,12 @@ def _print_facts(facts: dict[str, Any]) -> None:
     if facts.get("image_proven") and "image_proof" in facts:
         proof = facts["image_proof"]
         out.print(f"  thumbnail proven too: {proof['rows']:,} rows, logrows {proof['logrows']}", highlight=False)
+    if "owner_keyid_unsigned" in facts:
+        out.print(
+            f"  owner_keyid: {facts['owner_keyid_unsigned']} (bound by the proof but unsigned: the prover chose it, "
+            "nothing shows that key's holder made this bundle)",
+            highlight=False,
+        )
     for key in ("owner_keyid", "tokens", "model_commitment", "image_sha256", "vk_sha256"):
         if key in facts:
             out.print(f"  {key}: {facts[key]}", highlight=False)

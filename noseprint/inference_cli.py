@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from core.challenge import DEFAULT_LENGTH, DEFAULT_PROMPTS, MAX_LENGTH, MAX_PROMPTS
 from core.errors import UsageError
@@ -35,7 +36,10 @@ def bundle_vocab(manifest: Manifest) -> int:
     layers alone, and no inference can be proven from those."""
     vocab = getattr(manifest, "inference_vocab", None)
     if vocab is None:
-        raise UsageError("this bundle has no whole-model commitment; prove it again with this version")
+        raise UsageError(
+            "this bundle has no whole-model commitment: prove it again with this version, without --redact "
+            "(a redacted bundle leaves it out, as it states the model's shape)"
+        )
     return int(vocab)
 
 
@@ -105,7 +109,7 @@ def challenge_command(
     out_path: Annotated[Path, typer.Option("--out", help="Challenge file to write (C.json).")],
     seed: Annotated[str | None, typer.Option(help="Your own seed, hex (at least 16 bytes).")] = None,
     registry: Annotated[
-        str | None, typer.Option(help="Seed from this registry's newest checkpoint: http(s) URL or database URL.")
+        str | None, typer.Option(help="Seed from the registry's first checkpoint with the entry: http(s) or db URL.")
     ] = None,
     entry: Annotated[int | None, typer.Option(help="The registry entry of this bundle (with --registry).")] = None,
     registry_key: Annotated[
@@ -257,10 +261,13 @@ def verify_inference_command(
     if as_json:
         emit_json(report.to_dict())
     elif report.valid:
+        from core.answers import answers_origin
+
+        source = escape(str(report.answers_source))  # the answers file's text, not markup
         out.print(
             f"[green]PASS[/] the committed model agrees with the served one on {report.agreement:.0%} of "
             f"{report.positions} positions (threshold {report.threshold:.0%}); seed: {report.seed_source}, "
-            f"answers: {report.answers_source}",
+            f"answers: {source} ({answers_origin(report.answers_source)})",
             highlight=False,
         )
         if report.logprob_deviation is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from core.errors import UsageError
@@ -165,13 +166,15 @@ def show(
 
 def _inference_line(c: dict[str, Any]) -> str:
     """One passed challenge-inference check, with where its seed came from (an auditor's seed is only as
-    unpredictable as that auditor says)."""
+    unpredictable as that auditor says) and where its answers came from (a transcript is its maker's word)."""
     seed = f"registry checkpoint {c['checkpoint_size']}" if c["checkpoint_size"] else "auditor's seed"
     deviation = c.get("logprob_deviation")
     logprobs = "greedy tokens only" if deviation is None else f"log-prob deviation {deviation:.3f}"
+    source = escape(str(c.get("answers_source") or "an unrecorded source"))  # the answers file's text, not markup
+    answers = f"answers from {source} ({c.get('answers_origin')})"
     return (
         f"inference check {c['check_id']}: passed, agreement {c['agreement']:.3f} (threshold {c['threshold']:.3f}) "
-        f"over {c['positions']} positions, {logprobs}, {seed}, challenge {c['challenge_digest'][:16]}…, "
+        f"over {c['positions']} positions, {logprobs}, {seed}, {answers}, challenge {c['challenge_digest'][:16]}…, "
         f"{c['checked_at']}"
     )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from core.errors import UsageError
 from core.fileio import write_json_atomic
@@ -24,6 +25,14 @@ GammaOption = Annotated[float | None, typer.Option(help="Green fraction γ (Kirc
 DeltaOption = Annotated[float | None, typer.Option(help="Logit bias δ on green tokens (Kirchenbauer; default 3).")]
 ReportOption = Annotated[Path | None, typer.Option("--report", help="Write a signed report here (needs --sign).")]
 SignOption = Annotated[Path | None, typer.Option("--sign", help="Ed25519 key (noseprint keygen) to sign the report.")]
+CommitmentOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model-commitment",
+        help="With --report: the registered model it is evidence for (its commitment digest, as `registry show` "
+        "prints it); the registry attaches the report to that entry only, and refuses a report without one.",
+    ),
+]
 ForceOption = Annotated[bool, typer.Option(help="Replace existing output files.")]
 NoDedupOption = Annotated[
     bool, typer.Option("--no-dedup", help="Score repeated (window, token) pairs again (invalidates the p-value).")
@@ -42,11 +51,20 @@ def _load_key(path: Path) -> Any:
     return load_key(path)
 
 
-def _check_report_options(report: Path | None, sign: Path | None, force: bool) -> None:
+def _check_report_options(report: Path | None, sign: Path | None, force: bool, commitment: str | None) -> str | None:
+    """The options' checks; returns the model commitment in the one spelling reports hold (lower-case hex)."""
     if (report is None) != (sign is None):
         raise UsageError("--report and --sign go together: a report is always signed")
     if report is not None and report.exists() and not force:
         raise UsageError(f"{report} already exists (use --force to replace it)")
+    if commitment is None:
+        return None
+    if report is None:
+        raise UsageError("--model-commitment names the model a signed report speaks for: give --report and --sign")
+    digits = commitment.strip().lower()
+    if len(digits) != 64 or not set(digits) <= set("0123456789abcdef"):
+        raise UsageError(f"--model-commitment is not a 64-digit hex digest: {commitment[:80]!r}")
+    return digits
 
 
 def _print_result(result: dict[str, Any], what: str) -> None:
@@ -117,20 +135,22 @@ def detect(
     no_dedup: NoDedupOption = False,
     report: ReportOption = None,
     sign: SignOption = None,
+    model_commitment: CommitmentOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Is TEXTS watermarked with KEY? Scores each (window, token) pair once; exact p-value in log space."""
     from watermark.pipeline import detect_file, signed_report
 
-    _check_report_options(report, sign, force)
+    commitment = _check_report_options(report, sign, force, model_commitment)
     wm_key = _load_key(key)
     choice = _choice(scheme, k, gamma, None)
     result, params = detect_file(texts, wm_key, choice, not no_dedup, tokenizer, vocab_size)
     if report is not None and sign is not None:
         from core.fileio import sha256_file
 
-        signer = signed_report("detect", wm_key, params, result, {"texts": sha256_file(texts)}, sign, report, force)
+        subjects = {"texts": sha256_file(texts)}
+        signer = signed_report("detect", wm_key, params, result, subjects, sign, report, force, None, commitment)
         result = result | {"report": str(report), "signer_keyid": signer}
     if as_json:
         return emit_json(result)
@@ -166,6 +186,11 @@ def verify_report(
     if as_json:
         return emit_json(summary)
     out.print(f"[bold green]VALID[/]: signed by key {summary['signer_keyid']}", highlight=False)
+    named = summary["report"].get("model_commitment")
+    if named:
+        out.print(f"evidence for the registered model with commitment {escape(str(named))}", highlight=False)
+    else:
+        out.print("names no registered model (the registry refuses it as evidence)", highlight=False)
     _print_result(summary["report"]["result"], summary["report"]["kind"])
     if "recomputed" in summary:
         again = summary["recomputed"]
@@ -197,13 +222,14 @@ def radioactive(
     curve: Annotated[Path | None, typer.Option(help="Write log10 p against scored tokens to this JSON file.")] = None,
     report: ReportOption = None,
     sign: SignOption = None,
+    model_commitment: CommitmentOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Was SUSPECT trained on our watermarked text? Radioactivity test (Sander et al. 2024), open or closed."""
     from watermark.pipeline import RadioactiveRequest, radioactive_test, signed_report
 
-    _check_report_options(report, sign, force)
+    commitment = _check_report_options(report, sign, force, model_commitment)
     if curve is not None and curve.exists() and not force:
         raise UsageError(f"{curve} already exists (use --force to replace it)")
     wm_key = _load_key(key)
@@ -218,7 +244,7 @@ def radioactive(
         result = result | {"curve_file": str(curve)}
     if report is not None and sign is not None:
         kind = f"radioactive-{result['mode']}"
-        signer = signed_report(kind, wm_key, params, result, subjects, sign, report, force, record)
+        signer = signed_report(kind, wm_key, params, result, subjects, sign, report, force, record, commitment)
         result = result | {"report": str(report), "signer_keyid": signer}
     if as_json:
         return emit_json(result)

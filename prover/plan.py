@@ -58,7 +58,8 @@ class ProveOptions:
     owner_key: Path | None = None
     """A public key to bind without signing now (`sign` later with its private key); `sign_key` binds its own."""
     redact: bool = False
-    """Leave out what verification does not need: model type, family, depth, layer numbers, token strings."""
+    """Leave out what verification does not need: model type, family, depth, layer numbers, token strings; and
+    with them the whole-model commitment, whose shape states them (no challenge inference for such a bundle)."""
     scheduler: Scheduler = field(default_factory=Scheduler)
     """Where chunk proofs run: this process, a local pool (--jobs), or a Ray cluster (--ray)."""
     work: Path | None = None

@@ -192,7 +192,14 @@ def write_files(stage: Path, plan: ProvePlan, proven: Proven) -> None:
 def whole_model(
     plan: ProvePlan, proven: Proven, progress: Progress
 ) -> tuple[dict[str, Any], dict[str, list[int]]] | None:
-    """The whole-model commitment (`prover.inference`), for architectures the inference circuits implement."""
+    """The whole-model commitment (`prover.inference`), for architectures the inference circuits implement.
+
+    None for `--redact`: the section states the model's shape (depth, vocabulary, widths) and the fingerprinted
+    layer numbers, which the inference circuits are rebuilt from and so cannot be hidden; a redacted bundle
+    keeps them to itself and cannot be challenged (README, "What a bundle reveals")."""
+    if plan.options.redact:
+        progress("no whole-model commitment (--redact: its shape would state the depth, vocabulary and layers)")
+        return None
     return whole_model_commitment(
         Path(plan.options.model_dir), plan.chunking, plan.model.layer_indices, [t.id for t in plan.model.tokens],
         plan.committed, commitment_section(plan, proven)["digest"], proven.chunk_keys[0], plan.srs, progress,

@@ -2,9 +2,11 @@
 
 A check is recorded only when it passed (`verifier.inference.verify_inference`'s report is valid) and when what
 it names fits the entry: the challenge is for the entry's bundle, its prompts are derived from its seed, a
-registry seed is the root of one of *this* registry's checkpoints that includes the entry, and the report is
+registry seed is the root of *this* registry's first checkpoint that includes the entry, and the report is
 about that challenge. A failed check stores nothing: the registry shows what a served model passed, and a
-missing record says the rest.
+missing record says the rest. Both sources are kept and shown: who fixed the seed (a registry checkpoint or an
+auditor) and where the answers came from (a served API or model folder someone queried, or a transcript, which
+is only its maker's word: an owner can write one that agrees with the committed model).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.answers import MAX_SOURCE_CHARS, answers_origin
 from core.bundle import BundleError, Manifest
 from core.challenge import Challenge, challenge_errors, is_hex
 from registry.seed import seed_record_errors
@@ -66,6 +69,9 @@ def report_errors(report: dict[str, Any], challenge: Challenge) -> list[str]:
         return [f"the report counts {report.get('positions')} positions; the challenge has {challenge.positions}"]
     if not is_hex(report.get("proofs_digest"), 32):
         return ["the report's proofs digest is not 64 lower-case hex digits"]
+    source = report.get("answers_source")
+    if not isinstance(source, str) or not 0 < len(source) <= MAX_SOURCE_CHARS:
+        return ["the report does not say where the answers came from"]
     deviation = report.get("logprob_deviation")
     if deviation is not None and not (_finite(deviation) and 0 <= deviation <= _max_logprob_deviation()):
         return ["the report's log-probability deviation is not a number within the verifier's limit"]
@@ -102,6 +108,7 @@ def record_inference_check(reg: Registry, entry_id: int, challenge: Challenge, r
         positions=int(report["positions"]),
         proofs_digest=str(report["proofs_digest"]),
         logprob_deviation=None if report.get("logprob_deviation") is None else float(report["logprob_deviation"]),
+        answers_source=str(report["answers_source"]),
         checked_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     )
     try:
@@ -124,6 +131,8 @@ def check_summary(row: InferenceCheck) -> dict[str, Any]:
         "positions": row.positions,
         "proofs_digest": row.proofs_digest,
         "logprob_deviation": row.logprob_deviation,
+        "answers_source": row.answers_source,
+        "answers_origin": answers_origin(row.answers_source),
         "checked_at": row.checked_at,
     }
 

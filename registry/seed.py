@@ -1,10 +1,13 @@
-"""A challenge's seed from the registry: the root of a signed checkpoint whose tree includes the bundle's entry.
+"""A challenge's seed from the registry: the root of the first signed checkpoint that includes the bundle's entry.
 
 The root of such a checkpoint did not exist before the entry was logged (the leaf holds the hash of the bundle's
 manifest, and so its commitment), and the registry signs it; so prompts derived from it were unpredictable when
-the owner committed to the weights. The challenge records the checkpoint, the entry's leaf and its inclusion
-proof (`core/challenge.py`), and `seed_record_errors` lets anyone holding the registry's public key check,
-offline, that the seed is such a root and that the entry is the challenged bundle.
+the owner committed to the weights. Only the *first* one, of size log_index + 1, the one the entry's own add
+signed: every later add signs another root that includes the entry, and an owner who could choose among them
+(adding entries until a root gives prompts that suit) would choose the challenge. The challenge records the
+checkpoint, the entry's leaf and its inclusion proof (`core/challenge.py`), and `seed_record_errors` lets anyone
+holding the registry's public key check, offline, that the seed is such a root and that the entry is the
+challenged bundle.
 """
 
 from __future__ import annotations
@@ -58,10 +61,21 @@ def entry_errors(record: dict[str, Any], bundle_digest: str) -> list[str]:
     return []
 
 
+def first_checkpoint_errors(record: dict[str, Any]) -> list[str]:
+    """The checkpoint is the first that includes the entry: its size is the entry's log index + 1."""
+    size, index = record.get("size"), record.get("log_index")
+    if type(size) is not int or type(index) is not int or size != index + 1:
+        return [
+            f"the checkpoint has size {size}, but only the first checkpoint that includes entry "
+            f"{record.get('entry_id')} (log index {index}) seeds a challenge"
+        ]
+    return []
+
+
 def seed_record_errors(record: dict[str, Any], bundle_digest: str, public: Ed25519PublicKey) -> list[str]:
     """Why `record` does not make its root a fair seed for this bundle: empty when it does (the log's promise,
-    then that the entry is this bundle)."""
-    return log_errors(record, public) or entry_errors(record, bundle_digest)
+    that the checkpoint is the entry's first, then that the entry is this bundle)."""
+    return log_errors(record, public) or first_checkpoint_errors(record) or entry_errors(record, bundle_digest)
 
 
 def challenge_seed_errors(challenge: Challenge, public: Ed25519PublicKey) -> list[str]:
@@ -72,19 +86,29 @@ def challenge_seed_errors(challenge: Challenge, public: Ed25519PublicKey) -> lis
 
 
 def fetch_seed_record(source: Source, entry_id: int, bundle_digest: str, public: Ed25519PublicKey) -> dict[str, Any]:
-    """The newest checkpoint of `source` with `entry_id`'s inclusion in it, checked before it is used.
+    """The first checkpoint of `source` that includes `entry_id` (size: its log index + 1), with the entry's
+    inclusion in it, checked before it is used; the same record whenever it is fetched.
 
     A checkpoint the pinned key did not sign, or an inclusion proof that does not lead to its root, means the
     registry broke its log's promise (AuditFailed, exit 1); an entry that is another bundle is the caller's
     mistake (UsageError)."""
-    head_dict = source.checkpoint()
-    if head_dict is None:
+    newest = source.checkpoint()
+    if newest is None:
         raise AuditFailed("the registry has published no checkpoint yet (it is empty)")
     try:
-        head = cp.from_dict(head_dict)
+        newest_size = cp.from_dict(newest).size
     except cp.CheckpointError as exc:
         raise AuditFailed(str(exc)) from None
-    answer = source.inclusion(entry_id, head.size)
+    index = source.inclusion(entry_id, newest_size).get("log_index")
+    if type(index) is not int or index < 0:
+        raise AuditFailed(f"the registry gives entry {entry_id} no log position")
+    answer = source.inclusion(entry_id, index + 1)
+    try:
+        head = cp.from_dict(answer.get("checkpoint"))
+    except cp.CheckpointError as exc:
+        raise AuditFailed(str(exc)) from None
+    if head.size != index + 1:
+        raise AuditFailed(f"the registry answered a checkpoint of size {head.size} for size {index + 1}")
     record = head.to_dict() | {
         "entry_id": entry_id,
         "log_index": answer.get("log_index"),
@@ -92,7 +116,7 @@ def fetch_seed_record(source: Source, entry_id: int, bundle_digest: str, public:
         "inclusion_proof": answer.get("proof"),
     }
     assert set(record) == set(CHECKPOINT_FIELDS)
-    problems = log_errors(record, public)
+    problems = log_errors(record, public) or first_checkpoint_errors(record)
     if problems:
         raise AuditFailed(problems[0])
     problems = entry_errors(record, bundle_digest)

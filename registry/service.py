@@ -386,8 +386,9 @@ MAX_REPORT_BYTES = 16 << 20
 
 
 def add_evidence(reg: Registry, entry_id: int, data: bytes) -> dict:
-    """Attach a signed report to a registered model: it must verify, and be signed by the entry's own signer
-    (only the owner speaks for a model's watermark key); the same report is stored once."""
+    """Attach a signed report to a registered model: it must verify, be signed by the entry's own signer (only
+    the owner speaks for a model's watermark key) and name the entry's model commitment (else whoever files it
+    first would pick which of that signer's entries it speaks for); the same report is stored once."""
     entry = get_entry(reg, entry_id)
     if len(data) > MAX_REPORT_BYTES:
         raise Rejected(f"the report is larger than {MAX_REPORT_BYTES:,} bytes", "evidence")
@@ -400,6 +401,7 @@ def add_evidence(reg: Registry, entry_id: int, data: bytes) -> dict:
             f"the report is signed by key {keyid[:16]}…, not by entry {entry_id}'s owner {entry.signer_keyid[:16]}…",
             "evidence",
         )
+    _check_report_entry(report, entry)
     digest = sha256_bytes(data)
     row = Evidence(
         entry_id=entry_id,
@@ -421,10 +423,28 @@ def add_evidence(reg: Registry, entry_id: int, data: bytes) -> dict:
     return {"evidence_id": evidence_id, "entry_id": entry_id, "report_sha256": digest} | _evidence_facts(report)
 
 
+def _check_report_entry(report: dict, entry: Entry) -> None:
+    """The signed report names this entry's model commitment (report version 2)."""
+    named = report.get("model_commitment")
+    if not isinstance(named, str):
+        raise Rejected(
+            f"the report names no registered model (version {report.get('version')!r}, no model_commitment): sign "
+            f"it again with --model-commitment {entry.commitment}",
+            "evidence",
+        )
+    if named != entry.commitment:
+        raise Rejected(
+            f"the report is evidence for model commitment {named[:16]}…, not entry {entry.id}'s "
+            f"{entry.commitment[:16]}…",
+            "evidence",
+        )
+
+
 def _evidence_facts(report: dict) -> dict:
     result = report.get("result") or {}
     return {
         "kind": report.get("kind"),
+        "model_commitment": report.get("model_commitment"),
         "key_commitment": report.get("key_commitment"),
         "scored": result.get("scored"),
         "log10_p": result.get("log10_p"),

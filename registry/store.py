@@ -131,6 +131,9 @@ class InferenceCheck(Base):
     logprob_deviation: Mapped[float | None] = mapped_column(Float, nullable=True)
     """The served log-probabilities against the proven logits (None: the answers carried none: greedy tokens
     alone were checked, which a light fine-tune passes)."""
+    answers_source: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    """Where the answers came from, as the answers file states it (a served API, a model folder, or a transcript:
+    its maker's word); None in checks recorded before it was kept."""
     __table_args__ = (UniqueConstraint("entry_id", "challenge_digest"),)
 
 

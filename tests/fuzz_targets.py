@@ -317,6 +317,7 @@ PROVEN_FACTS = (
     "encoder_digest",
     "generator_digest",
     "owner_keyid",
+    "owner_keyid_unsigned",
 )
 """What a valid report establishes; a forged member may leave a bundle valid (token strings, the proof's
 `timestamp` are the owner's words) but never with other facts."""

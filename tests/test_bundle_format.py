@@ -156,6 +156,7 @@ def test_a_redacted_bundle_reveals_only_what_verification_needs(reproven):
     bundle = reproven["bundle"]
     manifest = json.loads((bundle / MANIFEST).read_text())
     assert manifest["model"] == {"weights_committed": manifest["model"]["weights_committed"]}
+    assert "inference" not in manifest  # its shape would state the depth, vocabulary and layer numbers
     tokens = json.loads((bundle / "tokens.json").read_text())["tokens"]
     assert all(set(token) == {"id"} for token in tokens)
     names = ["--generator", str(reproven["generator"]), "--thumbnail", str(reproven["thumbnail"])]
@@ -163,3 +164,107 @@ def test_a_redacted_bundle_reveals_only_what_verification_needs(reproven):
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["valid"], report
     assert "model_type" not in report["claims"] and report["claims"]["token_strings"] == [""] * 8
+
+
+def test_a_redacted_bundle_gets_no_whole_model_section(monkeypatch):
+    """Issue 33 (6): the whole-model section states the model's shape (depth, vocabulary, widths) and the
+    fingerprinted layer numbers, all of which `--redact` hides, and inference circuits are rebuilt from them, so
+    they cannot be redacted there: a redacted bundle is written without the section (and so without challenge
+    inference). The commitment itself is stood in for (real proving: the `reproven` proof test above)."""
+    import types
+
+    import prover.write as write
+
+    stated = {"shape": {"vocab": 63, "layers": 2}, "fingerprinted_layers": [0, 1]}
+    monkeypatch.setattr(write, "whole_model_commitment", lambda *args: (stated, {}))
+    monkeypatch.setattr(write, "commitment_section", lambda plan, proven: {"digest": "ab" * 32})
+    proven = types.SimpleNamespace(chunk_keys=[None])
+    steps: list[str] = []
+
+    def plan(redact: bool) -> types.SimpleNamespace:
+        options = types.SimpleNamespace(redact=redact, model_dir="model")
+        model = types.SimpleNamespace(layer_indices=[0, 1], tokens=[])
+        return types.SimpleNamespace(options=options, model=model, chunking=None, committed={}, srs=None)
+
+    assert write.whole_model(plan(False), proven, steps.append) == (stated, {})
+    assert write.whole_model(plan(True), proven, steps.append) is None
+    assert any("--redact" in step for step in steps)
+
+
+def test_an_unsigned_bundles_owner_key_is_shown_as_bound_but_unsigned(capsys):
+    """Issue 33 (7): the proof binds the owner key the manifest names, but an unsigned bundle's prover chose it
+    freely (anyone can bind anyone's key id), so it is reported apart from the facts, as bound but unsigned; a
+    signed bundle's key (the signature checked against it) stays a fact."""
+    import types
+
+    from core.statement import PublicOutputs
+    from noseprint.cli import print_report
+    from verifier.checks import Context, Report, _check_statement
+
+    keyid = "ab" * 32
+
+    def checked(signed: bool) -> Report:
+        report = Report(facts={"signed": signed} | ({"signer_keyid": keyid} if signed else {}))
+        ctx = Context(Path("bundle"), None, report)
+        ctx.manifest_ = types.SimpleNamespace(owner_keyid=keyid, layout=types.SimpleNamespace(term_shifts=[]))
+        _check_statement(ctx, PublicOutputs([], [], keyid))
+        return report
+
+    unsigned = checked(False)
+    assert "owner_keyid" not in unsigned.facts and unsigned.facts["owner_keyid_unsigned"] == keyid
+    assert checked(True).facts["owner_keyid"] == keyid
+    print_report(unsigned, as_json=False)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"owner_keyid: {keyid} (bound by the proof but unsigned" in shown and "not signed" in shown
+
+
+def test_each_chunks_commitment_points_are_counted_by_its_own_key(monkeypatch):
+    """Issue 33 (7, latent): EZKL lays a committed input out by the circuit that commits it, so the points a
+    chunk's weights and output have follow that chunk's key's usable rows, not the encode key's. Two chunk keys
+    and the encode key with different column heights: the counts by each chunk's own key pass, a count that
+    follows the encode key does not. (The keys, proofs and their links are stood in for.)"""
+    import types
+
+    import circuits.proving
+    import verifier.checks as checks
+    from core.bundle import chunk_proof_file
+    from core.fileio import canonical_json, sha256_bytes
+
+    usable = {"chunk-key-0": 100, "chunk-key-1": 60, "encode-key": 7}
+    monkeypatch.setattr(circuits.proving, "usable_commit_rows", lambda keys, srs: usable[keys])
+    monkeypatch.setattr(checks, "_proof_json", lambda *args: {})
+    monkeypatch.setattr(checks, "_commitments_match", lambda *args: True)
+    shapes = [types.SimpleNamespace(output_shape=(1, 250)), types.SimpleNamespace(output_shape=(2, 125))]
+    pieces = [
+        types.SimpleNamespace(name="a", committed_shape=(1, 150)),
+        types.SimpleNamespace(name="b", committed_shape=(2, 60)),
+    ]
+    chunks = [
+        types.SimpleNamespace(index=i, name=f"layer0.qk.{i}", shape=shapes[i], pieces=(piece,))
+        for i, piece in enumerate(pieces)
+    ]
+
+    def verified(points_a: int) -> checks.Report:
+        tensors = [
+            {"name": "a", "shape": [1, 150], "points": ["p"] * points_a},  # 150 // 100 + 1 by chunk 0's key
+            {"name": "b", "shape": [2, 60], "points": ["p"] * 3},  # 120 // 60 + 1 by chunk 1's key
+        ]
+        commitment = {"scheme": checks.SCHEME, "input_scale": checks.INPUT_SCALE, "tensors": tensors}
+        commitment["digest"] = sha256_bytes(canonical_json(tensors))
+        listed = [
+            {"name": c.name, "file": chunk_proof_file(c.name), "blinding_points": ["b"], "output_points": ["o"] * n}
+            for c, n in zip(chunks, (3, 5), strict=True)  # 250 // 100 + 1 and 250 // 60 + 1
+        ]
+        ctx = checks.Context(Path("bundle"), None, checks.Report())
+        ctx.manifest_ = types.SimpleNamespace(
+            data={"commitment": commitment}, chunk_proofs=listed, commitment_digest=commitment["digest"],
+            encode_proof={"file": "proofs/encode.json", "owner_points": ["w"]},
+        )  # fmt: skip
+        ctx.srs, ctx.keys, ctx.chunk_keys = "srs", "encode-key", ["chunk-key-0", "chunk-key-1"]
+        ctx.circuits = types.SimpleNamespace(chunks=chunks, shapes=shapes)
+        checks.check_commitment(ctx)
+        return ctx.report
+
+    assert verified(2).facts["model_commitment"]
+    with pytest.raises(checks.Invalid, match="a has 22 commitment points, not 2"):
+        verified(150 // 7 + 1)  # as many as the encode key's column height would give

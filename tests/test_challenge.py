@@ -202,7 +202,7 @@ def test_registry_seeded_challenge_and_its_forgeries(with_vocab, registry_world,
     challenge = Challenge.read(out)
     record = challenge.checkpoint
     assert challenge.seed_source == "registry-checkpoint" and record is not None
-    assert record["size"] == 3 and record["entry_id"] == 1 and challenge.seed == record["root"]
+    assert record["size"] == 1 and record["entry_id"] == 1 and challenge.seed == record["root"]  # entry 1's first
     assert (len(challenge.prompts), challenge.length) == (3, 5)
     public = load_public(pub)
     assert challenge_errors(challenge, DIGEST, VOCAB) == [] and challenge_seed_errors(challenge, public) == []
@@ -218,8 +218,10 @@ def test_registry_seeded_challenge_and_its_forgeries(with_vocab, registry_world,
 
     from registry.service import inclusion
 
-    other = inclusion(registry_world["registry"], 2, 3)  # a true inclusion proof, for entry 2
-    swapped = dict(record, leaf=other["leaf"], log_index=other["log_index"], inclusion_proof=other["proof"])
+    other = inclusion(registry_world["registry"], 2, 2)  # a true inclusion proof, for entry 2 in its first tree
+    swapped = other["checkpoint"] | {
+        "entry_id": 2, "leaf": other["leaf"], "log_index": other["log_index"], "inclusion_proof": other["proof"],
+    }  # fmt: skip
     assert "logs manifest" in seed_record_errors(swapped, DIGEST, public)[0]  # in the log, but not this bundle
     mixed = dict(record, inclusion_proof=other["proof"])  # entry 1's leaf with entry 2's path
     assert "not in the checkpoint's tree" in seed_record_errors(mixed, DIGEST, public)[0]
@@ -258,10 +260,36 @@ def test_registry_seeded_challenge_and_its_forgeries(with_vocab, registry_world,
     assert code == 0, made
 
 
+def test_only_the_first_checkpoint_that_includes_the_entry_seeds_a_challenge(with_vocab, registry_world):
+    """Issue 33 (5): every add signs a new root whose tree includes entry 1; were each a fair seed, its owner could
+    add entries until one gave prompts that suit. Only the entry's first checkpoint (size log_index + 1) is
+    fetched, the same one however many entries follow, and a later one is refused though it is truly signed
+    and truly includes the entry."""
+    from registry.audit import LocalSource
+    from registry.seed import fetch_seed_record, log_errors, seed_record_errors
+    from registry.service import inclusion
+    from signing.keys import load_public
+
+    db, public = registry_world["db"], load_public(registry_world["pub"])
+    first = fetch_seed_record(LocalSource(db), 1, DIGEST, public)
+    assert (first["size"], first["log_index"], first["inclusion_proof"]) == (1, 0, [])
+    registered(db, registry_world["root"] / "registry-key", [b'{"fourth": 4}'])  # the owner adds another entry
+    assert fetch_seed_record(LocalSource(db), 1, DIGEST, public) == first  # the seed does not move
+    later = inclusion(registry_world["registry"], 1, 4)
+    record = later["checkpoint"] | {
+        "entry_id": 1, "log_index": later["log_index"], "leaf": later["leaf"], "inclusion_proof": later["proof"],
+    }  # fmt: skip
+    assert log_errors(record, public) == []  # a genuine checkpoint with the entry in it...
+    assert "only the first checkpoint" in seed_record_errors(record, DIGEST, public)[0]  # ...but not the first
+    with pytest.raises(ChallengeError, match="only the first checkpoint"):
+        Challenge.derive(DIGEST, bytes.fromhex(record["root"]), "registry-checkpoint", VOCAB, checkpoint=record)
+
+
 def passed_report(challenge: Challenge, **changes) -> dict:
     report = {
         "valid": True, "agreement": 0.9375, "threshold": 0.75, "positions": challenge.positions,
         "challenge_digest": challenge.digest(), "proofs_digest": "cd" * 32, "failed_check": None, "reason": None,
+        "answers_source": "https://api.example model served-1",
     }  # fmt: skip
     return report | changes
 
@@ -278,7 +306,7 @@ def test_registry_records_passed_checks_only_and_shows_them(with_vocab, tmp_path
     seeded = Challenge.derive(DIGEST, bytes.fromhex(record["root"]), "registry-checkpoint", VOCAB, checkpoint=record)
     compared = {"logprob_deviation": 0.031, "checks_passed": ["logprobs"]}
     stored = record_inference_check(registry, 1, seeded, passed_report(seeded, **compared))
-    assert stored["checkpoint_size"] == 2 and stored["agreement"] == 0.9375 and stored["seed_source"] != "auditor"
+    assert stored["checkpoint_size"] == 1 and stored["agreement"] == 0.9375 and stored["seed_source"] != "auditor"
     assert stored["logprob_deviation"] == 0.031
     own = Challenge.derive(DIGEST, SEED, "auditor", VOCAB)
     over_limit = {"logprob_deviation": 1.5 * MAX_LOGPROB_DEVIATION, "max_logprob_deviation": 1.0}
@@ -308,7 +336,7 @@ def test_registry_records_passed_checks_only_and_shows_them(with_vocab, tmp_path
     text = " ".join(str(text).split())  # rich wraps at the runner's 80 columns
     assert (
         "inference check 1: passed, agreement 0.938 (threshold 0.750) over 16 positions, log-prob deviation 0.031, "
-        "registry checkpoint 2" in text
+        "registry checkpoint 1" in text
     )
     assert "over 16 positions, greedy tokens only, auditor's seed" in text
     from fastapi.testclient import TestClient
@@ -317,9 +345,41 @@ def test_registry_records_passed_checks_only_and_shows_them(with_vocab, tmp_path
 
     client = TestClient(create_app(registry, "token-0123456789"))
     page = client.get("/entries/1")
-    assert page.status_code == 200 and "registry checkpoint 2" in page.text and "0.938 (0.750)" in page.text
+    assert page.status_code == 200 and "registry checkpoint 1" in page.text and "0.938 (0.750)" in page.text
     assert "<td>0.031</td>" in page.text and "not checked (greedy tokens only)" in page.text
     assert client.get("/api/entries/1").json()["inference_checks"] == checks
+
+
+def test_registry_keeps_and_shows_where_the_answers_came_from(with_vocab, tmp_path, db_url):
+    """Issue 33 (7): a check records the answers' source beside the seed's, so an owner's own transcript is not
+    shown like an operator's query of a served API; a report that does not say where they came from is refused.
+    The source is the answers file's text: shown escaped, never as markup."""
+    from fastapi.testclient import TestClient
+
+    from registry.inference import list_inference_checks, record_inference_check
+    from registry.server import create_app
+    from registry.service import Rejected
+
+    registry = registered(db_url, tmp_path / "registry-key", [(FIXTURE_BUNDLE / "manifest.json").read_bytes()])
+    queried = Challenge.derive(DIGEST, SEED, "auditor", VOCAB)
+    transcribed = Challenge.derive(DIGEST, SEED[::-1], "auditor", VOCAB)
+    with pytest.raises(Rejected, match="where the answers came from"):
+        record_inference_check(registry, 1, queried, passed_report(queried, answers_source=None))
+    record_inference_check(registry, 1, queried, passed_report(queried))
+    own = passed_report(transcribed, answers_source="transcript:[bold]mine.jsonl")
+    record_inference_check(registry, 1, transcribed, own)
+    checks = list_inference_checks(registry, 1)
+    assert [(c["seed_source"], c["answers_source"]) for c in checks] == [
+        ("auditor", "https://api.example model served-1"),
+        ("auditor", "transcript:[bold]mine.jsonl"),
+    ]
+    assert "served API" in checks[0]["answers_origin"] and "maker's word" in checks[1]["answers_origin"]
+    code, text = cli("registry", "show", "1", "--db", db_url)
+    text = " ".join(str(text).split())
+    assert code == 0 and "auditor's seed, answers from https://api.example model served-1 (a served API" in text
+    assert "answers from transcript:[bold]mine.jsonl (a transcript: its maker's word, not a query)" in text
+    page = TestClient(create_app(registry, "token-0123456789")).get("/entries/1")
+    assert "transcript:[bold]mine.jsonl (a transcript: its maker&#39;s word, not a query)" in page.text
 
 
 def test_registry_inference_command_records_what_the_verifier_passes(with_vocab, registry_world, monkeypatch, tmp_path):
@@ -362,8 +422,8 @@ def test_registry_inference_command_records_what_the_verifier_passes(with_vocab,
 
 
 def test_a_registry_made_before_a_column_was_added_opens_and_gains_it(db_url):
-    """`inference_checks.logprob_deviation` came after the first registries: opening one adds it (None in old
-    rows) instead of failing the first query that reads it."""
+    """`inference_checks.logprob_deviation` and `answers_source` came after the first registries: opening one
+    adds them (None in old rows) instead of failing the first query that reads them."""
     from sqlalchemy import create_engine, inspect
 
     from registry.store import open_engine
@@ -378,7 +438,8 @@ def test_a_registry_made_before_a_column_was_added_opens_and_gains_it(db_url):
     engine = open_engine(db_url)
     with engine.begin() as connection:
         connection.exec_driver_sql("ALTER TABLE inference_checks DROP COLUMN logprob_deviation")
+        connection.exec_driver_sql("ALTER TABLE inference_checks DROP COLUMN answers_source")
     engine.dispose()
-    assert "logprob_deviation" not in columns()
+    assert not {"logprob_deviation", "answers_source"} & columns()
     open_engine(db_url).dispose()
-    assert "logprob_deviation" in columns()
+    assert {"logprob_deviation", "answers_source"} <= columns()

@@ -361,10 +361,14 @@ def signed_report(world, student, owner):
     code, out = cli(
         "radioactive", str(student), "--key", str(world["key"]), "--open", "--texts",
         str(world["root"] / "kirchenbauer.jsonl"), "--report", str(path), "--sign", str(owner["owner"]),
-        "--curve", str(world["root"] / "curve.json"), "--json",
+        "--curve", str(world["root"] / "curve.json"), "--model-commitment", TEACHER_COMMITMENT.upper(), "--json",
     )  # fmt: skip
     assert code == 0, out
     return path
+
+
+TEACHER_COMMITMENT = "ab" * 32
+"""The registered model the owner's signed report is evidence for (its entry is made in the registry tests)."""
 
 
 def tampered(path: Path, target: Path, change) -> Path:
@@ -483,7 +487,7 @@ def test_registry_takes_a_report_as_evidence_from_the_owner_only(world, owner, s
     registry = open_registry(db, tmp_path / "registry-key", writable=True)
     owner_id = key_id(load_private(owner["owner"]).public_key())
     registered = Verified(  # a registered model's row (proving is tested elsewhere; here only evidence is new)
-        {"commitment": {"digest": "ab" * 32}, "model": {"model_type": "llama"}}, b"{}", b"{}", owner_id,
+        {"commitment": {"digest": TEACHER_COMMITMENT}, "model": {"model_type": "llama"}}, b"{}", b"{}", owner_id,
         np.zeros(128, dtype="<f4"), b"png", b"tar",
     )  # fmt: skip
     entry_id, _, _ = append(registry, registered, "teacher")
@@ -493,6 +497,7 @@ def test_registry_takes_a_report_as_evidence_from_the_owner_only(world, owner, s
     assert [e["evidence_id"] for e in list_evidence(registry, entry_id)] == [attached["evidence_id"]]
     code, shown = cli("registry", "show", str(entry_id), "--db", db, "--json")
     assert code == 0 and shown["evidence"][0]["key_commitment"] == load_key(world["key"]).commitment
+    assert shown["evidence"][0]["model_commitment"] == TEACHER_COMMITMENT
     code, again = cli("registry", "evidence", str(entry_id), str(signed_report), "--db", db)
     assert code == 1 and "attached already" in again
 
@@ -510,6 +515,44 @@ def test_registry_takes_a_report_as_evidence_from_the_owner_only(world, owner, s
     with pytest.raises(Rejected, match="not by entry"):
         add_evidence(registry, entry_id, stranger_report.read_bytes())
     assert len(list_evidence(registry, entry_id)) == 1
+
+
+def test_a_report_is_evidence_for_the_entry_it_names_only(world, owner, signed_report, tmp_path):
+    """Issue 33 (7): a report is signed by its owner, who may have several entries; were it bound to the signer
+    alone, whoever attached it first would pick the entry. It names the model commitment it speaks for (report
+    version 2): attached to another entry of the same owner it is refused, as is one that names none."""
+    pytest.importorskip("sqlalchemy")
+    from registry.service import Rejected, Verified, add_evidence, append, list_evidence, open_registry
+    from signing.keys import key_id, load_private
+
+    registry = open_registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}", tmp_path / "registry-key", writable=True)
+    owner_id = key_id(load_private(owner["owner"]).public_key())
+    entries = {}
+    for commitment, label in ((TEACHER_COMMITMENT, "teacher"), ("cd" * 32, "another model of the same owner")):
+        row = Verified(
+            {"commitment": {"digest": commitment}, "model": {}}, b"{}", b"{}", owner_id, np.zeros(128, "<f4"),
+            b"png", b"tar",
+        )  # fmt: skip
+        entries[label] = append(registry, row, label)[0]
+    code, checked = cli("watermark", "verify-report", str(signed_report), "--json")
+    assert code == 0 and checked["report"]["version"] == 2
+    assert checked["report"]["model_commitment"] == TEACHER_COMMITMENT
+    with pytest.raises(Rejected, match="not entry"):
+        add_evidence(registry, entries["another model of the same owner"], signed_report.read_bytes())
+    unnamed = tmp_path / "unnamed.json"
+    code, _ = cli(
+        "watermark", "detect", str(world["root"] / "kirchenbauer.jsonl"), "--key", str(world["key"]), "--report",
+        str(unnamed), "--sign", str(owner["owner"]), "--json",
+    )  # fmt: skip
+    assert code == 0
+    with pytest.raises(Rejected, match="names no registered model"):
+        add_evidence(registry, entries["teacher"], unnamed.read_bytes())
+    assert add_evidence(registry, entries["teacher"], signed_report.read_bytes())["model_commitment"] == (
+        TEACHER_COMMITMENT
+    )
+    assert [len(list_evidence(registry, entry)) for entry in entries.values()] == [1, 0]
+    code, message = cli("watermark", "detect", "x.jsonl", "--key", "k", "--model-commitment", "ab" * 32)
+    assert code == 2 and "--report" in message
 
 
 def test_bench_mix_has_the_watermarked_share():

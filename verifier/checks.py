@@ -98,7 +98,8 @@ class Context:
     """The encode circuit's verification key."""
     chunk_keys: list[Keys] = field(default_factory=list)
     """One per chunk shape."""
-    usable_rows: int = 0
+    chunk_usable_rows: list[int] = field(default_factory=list)
+    """Per chunk, the rows of a committed column its own circuit's key fills (`usable_commit_rows`)."""
     z: list[int] = field(default_factory=list)
     signer: Ed25519PublicKey | None = None
     """The Ed25519 public key the auditor demands (--key), or None: then a signature is checked when present."""
@@ -362,7 +363,8 @@ def _proven_outputs(ctx: Context) -> PublicOutputs:
 
 def _check_statement(ctx: Context, outputs: PublicOutputs) -> None:
     """The shifts are the minimal ones by the proof's own peaks (z is the weights' alone), and the owner the
-    proof binds is the one the manifest names (whose signature `signature` demanded)."""
+    proof binds is the one the manifest names (whose signature `signature` demanded). An unsigned bundle's
+    owner key is reported apart (`owner_keyid_unsigned`): the proof binds it, but anyone can bind any key."""
     for index, (peak, shift) in enumerate(zip(outputs.peaks, ctx.layout.term_shifts, strict=True)):
         if not shift_is_minimal(peak, shift):
             raise Invalid(
@@ -372,7 +374,10 @@ def _check_statement(ctx: Context, outputs: PublicOutputs) -> None:
             )
     if outputs.owner != ctx.manifest.owner_keyid:
         raise Invalid("public output", "the proof binds another owner key than the manifest names")
-    ctx.report.facts["owner_keyid"] = outputs.owner
+    if ctx.report.facts.get("signed") or outputs.owner is None:
+        ctx.report.facts["owner_keyid"] = outputs.owner
+    else:  # bound, but the prover chose it freely: nothing shows the key's holder made this bundle
+        ctx.report.facts["owner_keyid_unsigned"] = outputs.owner
 
 
 def check_public_output(ctx: Context) -> None:
@@ -394,12 +399,23 @@ def check_public_output(ctx: Context) -> None:
     ctx.report.facts["z"] = [v / (1 << Z_FRAC_BITS) for v in z]
 
 
+def _chunk_usable_rows(ctx: Context) -> list[int]:
+    """Per chunk, its own key's usable rows: EZKL lays out a committed input by the circuit that commits it (never
+    by another circuit's key, the encode circuit's included)."""
+    from circuits.proving import usable_commit_rows
+
+    assert ctx.srs is not None and ctx.circuits is not None
+    by_shape = [usable_commit_rows(keys, ctx.srs) for keys in ctx.chunk_keys]
+    return [by_shape[ctx.circuits.shapes.index(chunk.shape)] for chunk in ctx.circuits.chunks]
+
+
 def _tensor_points(ctx: Context) -> dict[str, list[str]]:
     """The model commitment's tensors, exactly the pieces the chunk plan commits (names, shapes, order), each
-    with the number of points EZKL gives a value of its size; the digest recomputed over them."""
-    from circuits.proving import points_per_input, usable_commit_rows
+    with the number of points EZKL gives a value of its size in every chunk that takes it (by that chunk's own
+    key); the digest recomputed over them."""
+    from circuits.proving import points_per_input
 
-    assert ctx.keys is not None and ctx.srs is not None and ctx.circuits is not None
+    assert ctx.srs is not None and ctx.circuits is not None
     commitment = ctx.manifest.data["commitment"]
     if commitment["scheme"] != SCHEME or commitment["input_scale"] != INPUT_SCALE:
         raise Invalid("commitment", f"the commitment scheme is not {SCHEME} at input scale {INPUT_SCALE}")
@@ -411,12 +427,16 @@ def _tensor_points(ctx: Context) -> dict[str, list[str]]:
         raise Invalid("commitment", f"the manifest commits to {len(tensors)} tensors; the chunk plan has {len(pieces)}")
     if [(t["name"], t["shape"]) for t in tensors] != [(p.name, list(p.committed_shape)) for p in pieces]:
         raise Invalid("commitment", "the committed tensors do not match the chunk plan")
-    ctx.usable_rows = usable = usable_commit_rows(ctx.keys, ctx.srs)
-    for piece, tensor in zip(pieces, tensors, strict=True):
-        count = points_per_input(math.prod(piece.committed_shape), usable)
-        if len(tensor["points"]) != count:
-            raise Invalid("commitment", f"{piece.name} has {len(tensor['points'])} commitment points, not {count}")
-    return {t["name"]: list(t["points"]) for t in tensors}
+    ctx.chunk_usable_rows = _chunk_usable_rows(ctx)
+    listed = {t["name"]: list(t["points"]) for t in tensors}
+    for chunk, usable in zip(ctx.circuits.chunks, ctx.chunk_usable_rows, strict=True):
+        for piece in chunk.pieces:
+            count = points_per_input(math.prod(piece.committed_shape), usable)
+            if len(listed[piece.name]) != count:
+                raise Invalid(
+                    "commitment", f"{piece.name} has {len(listed[piece.name])} commitment points, not {count}"
+                )
+    return listed
 
 
 def _commitments_match(ctx: Context, relative: str, inputs: list[list[str]], outputs: list[list[str]]) -> bool:
@@ -441,10 +461,10 @@ def check_commitment(ctx: Context) -> None:
     chunks, listed = ctx.circuits.chunks, ctx.manifest.chunk_proofs
     if len(listed) != len(chunks):
         raise Invalid("commitment", f"the bundle has {len(listed)} chunk proofs; the chunk plan has {len(chunks)}")
-    partial_points = points_per_input(math.prod(chunks[0].shape.output_shape), ctx.usable_rows)
-    for chunk, entry in zip(chunks, listed, strict=True):
+    for chunk, entry, usable in zip(chunks, listed, ctx.chunk_usable_rows, strict=True):
         if entry["name"] != chunk.name or entry["file"] != chunk_proof_file(chunk.name):
             raise Invalid("commitment", f"chunk proof {chunk.index} is listed as {entry['name']}, not {chunk.name}")
+        partial_points = points_per_input(math.prod(chunk.shape.output_shape), usable)
         if len(entry["output_points"]) != partial_points or len(entry["blinding_points"]) != 1:
             raise Invalid("commitment", f"chunk {chunk.name} lists the wrong number of commitment points")
         _proof_json(ctx, entry["file"], f"chunk {chunk.name}'s proof")  # a readable proof, before its links

@@ -191,13 +191,14 @@ def signed_report(
     out: Path,
     force: bool,
     record: dict | None = None,
+    model_commitment: str | None = None,
 ) -> str:
-    """Build, sign and write a report (with `record`: what the suspect did, to recompute the score from);
-    returns the signer's key id."""
+    """Build, sign and write a report (with `record`: what the suspect did, to recompute the score from; with
+    `model_commitment`: the registered model it is evidence for); returns the signer's key id."""
     if out.exists() and not force:
         raise UsageError(f"{out} already exists (use --force to replace it)")
     private = load_private(sign_key)
-    body = report.build_report(kind, key, params.to_json(), result, subjects, record)
+    body = report.build_report(kind, key, params.to_json(), result, subjects, record, model_commitment)
     report.write_signed(out, report.sign_report(body, private), force)
     from signing.keys import key_id
 

@@ -1,7 +1,10 @@
 """Signed detection reports: the evidence an owner files (`registry evidence`) that a suspect carries its watermark.
 
 A report is JSON: what was tested (kind, mode, parameters), the key's salted commitment (never the key), SHA-256
-digests of the suspect model and of the texts, the number of scored tokens, the score, log10 p and its curve.
+digests of the suspect model and of the texts, the number of scored tokens, the score, log10 p and its curve, and
+(version 2) the commitment digest of the registered model it speaks for (`model_commitment`, or null): the
+registry attaches a report to that entry only, so whoever files a report cannot pick which of its signer's
+entries it speaks for (a version 1 report, which names none, is refused as evidence).
 It is signed like a bundle, as an in-toto Statement v1 in a DSSE envelope, with its own predicate type:
 
     subject        the suspect (model digest or transcript digest) and each text file, by SHA-256
@@ -29,7 +32,8 @@ from signing.keys import key_id, parse_public, public_pem
 from watermark.prf import WatermarkKey
 
 PREDICATE_TYPE = "https://noseprint.dev/attestation/radioactivity/v1"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+"""2: `model_commitment` names the registered model the report speaks for (issue 33)."""
 SIGNED_FORMAT = "noseprint-signed-report/v1"
 MODEL_FILES = ("config.json", "*.safetensors")
 
@@ -57,13 +61,21 @@ def finite(value: object) -> object:
 
 
 def build_report(
-    kind: str, key: WatermarkKey, params: dict, result: dict, subjects: dict[str, str], record: dict | None = None
+    kind: str,
+    key: WatermarkKey,
+    params: dict,
+    result: dict,
+    subjects: dict[str, str],
+    record: dict | None = None,
+    model_commitment: str | None = None,
 ) -> dict:
     """The report; `subjects` maps a name (suspect, texts, …) to a SHA-256; `record` (radioactivity reports) holds
-    what the suspect did: its argmax predictions over each text (open) or its answers' token ids (closed)."""
+    what the suspect did: its argmax predictions over each text (open) or its answers' token ids (closed);
+    `model_commitment` the commitment digest of the registered model the report is evidence for."""
     body = {
         "version": REPORT_VERSION,
         "kind": kind,
+        "model_commitment": model_commitment,
         "key_commitment": key.commitment,
         "params": params,
         "subjects": dict(sorted(subjects.items())),
