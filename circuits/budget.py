@@ -15,12 +15,14 @@ above the real row count of the circuits the tests build.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from math import prod
 
 from core.chunks import Chunking, ChunkShape, distinct_shapes, plan_chunks
 from core.errors import NoseprintError
+from core.inference import InferenceShape, LayerPart, LayerPieces, PartSizes, layer_parts, whole_layer
 from core.layout import CircuitLayout
 
 ROWS_PER_WEIGHT = 1.25
@@ -115,3 +117,67 @@ def refuse_over_budget(rows: int, what: str, budget: Budget) -> None:
             f"{what} would need about {rows:,} rows (about {rows * BYTES_PER_ROW / GIB:.0f} GB) to check; "
             f"this verifier allows {budget.max_rows:,} (--max-rows or ${MAX_ROWS_ENV} raise it)"
         )
+
+
+# -- the inference circuits (verify-inference, registry inference) ----------------------------------------------
+
+INFERENCE_ATTENTION_FIT = (510.0, 410.0, 171.0, 345.0, 105.0)
+"""An attention part's rows = a + weights + t·(b + c·hidden + d·q width) + e·q heads·t² (t: the challenge's
+tokens). Fitted to EZKL's counts of the exported circuits (`circuits.inference.probe_rows`' settings, no keys):
+hidden 16-64, q width 16-64, 8-32 tokens, worst misfit 1e-5, coefficients rounded up (issue 33)."""
+INFERENCE_FFN_FIT = (430.0, 237.0, 171.0, 249.0)
+"""An FFN part's rows = a + weights + t·(b + c·hidden + d·rows), fitted the same way (exact)."""
+INFERENCE_HEAD_FIT = (86.0, 85.0)
+"""A head block's rows = weights + t·(a·hidden + b·vocabulary rows): hidden 16-128, 8-64 tokens (exact)."""
+INFERENCE_EMBED_FIT = (100.0, 1.5, 41.0, 0.5)
+"""The embed circuit's rows = a + t·(b·block weights + c·hidden + d·rows) + d·rows·t², as the head's (exact);
+the link circuit's the same at the fingerprint's tokens, with its own hidden-wide term (INFERENCE_LINK_HIDDEN)."""
+INFERENCE_LINK_HIDDEN = 115.0
+
+
+def _attention_rows(weights: int, hidden: int, q_width: int, q_heads: int, tokens: int) -> float:
+    a, b, c, d, e = INFERENCE_ATTENTION_FIT
+    return a + weights + tokens * (b + c * hidden + d * q_width) + e * q_heads * tokens * tokens
+
+
+def _ffn_rows(weights: int, hidden: int, rows: int, tokens: int) -> float:
+    a, b, c, d = INFERENCE_FFN_FIT
+    return a + weights + tokens * (b + c * hidden + d * rows)
+
+
+def _committed(part: LayerPart) -> int:
+    return sum(prod(piece.committed_shape) for piece in part.pieces)
+
+
+def _layer_circuit_rows(shape: InferenceShape, layer: LayerPieces, part: LayerPart, tokens: int) -> float:
+    """One layer proof's circuit: a whole layer (its attention and its FFN in one), or one part of it."""
+    whole = whole_layer(layer)
+    q_blocks = whole.attention if part.kind == "layer" else len([p for p in part.pieces if p in layer.q])
+    ffn_blocks = whole.ffn if part.kind == "layer" else len([p for p in part.pieces if p in layer.gate])
+    q_heads = shape.heads * q_blocks // whole.attention
+    ffn_rows = shape.ffn * ffn_blocks // whole.ffn
+    attention = _attention_rows(0, shape.hidden, q_heads * shape.head_dim, q_heads, tokens) if q_blocks else 0.0
+    ffn = _ffn_rows(0, shape.hidden, ffn_rows, tokens) if ffn_blocks else 0.0
+    return _committed(part) + attention + ffn
+
+
+def estimated_inference_rows(
+    shape: InferenceShape, layer: LayerPieces, sizes: PartSizes | None, tokens: int, fingerprint_tokens: int
+) -> dict[str, int]:
+    """Rows of every circuit `verify-inference` would build, by the name `circuits.inference.build_inference`
+    gives it (embed, layer or attention and ffn, head, link), from the model's shape, one layer's pieces, the
+    proofs' layer parts (None: whole layers), the challenge's length and the fingerprint's tokens alone: no torch,
+    no EZKL. Fitted at head_dim 8; the weights dominate at real widths (a LLaMA-2-7B layer whole: ~250M rows)."""
+    rows: dict[str, float] = {}
+    for part in layer_parts(layer, sizes):
+        rows[part.kind] = max(rows.get(part.kind, 0.0), _layer_circuit_rows(shape, layer, part, tokens))
+    d = shape.hidden
+    head_rows, embed_rows = shape.head_rows, shape.embed_rows
+    head_weights, block_weights = (head_rows + 1) * d, (embed_rows + 1) * d
+    h_hidden, h_rows = INFERENCE_HEAD_FIT
+    a, per_weight, e_hidden, per_row = INFERENCE_EMBED_FIT
+    rows["head"] = head_weights + 2 * d + tokens * (h_hidden * d + h_rows * head_rows)
+    for name, t, per_hidden in (("embed", tokens, e_hidden), ("link", fingerprint_tokens, INFERENCE_LINK_HIDDEN)):
+        rows[name] = a + t * (per_weight * block_weights + per_hidden * d + per_row * embed_rows)
+        rows[name] += per_row * embed_rows * t * t
+    return {name: math.ceil(value) for name, value in rows.items()}

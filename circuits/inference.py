@@ -232,13 +232,14 @@ def build_inference(
     fingerprint_tokens: int,
     logrows: int,
     sizes: PartSizes | None = None,
+    cached_only: bool = False,
 ) -> InferenceCircuits:
     """Every inference circuit at `logrows` (the bundle's), built or found in the cache; layers proven in parts
-    of `sizes` blocks (None: whole)."""
+    of `sizes` blocks (None: whole). `cached_only`: NotCached unless every one is in the cache already."""
     layers = layer_pieces(shape, chunking, fingerprinted)
     specs = _other_specs(shape, tokens, fingerprint_tokens) | _layer_specs(shape, chunking, tokens, layers[0], sizes)
     built = {
-        name: _cached(description, export, inference_run_args(logrows, public))
+        name: _cached(description, export, inference_run_args(logrows, public), cached_only)
         for name, (description, export, public) in specs.items()
     }
     for name, circuit in built.items():

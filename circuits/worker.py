@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from circuits.budget import GIB, Budget, OverBudget
 from circuits.srs import Srs
 from core import paths
 from core.chunks import Chunking
+from core.inference import InferenceShape, PartSizes
 from core.layout import CircuitLayout
 
 STAGING_PREFIXES = (".build-", ".setup-")
@@ -36,6 +38,41 @@ def image_job(thumbnail: Path, digest: str, srs: Srs) -> dict[str, Any]:
     return {"kind": "image", "thumbnail": str(thumbnail), "digest": digest, "srs": _srs_dict(srs)}
 
 
+def inference_job(
+    shape: InferenceShape,
+    chunking: Chunking,
+    fingerprinted: dict[int, int],
+    tokens: int,
+    fingerprint_tokens: int,
+    logrows: int,
+    sizes: PartSizes | None,
+    srs: Srs,
+) -> dict[str, Any]:
+    """The inference circuits `build_inference` would build from these (the shape with every field it has)."""
+    return {
+        "kind": "inference",
+        "shape": asdict(shape),
+        "chunking": chunking.to_dict(),
+        "fingerprinted": [[layer, index] for layer, index in fingerprinted.items()],
+        "tokens": tokens,
+        "fingerprint_tokens": fingerprint_tokens,
+        "logrows": logrows,
+        "sizes": None if sizes is None else sizes.to_dict(),
+        "srs": _srs_dict(srs),
+    }
+
+
+InferenceArgs = tuple[InferenceShape, Chunking, dict[int, int], int, int, int, PartSizes | None]
+
+
+def _inference_args(job: dict[str, Any]) -> InferenceArgs:
+    """`build_inference`'s arguments from an `inference_job`."""
+    sizes = None if job["sizes"] is None else PartSizes.from_dict(job["sizes"])
+    fingerprinted = {int(layer): int(index) for layer, index in job["fingerprinted"]}
+    return (InferenceShape(**job["shape"]), Chunking.from_dict(job["chunking"]), fingerprinted, job["tokens"],
+            job["fingerprint_tokens"], job["logrows"], sizes)  # fmt: skip
+
+
 def _srs_dict(srs: Srs) -> dict[str, Any]:
     return {"path": str(srs.path), "logrows": srs.logrows, "sha256": srs.sha256, "origin": srs.origin}
 
@@ -44,6 +81,7 @@ def run_job(job: dict[str, Any]) -> None:
     """Build (or find) the circuit and derive (or find) its verification key: the caches are the result."""
     from circuits.chunked import build_chunked
     from circuits.image_circuit import cached_image_circuit
+    from circuits.inference import build_inference
     from circuits.keys import ensure_keys
     from encoder import release
 
@@ -52,6 +90,8 @@ def run_job(job: dict[str, Any]) -> None:
         layout = CircuitLayout.from_dict(job["layout"])
         chunking = Chunking.from_dict(job["chunking"])
         circuits = build_chunked(layout, chunking, release.ENCODER, release.RELEASED_ENCODER_DIGEST).all
+    elif job["kind"] == "inference":
+        circuits = list(build_inference(*_inference_args(job)).all.values())
     else:
         circuits = [cached_image_circuit(Path(job["thumbnail"]), job["digest"])]
     for circuit in circuits:
@@ -81,6 +121,19 @@ def fingerprint_ready(layout: CircuitLayout, chunking: Chunking, srs: Srs) -> bo
 
     circuits = built_chunked(layout, chunking, release.RELEASED_ENCODER_DIGEST)
     return circuits is not None and all(has_verification_key(c, srs) for c in circuits.all)
+
+
+def inference_ready(job: dict[str, Any], srs: Srs) -> bool:
+    """Every circuit of an `inference_job` built and its verification key derived already."""
+    from circuits.chunked import NotCached
+    from circuits.inference import build_inference
+    from circuits.keys import has_verification_key
+
+    try:
+        circuits = build_inference(*_inference_args(job), cached_only=True)
+    except NotCached:
+        return False
+    return all(has_verification_key(c, srs) for c in circuits.all.values())
 
 
 def image_ready(thumbnail: Path, digest: str, srs: Srs) -> bool:

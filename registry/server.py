@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from core.errors import NoseprintError
 from registry import archive, pages
 from registry.inference import list_inference_checks
+from registry.pages import SearchSlots, read_limited, search_upload_of
 from registry.service import (
     Duplicate,
     NotFound,
@@ -47,20 +48,6 @@ from signing import keys as keyfiles
 
 TOKEN_ENV_VAR = "NOSEPRINT_REGISTRY_TOKEN"
 MAX_UPLOAD = archive.MAX_ARCHIVE_BYTES
-
-
-async def read_limited(request: Request, limit: int = MAX_UPLOAD) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` (a declared length is checked first)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the upload is larger than the {limit >> 20} MiB limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"the upload is larger than the {limit >> 20} MiB limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _serialised_adder(registry: Registry, srs_file: Path | None) -> Callable[[bytes, str], dict]:
@@ -180,14 +167,15 @@ def _entry_routes(app: FastAPI, registry: Registry) -> None:
         )
 
 
-def _search_routes(app: FastAPI, registry: Registry) -> None:
-    """Lineage search by z; public, and nothing is verified or stored."""
+def _search_routes(app: FastAPI, registry: Registry, slots: SearchSlots) -> None:
+    """Lineage search by z; public, and nothing is verified or stored. A few at a time (`SearchSlots`): the
+    others wait, their bodies unread, or are answered 503."""
 
     @app.post("/api/search")
     async def search(request: Request, top: int = Query(5, ge=1, le=100)) -> dict:
         """Body: a bundle tar.gz (its z is read, not verified: `add` verifies) or JSON {"z": [floats]}."""
-        data = await read_limited(request)
-        z = await run_in_threadpool(pages.z_of_upload, data, request.headers.get("content-type", ""))
+        async with slots.held():
+            z, _, _ = await search_upload_of(request)
         return {"matches": search_z(registry, z, top)}
 
 
@@ -199,12 +187,13 @@ def create_app(registry: Registry, token: str, srs_file: Path | None = None) -> 
         description="Verified LLM fingerprints, a signed append-only log (RFC 6962), lineage search.",
     )
     add_blocking = _serialised_adder(registry, srs_file)
+    slots = SearchSlots()
     app.exception_handler(NoseprintError)(_noseprint_error)
     _log_routes(app, registry)
     _entry_collection_routes(app, registry, token, add_blocking)
     _entry_routes(app, registry)
-    _search_routes(app, registry)
-    pages.mount(app, registry, add_blocking)
+    _search_routes(app, registry, slots)
+    pages.mount(app, registry, add_blocking, slots)
     return app
 
 

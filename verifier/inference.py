@@ -39,8 +39,10 @@ from typing import Any
 import numpy as np
 
 from circuits import srs as srs_store
+from circuits.budget import Budget, OverBudget, estimated_inference_rows, refuse_over_budget
 from circuits.inference import LINK_TOLERANCE, MIN_INFERENCE_LOGROWS, build_inference
 from circuits.keys import Keys, ensure_keys
+from circuits.worker import inference_job
 from core.answers import Answers, answers_errors
 from core.bundle import Bundle, BundleError, parse_proof, parse_tokens
 from core.challenge import Challenge, ChallengeError, bundle_digest, challenge_errors
@@ -52,6 +54,8 @@ from core.inference import (
     SCALE_BITS,
     InferenceShape,
     LayerPart,
+    LayerPieces,
+    PartSizes,
     ablations,
     all_pieces,
     chain_prefix,
@@ -325,13 +329,16 @@ def verify_inference(
     srs_file: Path | None = None,
     progress: Callable[[str], None] = lambda step: None,
     require_logprobs: bool = False,
+    budget: Budget | None = None,
 ) -> InferenceReport:
     """Every check in order; the first failure ends it with its reason. `require_logprobs`: answers without
     top-k log-probabilities fail instead of being checked on greedy tokens alone (which a light fine-tune
-    passes)."""
+    passes). `budget`: what building the bundle's and the inference circuits may cost (default: `verify`'s,
+    $NOSEPRINT_MAX_ROWS and its siblings)."""
     report = InferenceReport()
+    budget = budget or Budget.from_env()
     try:
-        logits = _run(Path(bundle_dir), Path(proofs_dir), answers, srs_file, progress, report)
+        logits = _run(Path(bundle_dir), Path(proofs_dir), answers, srs_file, progress, report, budget)
         _check_logprobs(report, logits[None], answers, require_logprobs)
         _check_ablation(report, logits, [without for without in logits if without is not None])
     except Failed as failure:
@@ -341,10 +348,12 @@ def verify_inference(
     return report
 
 
-def _verified_bundle(bundle_dir: Path, srs_file: Path | None, progress) -> tuple[Bundle, InferenceShape, dict]:
+def _verified_bundle(
+    bundle_dir: Path, srs_file: Path | None, progress, budget: Budget
+) -> tuple[Bundle, InferenceShape, dict]:
     """The fingerprint bundle verified (`verify`), with its whole-model commitment checked against its shape."""
     progress("verifying the fingerprint bundle")
-    verified = verify_bundle(bundle_dir, srs_file=srs_file)
+    verified = verify_bundle(bundle_dir, srs_file=srs_file, budget=budget)
     if not verified.valid:
         raise Failed("bundle", f"the fingerprint bundle is INVALID ({verified.failed_check}: {verified.reason})")
     bundle = Bundle.open(bundle_dir)
@@ -355,14 +364,36 @@ def _verified_bundle(bundle_dir: Path, srs_file: Path | None, progress) -> tuple
     return bundle, shape, points
 
 
+def _derive_within_budget(
+    shape: InferenceShape, layer: LayerPieces, sizes: PartSizes | None, fingerprint_tokens: int, job: dict, srs,
+    budget: Budget,
+) -> None:  # fmt: skip
+    """The inference circuits, bounded before any is built (soundness notes 11 and 17): the owner's proofs folder
+    chooses the layer parts (None: whole layers, about 250M rows for a 7B layer) and the challenge its length, so
+    the largest circuit's rows are estimated from them and refused above the budget; within it, the circuits are
+    built and keyed in a worker under the budget's memory and time (unless every one is cached), as `verify`
+    builds the fingerprint's."""
+    from circuits.worker import derive_in_worker, inference_ready
+
+    if inference_ready(job, srs):
+        return
+    estimates = estimated_inference_rows(shape, layer, sizes, job["tokens"], fingerprint_tokens)
+    name = max(estimates, key=lambda circuit: estimates[circuit])
+    try:
+        refuse_over_budget(estimates[name], f"this challenge's largest inference circuit ({name})", budget)
+        derive_in_worker(job, budget, "the inference circuits")
+    except OverBudget as exc:
+        raise Failed("proofs", str(exc)) from None
+
+
 def _run(
-    bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | None, progress, report
+    bundle_dir: Path, proofs_dir: Path, answers: Answers, srs_file: Path | None, progress, report, budget: Budget
 ) -> dict[int | None, list[np.ndarray]]:
     """Checks 1-6; returns the proven logits of every chain (None: the model's own, j: without layer j), each
     prompt's as positions x vocabulary, for the checks that read them."""
     from circuits.inference import commit_points, onehot
 
-    bundle, shape, points = _verified_bundle(bundle_dir, srs_file, progress)
+    bundle, shape, points = _verified_bundle(bundle_dir, srs_file, progress, budget)
     manifest = bundle.manifest
     section = manifest.inference
     assert section is not None
@@ -397,6 +428,9 @@ def _run(
     progress("rebuilding the inference circuits")
     fingerprinted = fingerprint_map([int(i) for i in section["fingerprinted_layers"]])
     srs = srs_store.from_file(srs_file, manifest.logrows) if srs_file else srs_store.require(manifest.logrows)
+    job = inference_job(shape, manifest.chunking, fingerprinted, challenge.length, len(token_ids), manifest.logrows,
+                        sizes, srs)  # fmt: skip
+    _derive_within_budget(shape, first_layer, sizes, len(token_ids), job, srs, budget)
     try:
         circuits = build_inference(shape, manifest.chunking, fingerprinted, challenge.length, len(token_ids),
                                    manifest.logrows, sizes)  # fmt: skip
