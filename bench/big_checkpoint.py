@@ -90,13 +90,14 @@ WHOLE_MODEL = """
 import sys, numpy as np, torch
 from transformers import AutoModelForCausalLM
 sys.path.insert(0, {root!r})
-from models.tokens import load_tokenizer, select_tokens
+from core.tokens import select
+from models.tokens import load_tokenizer
 from models.invariants import invariant_terms
 from models.architectures import llama_shape
 import json
 folder = {folder!r}
 model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
-ids = [t.id for t in select_tokens(load_tokenizer(folder), 16)]
+ids = select(load_tokenizer(folder), 16).ids
 e = model.get_input_embeddings().weight[ids].double().detach().numpy()
 shape = llama_shape(json.load(open(folder + "/config.json")))
 layers = []

@@ -20,9 +20,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from circuits.build import BuiltCircuit, cached_build, canonicalise_settings, is_built
-from circuits.settings import choose_logrows, chunk_run_args_dict, encode_run_args_dict, run_args
+from circuits.settings import EZKL_MAX_LOGROWS, choose_logrows, chunk_run_args_dict, encode_run_args_dict, run_args
 from core import paths
-from core.chunks import Chunk, Chunking, ChunkShape, distinct_shapes, plan_chunks, terms_chunks
+from core.chunks import Chunk, Chunking, ChunkShape, distinct_shapes, hiding_logrows, plan_chunks, terms_chunks
 from core.fileio import canonical_json, sha256_bytes, sha256_file
 from core.layout import CircuitLayout
 
@@ -155,7 +155,7 @@ def build_chunked(
     encode_export = _encode_export(layout, per_term, shapes[0], encoder_weights)
     # Sized by the chunks, the many proofs: the one encode proof spreads over more columns if it needs them.
     # So logrows does not depend on the term shifts either, which are settled after the chunks are proven.
-    logrows = max(choose_logrows(p["num_rows"]) for p in probes)
+    logrows = hiding_logrows(chunks, max(choose_logrows(p["num_rows"]) for p in probes), EZKL_MAX_LOGROWS)
     built = [
         _cached({"chunk": s.to_dict()}, _chunk_export(s), chunk_run_args_dict(logrows), cached_only) for s in shapes
     ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from circuits.keys import Keys
 from circuits.srs import Srs
+from core.layout import MAX_UNUSABLE_ROWS, point_count
 
 
 def felt_to_signed(felt: str) -> int:
@@ -19,8 +20,6 @@ def felt_to_signed(felt: str) -> int:
     return int(ezkl.felt_to_int(felt))
 
 
-MAX_UNUSABLE_ROWS = 64
-"""halo2 keeps blinding factors + 1 rows of every column unusable; a handful for these circuits, never this many."""
 ZERO_FELT = "0" * 64
 USABLE_ROWS_FILE = "usable_rows.json"
 
@@ -51,7 +50,7 @@ def usable_commit_rows(keys: Keys, srs: Srs) -> int:
 
 def points_per_input(size: int, usable_rows: int) -> int:
     """How many KZG points EZKL's polycommit gives an input of `size` values."""
-    return size // usable_rows + 1
+    return point_count(size, usable_rows)
 
 
 def verify_proof(proof_path: Path, keys: Keys, srs: Srs) -> bool:

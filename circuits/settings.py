@@ -22,6 +22,9 @@ table (DECOMP_BASE entries) small, so small chunk circuits can use few rows: a p
 MIN_LOGROWS = 11
 """The DECOMP_BASE-entry range-check table must fit in the columns."""
 MAX_LOGROWS = 20
+"""The most `choose_logrows` picks for rows alone (more rows spread over more columns)."""
+EZKL_MAX_LOGROWS = 26
+"""EZKL's largest SRS (`MAX_PUBLIC_SRS`): the most any circuit can use, hiding included (`core.chunks`)."""
 ROWS_PER_COLUMN_TARGET = 4
 """logrows is chosen so the circuit spans about this many column blocks (see `choose_logrows`)."""
 

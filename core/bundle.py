@@ -35,6 +35,7 @@ from core.errors import NoseprintError
 from core.fileio import parse_json_strict, read_inside, sha256_file
 from core.inference import InferenceShape
 from core.layout import MIN_BLINDING_VALUES, CircuitLayout
+from core.tokens import TokenList
 
 FORMAT = "noseprint-bundle"
 VERSION = 5
@@ -364,6 +365,13 @@ class Bundle:
         except (OSError, ValueError) as exc:
             raise BundleError(f"{relative} cannot be read ({exc})") from None
 
+    def tokens(self) -> TokenList:
+        """The token list and how it was chosen (`core.tokens`); `verify` checks it against the rule."""
+        try:
+            return TokenList.from_json(self.read(self.manifest.tokens_file))
+        except ValueError as exc:
+            raise BundleError(f"{self.manifest.tokens_file} is unreadable ({exc})") from None
+
     def z(self) -> list[int]:
         """The z the owner claims (z.json); `verify` recomputes it from the proof before trusting it."""
         try:
@@ -389,19 +397,6 @@ def parse_z(data: bytes) -> tuple[list[int], list[int]]:
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     return _int_list(record.get("z_raw"), "z_raw"), _int_list(record.get("z"), "z")
-
-
-def parse_tokens(data: bytes) -> tuple[list[int], list[str]]:
-    """(ids, strings) from tokens.json; ValueError with a reason for anything else."""
-    record = parse_json_strict(data)
-    tokens = record.get("tokens") if isinstance(record, dict) else None
-    if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
-        raise ValueError("no list of tokens")
-    ids = _int_list([t.get("id") for t in tokens], "token ids")
-    strings = [t.get("string", "") for t in tokens]
-    if not all(isinstance(s, str) for s in strings):
-        raise ValueError("a token string is not a string")
-    return ids, strings
 
 
 FELT_HEX_DIGITS = 64

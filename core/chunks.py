@@ -21,7 +21,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from math import ceil
 
-from core.layout import COLUMN, MIN_BLINDING_VALUES, ROW, CircuitLayout, LayerShape, Piece
+from core.layout import (
+    COLUMN,
+    MAX_UNUSABLE_ROWS,
+    MIN_BLINDING_VALUES,
+    ROW,
+    CircuitLayout,
+    LayerShape,
+    Piece,
+    unhidden_points,
+)
 
 DEFAULT_CHUNK_WEIGHTS = 262_144
 """Weights per chunk proof unless the owner says otherwise. Measured at hidden 384 on 2 cores (BENCHMARKS.md,
@@ -222,3 +231,32 @@ def choose_chunking(layout: CircuitLayout, max_weights: int) -> Chunking:
 def _common_divisors(values: list[int]) -> list[int]:
     smallest = min(values)
     return [k for k in range(1, smallest + 1) if all(v % k == 0 for v in values)]
+
+
+def committed_values(chunks: list[Chunk]) -> list[tuple[tuple[int, int], int, int]]:
+    """(committed shape, blinding axis, blinding lines) of every distinct value the chunk proofs commit: the
+    weight pieces, and each chunk's partial term with its blinding rows."""
+    values = {(p.committed_shape, p.blinding_axis, 1) for p in committed_pieces(chunks)}
+    values |= {(c.shape.output_shape, ROW, c.shape.blinding_rows) for c in chunks}
+    return sorted(values)
+
+
+def hidden_at(values: list[tuple[tuple[int, int], int, int]], logrows: int) -> bool:
+    """Every point of every value carries at least MIN_BLINDING_VALUES blinding values, for every column height
+    EZKL may leave usable at this logrows (2^logrows less a few rows halo2 keeps)."""
+    full = 1 << logrows
+    return not any(
+        unhidden_points(shape, axis, usable, lines)
+        for shape, axis, lines in values
+        for usable in range(full - MAX_UNUSABLE_ROWS, full + 1)
+    )
+
+
+def hiding_logrows(chunks: list[Chunk], at_least: int, at_most: int) -> int:
+    """The least logrows >= at_least at which every committed point is hidden (issue 33: a row-blinded block
+    longer than one KZG column had its blinding in its last point only). ValueError past at_most."""
+    values = committed_values(chunks)
+    for logrows in range(at_least, at_most + 1):
+        if hidden_at(values, logrows):
+            return logrows
+    raise ValueError(f"no logrows up to {at_most} hides every commitment point: choose smaller chunks")

@@ -24,12 +24,12 @@ from it and the manifest alone.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from math import ceil
 
 from core.chunks import BlockPiece, Chunking, plan_chunks
 from core.fileio import canonical_json, sha256_bytes
-from core.layout import ROW, CircuitLayout, LayerShape, Piece
+from core.layout import MAX_UNUSABLE_ROWS, ROW, CircuitLayout, LayerShape, Piece
 
 SCALE_BITS = 10
 """A scale factor σ is committed as σ·2^SCALE_BITS (the circuit reads it at 2^-8 resolution: σ to 2^-18)."""
@@ -73,14 +73,31 @@ class InferenceShape:
     head_dim: int
     ffn: int
     rope_theta: int
+    point_values: int = field(default=0, compare=False)
+    """The fewest values one commitment point holds at the bundle's logrows (`at_logrows`), or 0 for shape
+    arithmetic alone. Embedding and head blocks are blinded by one row, so each must fit in one point: a block
+    spread over several points leaves all but the last without blinding (issue 33)."""
+
+    def at_logrows(self, logrows: int) -> InferenceShape:
+        """This shape with its blocks cut to fit one commitment point at `logrows`."""
+        return replace(self, point_values=(1 << logrows) - MAX_UNUSABLE_ROWS)
+
+    def _one_point(self, rows: int) -> int:
+        """At most `rows`, and few enough that the block and its blinding row fill less than one point."""
+        if not self.point_values:
+            return rows
+        fits = (self.point_values - 1) // self.hidden - 1
+        if fits < 1:
+            raise ValueError(f"a {self.hidden}-wide row and its blinding exceed one commitment point")
+        return min(rows, fits)
 
     @property
     def embed_rows(self) -> int:
-        return max(1, BLOCK_WEIGHTS // self.hidden)
+        return self._one_point(max(1, BLOCK_WEIGHTS // self.hidden))
 
     @property
     def head_rows(self) -> int:
-        return max(1, min(MAX_HEAD_ROWS, HEAD_BLOCK_WEIGHTS // self.hidden))
+        return self._one_point(max(1, min(MAX_HEAD_ROWS, HEAD_BLOCK_WEIGHTS // self.hidden)))
 
     @property
     def embed_blocks(self) -> int:
@@ -94,7 +111,9 @@ class InferenceShape:
         return LayerShape(self.hidden, self.heads, self.kv_heads, self.head_dim, self.ffn, gated=True)
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        data = asdict(self)
+        del data["point_values"]  # the bundle's logrows says it
+        return data
 
     @staticmethod
     def from_dict(data: dict) -> InferenceShape:

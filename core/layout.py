@@ -35,6 +35,47 @@ ROW = 0
 """Blinding line appended as an extra row (tensor used as E·Wᵀ)."""
 COLUMN = 1
 """Blinding line appended as an extra column (tensor used as E·W)."""
+MAX_UNUSABLE_ROWS = 64
+"""halo2 keeps blinding factors + 1 rows of every column unusable; a handful for these circuits, never this
+many: 2^logrows - MAX_UNUSABLE_ROWS is a lower bound on a commitment point's values."""
+
+
+def point_count(size: int, usable: int) -> int:
+    """How many KZG points EZKL's polycommit gives an input of `size` values: it fills columns of `usable`
+    rows, row-major, one point per column (src/circuit/modules/polycommit.rs), and always opens one more."""
+    return size // usable + 1
+
+
+def _blinding_before(index: int, committed_shape: tuple[int, int], axis: int, lines: int) -> int:
+    """Blinding values among the first `index` values of a committed piece, flattened row-major."""
+    rows, cols = committed_shape
+    if axis == ROW:  # the last `lines` rows are blinding
+        return min(max(index - (rows - lines) * cols, 0), lines * cols)
+    return index // cols  # the last value of every row: cols - 1, 2·cols - 1, ...
+
+
+def point_blinding(committed_shape: tuple[int, int], axis: int, usable: int, lines: int = 1) -> list[tuple[int, int]]:
+    """(weights, blinding values) in each KZG point of a committed piece, in point order.
+
+    A point is a separate commitment: one that holds weights and little blinding can be recomputed from a
+    guessed model and compared (issue 33: a row-blinded piece longer than a column carried its blinding in its
+    last point only). Every point that holds a weight must hold at least MIN_BLINDING_VALUES. `lines`: blinding
+    rows at the end of a row-blinded value (a chunk's partial term has several; a weight tensor one)."""
+    size = prod(committed_shape)
+    spans = []
+    for point in range(point_count(size, usable)):
+        start, stop = min(point * usable, size), min((point + 1) * usable, size)
+        blinding = _blinding_before(stop, committed_shape, axis, lines) - _blinding_before(
+            start, committed_shape, axis, lines
+        )
+        spans.append((stop - start - blinding, blinding))
+    return spans
+
+
+def unhidden_points(committed_shape: tuple[int, int], axis: int, usable: int, lines: int = 1) -> list[int]:
+    """The points of a committed piece that hold weights but fewer than MIN_BLINDING_VALUES blinding values."""
+    spans = point_blinding(committed_shape, axis, usable, lines)
+    return [i for i, (weights, blinding) in enumerate(spans) if weights and blinding < MIN_BLINDING_VALUES]
 
 
 @dataclass(frozen=True)
@@ -95,6 +136,10 @@ class Piece:
     @property
     def weight_count(self) -> int:
         return prod(self.shape)
+
+    def unhidden_points(self, usable: int) -> list[int]:
+        """Points of this piece's commitment that would not carry the promised blinding (`unhidden_points`)."""
+        return unhidden_points(self.committed_shape, self.blinding_axis, usable)
 
 
 @dataclass(frozen=True)

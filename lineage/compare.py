@@ -19,6 +19,7 @@ import numpy as np
 from core.bundle import Bundle
 from core.errors import UsageError
 from core.sources import FINGERPRINT_PICTURE, FINGERPRINT_RECORD, INVARIANTS_FILE, SourceKind, source_kind, tokens_file
+from core.tokens import TokenList
 from encoder.zvector import as_floats, cosine
 from lineage.fingerprint import fingerprint_model
 from lineage.gallery import grid
@@ -35,18 +36,32 @@ class Fingerprint:
     invariants: np.ndarray | None
 
 
-def token_count(source: Path) -> int | None:
-    """How many tokens a bundle or fingerprint folder used (None for a model folder)."""
+def token_list(source: Path) -> TokenList | None:
+    """The tokens a bundle or fingerprint folder used (None for a model folder: the rule picks its tokens)."""
     found = tokens_file(source)
     if found is None:
         return None
-    return len(json.loads(found.read_text())["tokens"])
+    try:
+        return TokenList.from_json(found.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{found} is unreadable ({exc})") from None
+
+
+def require_rule_tokens(source: Path) -> None:
+    """Fingerprints are comparable only at the token rule's tokens: the same weights at other tokens, or the
+    same tokens in another order, give another z (`core.tokens`)."""
+    listed = token_list(source)
+    problem = None if listed is None else listed.rule_error()
+    if problem is not None:
+        raise UsageError(f"{source} is not comparable: {problem}")
 
 
 def load(source: Path, workdir: Path, tokens: int = DEFAULT_TOKENS) -> Fingerprint:
-    """z, picture and (where there are any) invariants of any kind of source."""
+    """z, picture and (where there are any) invariants of any kind of source, taken at the rule's tokens."""
     source = Path(source)
     kind = source_kind(source)
+    if kind is not SourceKind.MODEL:
+        require_rule_tokens(source)
     if kind is SourceKind.BUNDLE:
         bundle = Bundle.open(source)
         return Fingerprint(source.name, bundle.z(), bundle.picture, None)
@@ -62,9 +77,14 @@ def load(source: Path, workdir: Path, tokens: int = DEFAULT_TOKENS) -> Fingerpri
     return fingerprint
 
 
+def _count(source: Path) -> int | None:
+    listed = token_list(source)
+    return None if listed is None else len(listed)
+
+
 def compare(a: Path, b: Path, image_out: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="noseprint-compare-") as tmp:
-        count = token_count(a) or token_count(b) or DEFAULT_TOKENS  # a model side follows the other side's tokens
+        count = _count(a) or _count(b) or DEFAULT_TOKENS  # a model side follows the other side's token count
         left, right = load(a, Path(tmp), count), load(b, Path(tmp), count)
         if len(left.z) != len(right.z):
             raise UsageError("the two fingerprints come from different encoders (z dimensions differ)")

@@ -38,7 +38,6 @@ from encoder.network import load_encoder
 from encoder.zvector import Z_FRAC_BITS
 from models.invariants import standardise
 from models.streamed import layer_weight_count, stream_threads, streamed_layer_terms
-from models.tokens import tokens_to_json
 from models.weights import DEFAULT_TOKENS, OpenModel, open_model
 
 PROGRESS_DELAY_S = 2.0
@@ -106,6 +105,6 @@ def fingerprint_model(
     with staged_directory(out, force) as stage:
         save_png(image, stage / FINGERPRINT_PICTURE)
         np.save(stage / INVARIANTS_FILE, terms)
-        (stage / TOKENS_FILE).write_text(json.dumps(tokens_to_json(model.tokens), indent=1))
+        (stage / TOKENS_FILE).write_text(json.dumps(model.tokens.to_json(), indent=1))
         (stage / FINGERPRINT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -1,28 +1,17 @@
-"""Which tokens' embedding rows the fingerprint uses.
+"""The model's tokenizer and the owner's token files: what the token rule (`core.tokens`) reads.
 
-Tokens are chosen *by string*: the most frequent English words (offline
-`wordfreq` list) that are a single token in this model's tokenizer, in
-frequency order. Choosing by string rather than by id keeps the selection
-aligned across derivatives that permute or extend the vocabulary.
+Tokens are chosen *by string* (the rule's word list) through the model's own tokenizer, which keeps the
+selection aligned across derivatives that permute or extend the vocabulary.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UsageError
-
-WORD_SOURCE = "wordfreq:en:top_n_list"
-CANDIDATE_WORDS = 30_000
-
-
-@dataclass(frozen=True)
-class Token:
-    id: int
-    string: str
+from core.tokens import Token, TokenList
 
 
 def load_tokenizer(model_dir: Path) -> Callable[[str], list[int]]:
@@ -60,27 +49,9 @@ def load_tokenizer(model_dir: Path) -> Callable[[str], list[int]]:
     return lambda word: tokenizer.encode(word, add_special_tokens=False)
 
 
-def select_tokens(encode: Callable[[str], list[int]], count: int) -> list[Token]:
-    """The `count` most frequent alphabetic English words that encode to exactly one token."""
-    from wordfreq import top_n_list
-
-    chosen: list[Token] = []
-    seen: set[int] = set()
-    for word in top_n_list("en", CANDIDATE_WORDS):
-        if not word.isalpha():
-            continue
-        ids = encode(word)
-        if len(ids) != 1 or ids[0] in seen:
-            continue
-        seen.add(ids[0])
-        chosen.append(Token(int(ids[0]), word))
-        if len(chosen) == count:
-            return chosen
-    raise UsageError(f"only {len(chosen)} frequent English words are single tokens here; {count} are needed")
-
-
-def read_token_file(path: Path, count: int) -> list[Token]:
-    """A JSON list of {"id", "string"} objects or of ids, or a text file of `id[<TAB>string]` lines."""
+def read_token_file(path: Path, count: int) -> TokenList:
+    """A JSON list of {"id", "string"} objects or of ids, or a text file of `id[<TAB>string]` lines: the
+    owner's own list (no rule chose it)."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -108,12 +79,4 @@ def read_token_file(path: Path, count: int) -> list[Token]:
         raise UsageError(f"token file {path} repeats a token id")
     if len(tokens) < count:
         raise UsageError(f"token file {path} has {len(tokens)} tokens; {count} are needed")
-    return tokens[:count]
-
-
-def tokens_to_json(tokens: list[Token], with_strings: bool = True) -> dict:
-    """The token list of a bundle or fingerprint folder; without strings for a redacted bundle (the ids are
-    what `check-opening` needs; the strings tell a reader about the tokenizer)."""
-    if not with_strings:
-        return {"source": WORD_SOURCE, "tokens": [{"id": t.id} for t in tokens]}
-    return {"source": WORD_SOURCE, "tokens": [{"id": t.id, "string": t.string} for t in tokens]}
+    return TokenList(tokens[:count])

@@ -17,12 +17,13 @@ import numpy as np
 
 from core.errors import UsageError
 from core.layout import CircuitLayout
+from core.tokens import NotTheRule, TokenList, select
 from models.architectures import Adapter, Matrix, adapter_for, check_layer, needed_tensors
 from models.checkpoint import Checkpoint, missing_shards, open_checkpoint, read_config
 from models.gguf import gguf_tokenizer, is_gguf, open_gguf
 from models.hub import resolve_model
 from models.invariants import canonical_embedding
-from models.tokens import Token, load_tokenizer, read_token_file, select_tokens
+from models.tokens import load_tokenizer, read_token_file
 
 DEFAULT_TOKENS = 16
 FINGERPRINTED_LAYERS = 2
@@ -36,7 +37,7 @@ class ModelWeights:
     family: str
     layer_count: int
     layer_indices: list[int]
-    tokens: list[Token]
+    tokens: TokenList
     embedding: np.ndarray
     layers: list[dict[str, np.ndarray]]
     layout: CircuitLayout
@@ -58,7 +59,7 @@ class OpenModel:
     model_type: str
     layer_count: int
     layer_indices: list[int]
-    tokens: list[Token]
+    tokens: TokenList
     embedding: np.ndarray
     layout: CircuitLayout
 
@@ -99,6 +100,35 @@ def needed_files(model_dir: Path) -> tuple[list[str], list[str]]:
     return files, missing_shards(checkpoint, names)
 
 
+def choose_tokens(checkpoint: Checkpoint, token_count: int, tokens_file: Path | None) -> TokenList:
+    """The token rule's selection from the model's own tokenizer (`core.tokens`). A token file is for a model
+    that has no tokenizer; where it has one, the file must be exactly the rule's selection, in its order: the
+    same weights give one fingerprint, so nobody picks or reorders the tokens."""
+    folder = checkpoint.folder
+    try:
+        encode = gguf_tokenizer(folder) if is_gguf(folder) else load_tokenizer(folder)
+    except UsageError:
+        if tokens_file is None:
+            raise
+        return _owners_tokens(tokens_file, token_count)
+    chosen = select(encode, token_count)
+    if tokens_file is not None and read_token_file(tokens_file, token_count).ids != chosen.ids:
+        raise NotTheRule(
+            f"{tokens_file} lists other tokens (or another order) than the token rule selects from this model's "
+            f"tokenizer ({chosen.ids}); fingerprints are taken at the rule's tokens only: drop --tokens"
+        )
+    return chosen
+
+
+def _owners_tokens(tokens_file: Path, token_count: int) -> TokenList:
+    """A model without a tokenizer: the owner's list (not comparable), which may not reorder the rule's words."""
+    owners = read_token_file(tokens_file, token_count)
+    problem = owners.order_error()
+    if problem is not None:
+        raise NotTheRule(f"{tokens_file}: {problem}")
+    return owners
+
+
 def open_model(model_dir: Path, token_count: int, tokens_file: Path | None, allow_pickle: bool) -> OpenModel:
     checkpoint = open_source(model_dir, allow_pickle=allow_pickle)
     adapter = adapter_for(checkpoint.config)
@@ -111,11 +141,7 @@ def open_model(model_dir: Path, token_count: int, tokens_file: Path | None, allo
             f"the fingerprint reads shard(s) not in {model_dir}: {', '.join(absent)} "
             "(other shards of the index may stay absent; `noseprint fingerprint MODEL_DIR --needed` lists them all)"
         )
-    if tokens_file is not None:
-        tokens = read_token_file(tokens_file, token_count)
-    else:
-        encode = gguf_tokenizer(checkpoint.folder) if is_gguf(checkpoint.folder) else load_tokenizer(checkpoint.folder)
-        tokens = select_tokens(encode, token_count)
+    tokens = choose_tokens(checkpoint, token_count, tokens_file)
     embedding = canonical_embedding(adapter.read_embedding(checkpoint, [t.id for t in tokens]), adapter.layer_norm)
     if embedding.shape[1] != shape.hidden:
         raise UsageError(f"embedding width {embedding.shape[1]} differs from hidden size {shape.hidden}")

@@ -35,8 +35,8 @@ from math import prod
 from circuits.budget import estimated_encode_rows
 from circuits.calibration import Calibration, area
 from circuits.chunked import probe_rows
-from circuits.settings import choose_logrows
-from core.chunks import Chunking, ChunkShape, distinct_shapes, plan_chunks
+from circuits.settings import EZKL_MAX_LOGROWS, choose_logrows
+from core.chunks import Chunking, ChunkShape, distinct_shapes, hiding_logrows, plan_chunks
 from core.errors import UsageError
 from core.layout import CircuitLayout
 
@@ -191,7 +191,10 @@ def estimate(
         raise UsageError(f"this chunking does not fit the model: {exc}") from None
     shapes = distinct_shapes(chunks)
     rows = [rows_of(shape) for shape in shapes]
-    logrows = max(choose_logrows(r) for r in rows)
+    try:
+        logrows = hiding_logrows(chunks, max(choose_logrows(r) for r in rows), EZKL_MAX_LOGROWS)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     counts = Counter(chunk.shape for chunk in chunks)
     slower = max(1.0, calibration.cores / cores)
     costs = [

@@ -41,7 +41,7 @@ from circuits.inference import (
 from circuits.keys import Keys, ensure_keys
 from circuits.proving import ProofResult, ProofTask, prove_task
 from circuits.settings import INPUT_SCALE
-from core.bundle import Bundle, parse_tokens
+from core.bundle import Bundle
 from core.challenge import Challenge, bundle_digest, challenge_errors
 from core.chunks import Chunking
 from core.errors import ProvingFailed, UsageError
@@ -68,6 +68,7 @@ from core.inference import (
 )
 from core.inference_proofs import CHALLENGE, LISTING, PROOFS, InferenceProofs, ProofEntry
 from core.layout import Piece
+from core.tokens import TokenList
 from models.checkpoint import read_config
 from models.full_model import FullModel, inference_shape, read_full_model
 from prover.work import WorkFolder
@@ -98,8 +99,9 @@ def whole_model_commitment(
     """The bundle's `inference` section and its blinding lines, or None for an architecture the inference
     circuits do not implement. `fingerprint`: the fingerprint's committed pieces (integers with blinding)."""
     try:
-        shape = inference_shape(read_config(Path(model_dir)))
-    except UsageError as exc:
+        shape = inference_shape(read_config(Path(model_dir))).at_logrows(srs.logrows)
+        shape.head_rows  # noqa: B018 (raises if one row does not fit a commitment point)
+    except (UsageError, ValueError) as exc:
         progress(f"no whole-model commitment ({exc})")
         return None
     if model_weights(shape) > WHOLE_MODEL_MAX_WEIGHTS:
@@ -162,7 +164,7 @@ def open_owner(bundle: Bundle, model_dir: Path, opening_path: Path) -> tuple[Own
         blinding = dict(opening["blinding"]) | dict(opening["inference_blinding"])
     except (KeyError, TypeError) as exc:
         raise UsageError(f"the opening has no whole-model blinding ({exc}); it belongs to an older bundle") from None
-    token_ids, _ = parse_tokens(bundle.read(manifest.tokens_file))
+    token_ids = TokenList.from_json(bundle.read(manifest.tokens_file)).ids
     model = read_full_model(Path(model_dir))
     if model.shape != InferenceShape.from_dict(section["shape"]):
         raise UsageError("the model folder is not the model this bundle commits to (its shape differs)")
@@ -232,7 +234,7 @@ def prove_inference(
             f"this bundle was proven at logrows {manifest.logrows}; inference proofs need at least "
             f"{MIN_INFERENCE_LOGROWS} (prove the model again with more --n-tokens or a larger --chunk-weights)"
         )
-    shape = InferenceShape.from_dict(section["shape"])
+    shape = InferenceShape.from_dict(section["shape"]).at_logrows(manifest.logrows)
     problems = challenge_errors(challenge, digest, shape.vocab)
     if problems:
         raise UsageError(f"the challenge is not for this bundle: {problems[0]}")

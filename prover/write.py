@@ -38,7 +38,6 @@ from core.fileio import canonical_json, sha256_bytes, staged_directory, write_js
 from encoder import release
 from encoder.generator import save_png
 from encoder.zvector import Z_FRAC_BITS
-from models.tokens import tokens_to_json
 from prover.inference import whole_model_commitment
 from prover.plan import ProvePlan
 from prover.prove import Proven
@@ -180,7 +179,7 @@ def write_files(stage: Path, plan: ProvePlan, proven: Proven) -> None:
     z_record = {"z_raw": proven.z_raw, "z": proven.z, "frac_bits": Z_FRAC_BITS}
     z_record["output_scale"] = circuits.encode.output_scale
     (stage / Z_FILE).write_text(json.dumps(z_record))
-    tokens = tokens_to_json(plan.model.tokens, with_strings=not plan.options.redact)
+    tokens = plan.model.tokens.to_json(with_strings=not plan.options.redact)
     (stage / TOKENS_FILE).write_text(json.dumps(tokens, indent=1))
     if proven.thumbnail is not None:
         section = proven.thumbnail.section

@@ -26,6 +26,7 @@ from core import paths
 from core.bundle import NOT_STATED, Bundle, BundleError, Manifest
 from core.errors import NoseprintError, UsageError
 from core.fileio import canonical_json, sha256_bytes
+from core.tokens import RULE as TOKEN_RULE
 from lineage.verdict import verdict
 from registry import archive, merkle
 from registry import checkpoint as cp
@@ -143,6 +144,12 @@ def verify_for_registry(bundle: Path, srs_file: Path | None = None) -> Verified:
     report = verify_bundle(bundle, srs_file=srs_file)
     if not report.valid:
         raise Rejected(f"{report.failed_check}: {report.reason}", report.failed_check or "bundle")
+    if report.facts.get("token_rule") != TOKEN_RULE:
+        raise Rejected(
+            "tokens: the fingerprint was not taken at the token rule's tokens, so its z cannot be compared with "
+            "the registry's (re-prove it from the model folder with its tokenizer)",
+            "tokens",
+        )
     verified = Bundle.open(bundle)
     z = np.asarray(report.facts["z"], dtype="<f4")
     return Verified(

@@ -252,10 +252,10 @@ def z_from_bytes(data: bytes) -> None:
 
 
 def tokens_from_bytes(data: bytes) -> None:
-    from core.bundle import parse_tokens
+    from core.tokens import TokenList
 
     try:
-        parse_tokens(data)
+        TokenList.from_json(data)
     except ValueError:
         return
 

@@ -48,7 +48,7 @@ def forged_layout(target: Path) -> Path:
     layer = {"hidden": 1024, "heads": 16, "kv_heads": 16, "head_dim": 64, "ffn": 4096, "gated": True}
     manifest["circuit"]["layout"] = {"tokens": 256, "hidden": 1024, "layers": [layer, layer], "term_shifts": [0] * 6}
     manifest["tokens"]["count"] = 256
-    tokens = {"tokens": [{"id": i, "string": str(i)} for i in range(256)]}
+    tokens = {"tokens": [{"id": i} for i in range(256)]}  # bare ids: an owner's list, checked no further
     (target / "tokens.json").write_text(json.dumps(tokens))
     manifest["files"]["tokens.json"] = hashlib.sha256((target / "tokens.json").read_bytes()).hexdigest()
     (target / "manifest.json").write_text(json.dumps(manifest))

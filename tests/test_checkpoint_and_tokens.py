@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from core.errors import UsageError
+from core.tokens import RULE, NotTheRule, TokenList, select, select_from_encodings
 from models.checkpoint import open_checkpoint
-from models.tokens import load_tokenizer, read_token_file, select_tokens
+from models.tokens import load_tokenizer, read_token_file
 from tests.conftest import save_tiny, tiny_llama
 
 
@@ -49,8 +50,8 @@ def test_missing_shard_named_by_index(tmp_path):
 
 def test_tokens_are_frequent_single_token_words_in_order(tmp_path):
     folder = save_tiny(tiny_llama(), tmp_path / "m")
-    tokens = select_tokens(load_tokenizer(folder), 12)
-    assert [t.string for t in tokens[:3]] == ["the", "to", "and"]
+    tokens = select(load_tokenizer(folder), 12)
+    assert [t.string for t in tokens.tokens[:3]] == ["the", "to", "and"]
     assert len({t.id for t in tokens}) == 12
     encode = load_tokenizer(folder)
     assert all(encode(t.string) == [t.id] for t in tokens)
@@ -66,3 +67,45 @@ def test_token_file_formats(tmp_path):
         read_token_file(tmp_path / "c.json", 2)
     with pytest.raises(UsageError, match="3 are needed"):
         read_token_file(tmp_path / "a.json", 3)
+
+
+def test_the_rule_recomputes_its_selection_from_the_evidence(tmp_path):
+    """The evidence (each rule word's encoding up to the last chosen) gives back the selection and its order;
+    a reordered, re-chosen or over-long list is refused by `rule_error`, and the file round-trips strictly."""
+    folder = save_tiny(tiny_llama(), tmp_path / "m")
+    chosen = select(load_tokenizer(folder), 8)
+    assert chosen.rule == RULE and chosen.rule_error() is None
+    assert select_from_encodings(chosen.encodings, 8) == chosen.tokens
+    again = TokenList.from_json(json.dumps(chosen.to_json()).encode())
+    assert again == chosen and again.rule_error() is None
+    redacted = TokenList.from_json(json.dumps(chosen.to_json(with_strings=False)).encode())
+    assert redacted.rule_error() is None and redacted.ids == chosen.ids
+    reversed_list = TokenList(chosen.tokens[::-1], RULE, chosen.encodings)
+    assert "order" in reversed_list.rule_error()
+    others = TokenList([type(t)(t.id + 100, t.string) for t in chosen.tokens], RULE, chosen.encodings)
+    assert others.rule_error() is not None
+    assert "runs past" in TokenList(chosen.tokens, RULE, [*chosen.encodings, [1]]).rule_error()
+    assert "owner's own list" in TokenList(chosen.tokens).rule_error()
+    for forged in ({**chosen.to_json(), "rule": "mine/v9"}, {**chosen.to_json(), "encodings": [["x"]]}):
+        with pytest.raises(ValueError):
+            TokenList.from_json(json.dumps(forged).encode())
+
+
+def test_a_token_file_must_be_the_rules_selection_where_the_model_has_a_tokenizer(tmp_path):
+    """`--tokens` cannot reorder or re-choose a tokenizer's tokens (issue 33: the same weights re-proven at
+    reversed tokens read 'unrelated' to themselves); for a model without a tokenizer it is the owner's list."""
+    from models.weights import open_model
+
+    folder = save_tiny(tiny_llama(), tmp_path / "m")
+    chosen = select(load_tokenizer(folder), 8)
+    for forged in (chosen.ids[::-1], [i + 1 for i in chosen.ids]):
+        (tmp_path / "t.json").write_text(json.dumps(forged))
+        with pytest.raises(NotTheRule, match="token rule"):
+            open_model(folder, 8, tmp_path / "t.json", allow_pickle=False)
+    (tmp_path / "t.json").write_text(json.dumps(chosen.ids))
+    assert open_model(folder, 8, tmp_path / "t.json", allow_pickle=False).tokens == chosen
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json"):
+        (folder / name).unlink(missing_ok=True)
+    (tmp_path / "t.json").write_text(json.dumps(chosen.ids[::-1]))
+    owners = open_model(folder, 8, tmp_path / "t.json", allow_pickle=False).tokens
+    assert owners.rule is None and owners.ids == chosen.ids[::-1]

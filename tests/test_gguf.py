@@ -12,11 +12,12 @@ from gguf import GGMLQuantizationType as Q
 
 from bench.kquants import K_QUANT_FALLBACK, quantize
 from core.errors import UsageError
+from core.tokens import select
 from lineage.fingerprint import fingerprint_model
 from lineage.verdict import verdict
 from models.gguf import gguf_tokenizer, open_gguf
 from models.invariants import invariant_cosine
-from models.tokens import load_tokenizer, select_tokens
+from models.tokens import load_tokenizer
 from tests.conftest import save_tiny, tiny_llama
 
 HIDDEN, HEADS, KV_HEADS, FFN, LAYERS = 256, 4, 2, 512, 3
@@ -212,5 +213,5 @@ def test_gguf_vocabulary_selects_the_tokenizers_words(original, tmp_path):
     """Words are found as whole pieces of the vocabulary, SentencePiece's ▁ prefix included."""
     model, tokenizer, folder = original
     path = write_gguf(model, tokenizer, tmp_path / "m.gguf", Q.F16)
-    assert select_tokens(gguf_tokenizer(path), 12) == select_tokens(load_tokenizer(folder), 12)
+    assert select(gguf_tokenizer(path), 12).ids == select(load_tokenizer(folder), 12).ids
     assert gguf_tokenizer(path)("zzzznotaword") == []

@@ -15,7 +15,7 @@ def test_minilm_invariants_match_the_module(minilm_dir):
     read = read_model(minilm_dir, 16, None, allow_pickle=False)
     assert read.model_type == "bert" and read.layer_count == 6 and read.layer_indices == [4, 5]
     assert read.layout.layers[0].hidden == 384 and read.layout.layers[0].ffn == 1536
-    assert [t.string for t in read.tokens[:4]] == ["the", "to", "and", "of"]
+    assert [t.string for t in read.tokens.tokens[:4]] == ["the", "to", "and", "of"]
     model = AutoModel.from_pretrained(str(minilm_dir), local_files_only=True).eval()
     with torch.no_grad():
         e = model.get_input_embeddings().weight[[t.id for t in read.tokens]].double()

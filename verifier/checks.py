@@ -31,12 +31,13 @@ from circuits.chunked import ChunkedCircuits
 from circuits.commitment import SCHEME
 from circuits.keys import Keys
 from circuits.settings import INPUT_SCALE, chunk_run_args_dict, encode_run_args_dict
-from core.bundle import MANIFEST, BundleError, Manifest, chunk_proof_file, parse_proof, parse_tokens, parse_z
+from core.bundle import MANIFEST, BundleError, Manifest, chunk_proof_file, parse_proof, parse_z
 from core.chunks import committed_pieces
 from core.errors import UsageError
 from core.fileio import canonical_json, links_inside, parse_json_strict, read_inside, sha256_bytes, sha256_file
-from core.layout import CircuitLayout
+from core.layout import MIN_BLINDING_VALUES, ROW, CircuitLayout, unhidden_points
 from core.statement import PublicOutputs, shift_is_minimal, split_outputs
+from core.tokens import RULE, TokenList
 from encoder import release
 from encoder.zvector import Z_FRAC_BITS, standardise_exact
 
@@ -200,21 +201,38 @@ def check_signature(ctx: Context) -> None:
 
 
 def check_tokens(ctx: Context) -> None:
-    """The token list must be the one the circuit's shape implies: unique ids, as many as the layout's rows of E.
-
-    Which tokens were used is the owner's statement (README, "Soundness notes"); `check-opening` binds it to
-    an open-weight model.
-    """
+    """The token list must be the one the circuit's shape implies (unique ids, as many as the layout's rows of
+    E) and the token rule's selection from the bundle's own tokenizer evidence, in the rule's order
+    (`core.tokens`): the same weights give one fingerprint. The evidence is the owner's word about their
+    tokenizer; `check-opening` checks it against an open model's. A list made before the rule (no evidence)
+    verifies if its strings are in the rule's order, and is reported as not comparable."""
     try:
-        ids, strings = parse_tokens(read_inside(ctx.bundle, ctx.manifest.tokens_file))
+        listed = TokenList.from_json(read_inside(ctx.bundle, ctx.manifest.tokens_file))
     except (OSError, ValueError) as exc:
         raise Invalid("tokens", f"tokens.json is unreadable ({exc})") from None
+    ids = listed.ids
     if len(set(ids)) != len(ids):
         raise Invalid("tokens", "tokens.json repeats a token id")
     if not len(ids) == ctx.manifest.token_count == ctx.layout.tokens:
         raise Invalid("tokens", "tokens.json, the manifest and the circuit layout disagree on the number of tokens")
+    if listed.by_rule:
+        problem = listed.rule_error()
+        if problem is not None:
+            raise Invalid("tokens", f"the tokens are not the token rule's selection ({RULE}): {problem}")
+    else:
+        problem = listed.order_error()
+        if problem is not None:
+            raise Invalid("tokens", problem)
+        ctx.report.warnings.append(OWNER_TOKENS_WARNING)
+    ctx.report.facts["token_rule"] = listed.rule
     ctx.report.claims["token_ids"] = ids
-    ctx.report.claims["token_strings"] = strings
+    ctx.report.claims["token_strings"] = [t.string for t in listed]
+
+
+OWNER_TOKENS_WARNING = (
+    "the fingerprint's tokens are the owner's own list, not chosen by the token rule: its z is not comparable "
+    "with other fingerprints (the registry and `compare` refuse it)"
+)
 
 
 def check_tool(ctx: Context) -> None:
@@ -333,6 +351,31 @@ def check_keys(ctx: Context) -> None:
     ctx.keys = keys = _check_key(ctx, circuits.encode, ctx.manifest.encode_circuit, "the encode circuit")
     ctx.report.facts["vk_sha256"] = keys.vk_sha256
     ctx.report.facts["vk_derived_now"] = keys.derived_now or ctx.derived_in_worker
+
+
+def check_hiding(ctx: Context) -> None:
+    """Every point of every commitment the chunk proofs make carries at least MIN_BLINDING_VALUES blinding
+    values, computed from the shapes and each chunk key's own column height: EZKL commits an input as one point
+    per column, so a point without blinding can be recomputed from a guessed model (issue 33). A layout that
+    leaves one bare is refused, whatever the rest proves."""
+    from circuits.proving import usable_commit_rows
+
+    assert ctx.circuits is not None and ctx.srs is not None
+    circuits = ctx.circuits
+    usable = [usable_commit_rows(keys, ctx.srs) for keys in ctx.chunk_keys]
+    for chunk in circuits.chunks:
+        rows = usable[circuits.shapes.index(chunk.shape)]
+        values = [(p.name, p.committed_shape, p.blinding_axis, 1) for p in chunk.pieces]
+        values.append((f"chunk {chunk.name}'s output", chunk.shape.output_shape, ROW, chunk.shape.blinding_rows))
+        for name, shape, axis, lines in values:
+            bare = unhidden_points(shape, axis, rows, lines)
+            if bare:
+                raise Invalid(
+                    "hiding",
+                    f"{name}'s commitment point {bare[0]} carries fewer than {MIN_BLINDING_VALUES} blinding values "
+                    f"(columns of {rows:,} rows): a guessed model could be tested against it",
+                )
+    ctx.report.facts["min_blinding_per_point"] = MIN_BLINDING_VALUES
 
 
 def _proof_json(ctx: Context, relative: str, what: str) -> dict[str, Any]:
@@ -619,6 +662,7 @@ CHECKS: list[tuple[str, Callable[[Context], None]]] = [
     ("srs", check_srs),
     ("circuit", check_circuit),
     ("keys", check_keys),
+    ("hiding", check_hiding),
     ("public output", check_public_output),
     ("commitment", check_commitment),
     ("proof", check_proof),

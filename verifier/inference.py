@@ -44,7 +44,7 @@ from circuits.inference import LINK_TOLERANCE, MIN_INFERENCE_LOGROWS, build_infe
 from circuits.keys import Keys, ensure_keys
 from circuits.worker import inference_job
 from core.answers import Answers, answers_errors
-from core.bundle import Bundle, BundleError, parse_proof, parse_tokens
+from core.bundle import Bundle, BundleError, parse_proof
 from core.challenge import Challenge, ChallengeError, bundle_digest, challenge_errors
 from core.chunks import chunking_errors
 from core.errors import UsageError
@@ -72,6 +72,7 @@ from core.inference import (
 )
 from core.inference_proofs import CHALLENGE, InferenceProofs, InferenceProofsError, ProofEntry
 from core.layout import CircuitLayout
+from core.tokens import TokenList
 from verifier.checks import verify_bundle
 
 MIN_LAYER_EFFECT = 0.08
@@ -189,7 +190,13 @@ def _shape_errors(manifest, shape: InferenceShape, layers: list[int]) -> list[st
 def whole_model_points(manifest, section: dict[str, Any]) -> tuple[InferenceShape, dict[str, list[str]]]:
     """Every piece's points: the fingerprint's own from its commitment, the rest from the inference section,
     which must list exactly the pieces the shape gives (names, shapes, order) under the digest recomputed here."""
-    shape = InferenceShape.from_dict(section["shape"])
+    shape = InferenceShape.from_dict(section["shape"]).at_logrows(manifest.logrows)
+    try:
+        shape.head_rows  # noqa: B018 (a row that cannot fit one commitment point cannot be hidden)
+    except ValueError as exc:
+        raise Failed(
+            "bundle", f"the whole-model commitment cannot be hidden at logrows {manifest.logrows}: {exc}"
+        ) from None
     layers = [int(i) for i in section["fingerprinted_layers"]]
     problems = _shape_errors(manifest, shape, layers)
     if section["scale_bits"] != SCALE_BITS:
@@ -203,6 +210,9 @@ def whole_model_points(manifest, section: dict[str, Any]) -> tuple[InferenceShap
     if any(name != "embedding" and name not in names for name in fingerprint):
         raise Failed("bundle", "a piece the fingerprint commits is no part of the whole model")
     expected = [p for p in pieces if p.name not in fingerprint]
+    bare = [p.name for p in expected if p.unhidden_points(shape.point_values)]
+    if bare:
+        raise Failed("bundle", f"{bare[0]}'s commitment would leave a point without blinding at this logrows")
     listed = section["pieces"]
     if len(listed) != len(expected):
         raise Failed(
@@ -418,7 +428,7 @@ def _run(
     if [(p.name, p.kind, p.prompt, p.index) for p in listing.proofs] != expected:
         raise Failed("links", f"the proofs listed are not the {len(expected)} this challenge needs, in order")
     try:
-        token_ids, _ = parse_tokens(bundle.read(manifest.tokens_file))
+        token_ids = TokenList.from_json(bundle.read(manifest.tokens_file)).ids
     except (ValueError, BundleError) as exc:
         raise Failed("bundle", f"the bundle's tokens are unreadable ({exc})") from None
     if any(not 0 <= t < shape.vocab for t in token_ids):

@@ -21,18 +21,32 @@ from circuits.commitment import chunk_inputs, commit_pieces, quantised_tensors
 from circuits.keys import ensure_keys
 from circuits.proving import ProofTask, witness_of
 from circuits.settings import INPUT_SCALE
-from core.bundle import Bundle, BundleError, parse_tokens
+from core.bundle import Bundle, BundleError
 from core.chunks import committed_pieces
 from core.errors import UsageError
 from core.fileio import read_json
+from core.tokens import NotTheRule, TokenList
 from encoder import release
-from models.weights import read_model
+from models.weights import ModelWeights, read_model
 
 
 @dataclass
 class OpeningResult:
     matches: bool
     mismatched: list[str]
+
+
+def _model_at_rule_tokens(model_dir: Path, token_ids: list[int]) -> ModelWeights | None:
+    """The model's weights at the bundle's tokens, or None if those are not what the token rule selects from
+    the model's own tokenizer (in its order): the opening is checked against the model, not the owner's file.
+    A model without a tokenizer is read at the bundle's tokens (then the tokens stay the owner's word)."""
+    with tempfile.TemporaryDirectory(prefix="noseprint-open-") as tmp:
+        tokens_file = Path(tmp) / "tokens.json"
+        tokens_file.write_text(json.dumps(token_ids))
+        try:
+            return read_model(model_dir, len(token_ids), tokens_file, allow_pickle=False)
+        except NotTheRule:
+            return None
 
 
 def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: Path | None = None) -> OpeningResult:
@@ -50,18 +64,16 @@ def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: P
     if opening.get("input_scale") != INPUT_SCALE:
         raise UsageError("the opening was made with another input scale")
     try:
-        bundle_ids, _ = parse_tokens(opened.read(manifest.tokens_file))
+        bundle_ids = TokenList.from_json(opened.read(manifest.tokens_file)).ids
     except ValueError as exc:
         raise BundleError(f"{manifest.tokens_file} is unreadable ({exc})") from None
     if bundle_ids != token_ids:
         return OpeningResult(False, [manifest.tokens_file])  # the bundle names other tokens than were committed
+    model = _model_at_rule_tokens(model_dir, token_ids)
+    if model is None:
+        return OpeningResult(False, [manifest.tokens_file])  # not the rule's tokens for this model's tokenizer
     layout = manifest.layout
     published = {t.name: list(t.points) for t in manifest.committed_tensors}
-
-    with tempfile.TemporaryDirectory(prefix="noseprint-open-") as tmp:
-        tokens_file = Path(tmp) / "tokens.json"
-        tokens_file.write_text(json.dumps(token_ids))
-        model = read_model(model_dir, len(token_ids), tokens_file, allow_pickle=False)
     circuits = build_chunked(layout, manifest.chunking, release.ENCODER, release.RELEASED_ENCODER_DIGEST)
     committed, _ = commit_pieces(
         quantised_tensors(model.tensors(), layout), committed_pieces(circuits.chunks), blinding
