@@ -28,7 +28,7 @@ from core.challenge import (
 )
 from core.fileio import canonical_json
 from tests.conftest import FIXTURE_BUNDLE
-from verifier.inference import MAX_LOGPROB_DEVIATION
+from verifier.inference_statistics import MAX_LOGPROB_DEVIATION
 
 VOCAB = 303
 DIGEST = bundle_digest((FIXTURE_BUNDLE / "manifest.json").read_bytes())
