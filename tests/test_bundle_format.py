@@ -198,7 +198,7 @@ def test_an_unsigned_bundles_owner_key_is_shown_as_bound_but_unsigned(capsys):
     import types
 
     from core.statement import PublicOutputs
-    from noseprint.cli import print_report
+    from noseprint.verify_cli import print_report
     from verifier.context import Context
     from verifier.proof_checks import _check_statement
     from verifier.report import Report
