@@ -66,7 +66,8 @@ def check_files(ctx: Context) -> None:
 
 def check_signature(ctx: Context) -> None:
     """The owner's DSSE-signed in-toto statement, when present (or demanded): it must sign exactly this manifest."""
-    from signing.attestation import AttestationError, check_bundle_signature, is_signed
+    from signing.attestation import check_bundle_signature, is_signed
+    from signing.dsse import EnvelopeError
 
     owner = ctx.manifest.owner_keyid  # checked against the proof's own outputs in "public output"
     if not is_signed(ctx.bundle):
@@ -78,7 +79,7 @@ def check_signature(ctx: Context) -> None:
         keyid, _ = check_bundle_signature(
             ctx.bundle, ctx.manifest.data, (ctx.bundle / MANIFEST).read_bytes(), ctx.signer
         )
-    except AttestationError as exc:
+    except EnvelopeError as exc:
         raise CheckFailed("signature", str(exc)) from None
     if owner is None:
         raise CheckFailed(
