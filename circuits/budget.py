@@ -68,17 +68,6 @@ class Budget:
         return cls(rows, memory, seconds)
 
 
-def estimated_rows(layout: CircuitLayout) -> int:
-    """An upper bound on the fingerprint circuit's rows, from the layout alone (no torch, no EZKL)."""
-    term_entries = TERMS_PER_LAYER * len(layout.layers) * layout.tokens * layout.tokens
-    gated_activations = sum(layout.tokens * layer.ffn for layer in layout.layers if layer.gated)
-    return (
-        int(ROWS_PER_WEIGHT * layout.committed_count)
-        + ROWS_PER_TERM_ENTRY * term_entries
-        + ROWS_PER_GATED_ACTIVATION * gated_activations
-    )
-
-
 ROWS_PER_PARTIAL_VALUE = 4
 """The encode circuit adds the chunks' partial terms: a few rows per value taken in."""
 ROWS_PER_PARTIAL_ENTRY = 48
