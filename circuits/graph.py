@@ -12,7 +12,7 @@ with the direct computation from `transformers` modules.
 Row-cost rules this graph follows (measured, BENCHMARKS.md):
 - EZKL's rows grow with the values an operation touches, not with MACs (matmuls
   use Freivalds' check): products are ordered so intermediates are n x width.
-- A rebase (fixed-point rescale) costs ~32 rows per value and forgoes the cheap
+- A rebase (fixed-point rescale) costs rows per value and forgoes the cheap
   matmul path, so the run settings rebase only above scale 3s: the weight-sized
   products (E·γ at 2s, E·γ·Wᵀ at 3s) are never rebased; the n x ffn gated
   product and the n x n terms are.

@@ -1,4 +1,4 @@
-"""The bundle format, version 4: one owner, with the reader and the writer side by side.
+"""The bundle format, version 5 (`VERSION`): one owner, with the reader and the writer side by side.
 
     BUNDLE/
       manifest.json          what was proven, about which model, with which networks, circuits and SRS

@@ -36,8 +36,8 @@ def check_image(ctx: Context) -> None:
 
 
 def _derive_image_circuit(ctx: Context, logrows: int, digest: str, custom: bool) -> None:
-    """The thumbnail circuit (minutes, ~11 GB) is built only within the budget, in a worker. A thumbnail the
-    auditor named is the auditor's own choice; the released one's size is known without building it."""
+    """The thumbnail circuit (minutes and gigabytes to build) is built only within the budget, in a worker. A
+    thumbnail the auditor named is the auditor's own choice; the released one's size is known without building it."""
     from circuits.worker import derive_in_worker, image_job, image_ready
 
     srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == logrows else srs_store.load(logrows)
