@@ -20,11 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from circuits.build import build_circuit  # noqa: E402
-from circuits.commitment import (
-    as_circuit_floats,  # noqa: E402
-    committed_inputs,  # noqa: E402
-)
+from bench.single_circuit import build_circuit, statement_inputs  # noqa: E402
+from circuits.commitment import committed_inputs  # noqa: E402
 from circuits.graph import FingerprintCircuit, choose_term_shifts  # noqa: E402
 from circuits.settings import INPUT_SCALE  # noqa: E402
 from core.layout import with_term_shifts  # noqa: E402
@@ -50,7 +47,7 @@ def main() -> None:
             layout = with_term_shifts(model.layout, choose_term_shifts(circuit_input_terms(model.layout, committed)))
             circuit = build_circuit(layout, release.ENCODER, root / f"c{seed}")
             data = root / "input.json"
-            data.write_text(json.dumps({"input_data": [as_circuit_floats(c, INPUT_SCALE) for c in committed]}))
+            data.write_text(json.dumps({"input_data": statement_inputs(committed, None)}))
             witness = ezkl.gen_witness(str(data), str(circuit.compiled), str(root / "w.json"), None, None)
             proven = np.array([ezkl.felt_to_float(v, circuit.output_scale) for v in witness["outputs"][0]])
             graph = FingerprintCircuit(layout, load_encoder(release.ENCODER)).double()

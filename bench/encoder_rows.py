@@ -20,8 +20,8 @@ import ezkl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.single_circuit import export_onnx  # noqa: E402
 from circuits.build import canonicalise_settings  # noqa: E402
-from circuits.graph import export_onnx  # noqa: E402
 from circuits.settings import run_args  # noqa: E402
 from core.layout import CircuitLayout, LayerShape  # noqa: E402
 from encoder.network import EncoderConfig, InvariantEncoder, load_encoder  # noqa: E402

@@ -6,11 +6,10 @@ circuit that is not cached yet is built, its rows are estimated from the layout 
 budget, and the building runs in a worker process under a memory and a time limit (`circuits.worker`).
 A registry therefore only ever builds circuits within its budget, or serves ones it built before.
 
-The estimate is an upper bound fitted to measured circuits (BENCHMARKS.md, "Circuit rows"): about
-1.1 rows per committed weight beyond the per-token part, at most ~250 rows per entry of the n x n
-invariant terms (shifts, peaks, standardisation, encoder), and ~32 per value of a gated FFN's n x ffn
-activation product. `tests/test_budget.py` checks it stays
-above the real row count of the circuits the tests build.
+The estimate is an upper bound fitted to measured circuits (BENCHMARKS.md, "Circuit rows"): rows per committed
+weight, per entry of the n x n invariant terms (shifts, peaks, standardisation, encoder) and per value of a gated
+FFN's n x ffn activation product (the ROWS_PER_* constants below). `tests/test_budget.py` checks it stays above
+the real row count of the circuits the tests build.
 """
 
 from __future__ import annotations
@@ -66,17 +65,6 @@ class Budget:
         memory = int(float(os.environ.get(MAX_MEMORY_ENV, 0)) * GIB) or rows * BYTES_PER_ROW
         seconds = int(os.environ.get(MAX_SECONDS_ENV, DEFAULT_MAX_SECONDS))
         return cls(rows, memory, seconds)
-
-
-def estimated_rows(layout: CircuitLayout) -> int:
-    """An upper bound on the fingerprint circuit's rows, from the layout alone (no torch, no EZKL)."""
-    term_entries = TERMS_PER_LAYER * len(layout.layers) * layout.tokens * layout.tokens
-    gated_activations = sum(layout.tokens * layer.ffn for layer in layout.layers if layer.gated)
-    return (
-        int(ROWS_PER_WEIGHT * layout.committed_count)
-        + ROWS_PER_TERM_ENTRY * term_entries
-        + ROWS_PER_GATED_ACTIVATION * gated_activations
-    )
 
 
 ROWS_PER_PARTIAL_VALUE = 4
@@ -167,7 +155,7 @@ def estimated_inference_rows(
     """Rows of every circuit `verify-inference` would build, by the name `circuits.inference.build_inference`
     gives it (embed, layer or attention and ffn, head, link), from the model's shape, one layer's pieces, the
     proofs' layer parts (None: whole layers), the challenge's length and the fingerprint's tokens alone: no torch,
-    no EZKL. Fitted at head_dim 8; the weights dominate at real widths (a LLaMA-2-7B layer whole: ~250M rows)."""
+    no EZKL. Fitted at head_dim 8; the weights dominate at real widths (BENCHMARKS.md, "What a layer costs")."""
     rows: dict[str, float] = {}
     for part in layer_parts(layer, sizes):
         rows[part.kind] = max(rows.get(part.kind, 0.0), _layer_circuit_rows(shape, layer, part, tokens))

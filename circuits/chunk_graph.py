@@ -5,8 +5,9 @@
 
 The partial term of block j is what `circuits.graph.layer_terms` computes with only that block's rows
 (`core.chunks` states the sums); the encode circuit adds the blocks of each term and continues exactly as
-`circuits.graph.StatementCircuit` does. R, a few rows of random values, rides along with the partial term
-so that its commitment (EZKL does not blind `polycommit` columns) hides it; the encode circuit slices R off.
+`circuits.graph.FingerprintCircuit` does, outputting the term peaks and passing the owner limbs through. R, a
+few rows of random values, rides along with the partial term so that its commitment (EZKL does not blind
+`polycommit` columns) hides it; the encode circuit slices R off.
 Both graphs follow the row-cost rules in `circuits.graph`.
 """
 

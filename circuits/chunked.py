@@ -23,6 +23,7 @@ from circuits.build import BuiltCircuit, cached_build, canonicalise_settings, is
 from circuits.settings import EZKL_MAX_LOGROWS, choose_logrows, chunk_run_args_dict, encode_run_args_dict, run_args
 from core import paths
 from core.chunks import Chunk, Chunking, ChunkShape, distinct_shapes, hiding_logrows, plan_chunks, terms_chunks
+from core.errors import NoseprintError
 from core.fileio import canonical_json, sha256_bytes, sha256_file
 from core.layout import CircuitLayout
 
@@ -64,7 +65,7 @@ def _key(description: dict) -> str:
     return sha256_bytes(canonical_json(description | _versions()))
 
 
-class NotCached(Exception):
+class NotCached(NoseprintError):
     """Raised in cache-only mode where building would be needed."""
 
 

@@ -85,13 +85,6 @@ def committed_inputs(
     return committed, opening
 
 
-def circuit_inputs(committed: list[np.ndarray], owner: str | None) -> list[list[float]]:
-    """Everything the statement circuit takes: the committed tensors, then the owner's key limbs (public:
-    they reappear among the outputs, `core.statement`)."""
-    limbs = [float(limb) for limb in owner_limbs(owner)]
-    return [as_circuit_floats(c, INPUT_SCALE) for c in committed] + [limbs]
-
-
 def quantised_tensors(tensors: dict[str, np.ndarray], layout: CircuitLayout) -> dict[str, np.ndarray]:
     """Every fingerprinted tensor, whole, quantised at unit RMS (so a block is quantised as part of its tensor,
     and the fingerprint does not depend on how it is chunked)."""

@@ -5,14 +5,14 @@ invariant terms of each fingerprinted layer (`models.invariants` states them and
 docs/invariants.md argues them): HuRef's QK, VO and FFN products with the norm
 scales carried by the readers, and the gated FFN
 as ((E·γ·Wgateᵀ) ⊙ (E·γ·Wupᵀ))·(E·Wdown)ᵀ. It standardises each term and runs
-the released encoder. It is exported to ONNX and
-compiled by EZKL; its float version is what tests compare with the direct
-computation from `transformers` modules.
+the released encoder. The encode circuit (`circuits.chunk_graph`) runs its
+second half on the summed chunk terms; its float version is what tests compare
+with the direct computation from `transformers` modules.
 
 Row-cost rules this graph follows (measured, BENCHMARKS.md):
 - EZKL's rows grow with the values an operation touches, not with MACs (matmuls
   use Freivalds' check): products are ordered so intermediates are n x width.
-- A rebase (fixed-point rescale) costs ~32 rows per value and forgoes the cheap
+- A rebase (fixed-point rescale) costs rows per value and forgoes the cheap
   matmul path, so the run settings rebase only above scale 3s: the weight-sized
   products (E·γ at 2s, E·γ·Wᵀ at 3s) are never rebased; the n x ffn gated
   product and the n x n terms are.
@@ -21,18 +21,14 @@ Row-cost rules this graph follows (measured, BENCHMARKS.md):
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
 from core.layout import CircuitLayout, LayerShape
-from core.statement import OWNER_LIMBS, shift_for_peak
+from core.statement import shift_for_peak
 
 STANDARDISE_EPS = 1e-6
-OWNER_NAME = "owner"
 OUTPUT_NAMES = ["z_raw", "peaks", "owner_out"]
 """The public outputs, in the order `core.statement` reads them."""
 # The raw terms reach d^1.5 and more; squaring them in `standardise` would overflow EZKL's decomposition
@@ -126,40 +122,3 @@ class FingerprintCircuit(nn.Module):
 def term_peak(term: torch.Tensor) -> torch.Tensor:
     """max |term| as a (1, 1) tensor (EZKL translates this reduction; a 0-d reshape it does not)."""
     return torch.maximum(term.amax(dim=(0, 1), keepdim=True), -term.amin(dim=(0, 1), keepdim=True)).reshape(1, 1)
-
-
-class StatementCircuit(nn.Module):
-    """What is proven: committed tensors and the owner's key limbs -> (z_raw, term peaks, owner limbs).
-
-    The terms are computed once and feed both z_raw and the peaks; the owner limbs pass through to the
-    public outputs, so the proof holds only for the key they spell (`core.statement`)."""
-
-    def __init__(self, layout: CircuitLayout, encoder: nn.Module):
-        super().__init__()
-        self.fingerprint = FingerprintCircuit(layout, encoder)
-
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        *committed, owner = inputs
-        shifted = self.fingerprint.shifted_terms(*committed)
-        peaks = torch.cat([term_peak(t) for t in shifted])
-        return self.fingerprint.encode(shifted), peaks, owner * 1.0
-
-
-def export_onnx(layout: CircuitLayout, encoder: nn.Module, path: Path) -> None:
-    """Export with fixed input shapes and a fixed opset, so every machine gets the same graph."""
-    module = StatementCircuit(layout, encoder).eval()
-    pieces = layout.pieces()
-    examples = (*(torch.zeros(piece.committed_shape) for piece in pieces), torch.zeros(OWNER_LIMBS))
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: stable, fixed-shape graphs
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the encoder's constant matrices are meant so
-        torch.onnx.export(
-            module,
-            examples,
-            str(path),
-            input_names=[piece.name for piece in pieces] + [OWNER_NAME],
-            output_names=OUTPUT_NAMES,
-            opset_version=17,
-            dynamo=False,
-            do_constant_folding=True,
-        )

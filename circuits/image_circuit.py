@@ -4,8 +4,8 @@
 generator and a few hundred milliseconds of CPU. For a verifier that cannot run
 it, the prover can add a proof that a thumbnail is the released *thumbnail
 generator's* output for that same z: a StyleGAN2-architecture network small
-enough to prove (measured in BENCHMARKS.md: 946k rows at 16x16 with 8 channels;
-the full generator would be billions).
+enough to prove (`circuits.budget.RELEASED_THUMBNAIL_ROWS`; BENCHMARKS.md, "Proving
+the picture").
 
 Everything here is public and fixed: the graph is the thumbnail's float twin, the
 run arguments are constants, so the verifier rebuilds the circuit and derives its

@@ -71,7 +71,7 @@ def run_args(logrows: int | dict):
     committed weight to prove it lies in range (8-9 rows per weight, most of the
     circuit). The weights are bound by their commitment, so an opening reveals them
     exactly; every operation inside the circuit keeps its own range checks; and the
-    verifier bounds the public output itself (`verifier.checks`).
+    verifier bounds the public output itself (`verifier.proof_checks`).
     """
     import ezkl
 

@@ -1,4 +1,4 @@
-"""The bundle format, version 4: one owner, with the reader and the writer side by side.
+"""The bundle format, version 5 (`VERSION`): one owner, with the reader and the writer side by side.
 
     BUNDLE/
       manifest.json          what was proven, about which model, with which networks, circuits and SRS
@@ -93,13 +93,23 @@ def schema() -> dict[str, Any]:
     return dict(json.loads(SCHEMA_PATH.read_text()))
 
 
+MAX_SCHEMA_MESSAGE = 240
+"""A schema message quotes the offending value: a stranger's 100,000-item list is cut to its two ends."""
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_SCHEMA_MESSAGE:
+        return message
+    return f"{message[: MAX_SCHEMA_MESSAGE // 2]} … {message[-MAX_SCHEMA_MESSAGE // 3 :]}"
+
+
 def schema_errors(manifest: object) -> list[str]:
     """Human-readable schema violations, best first; empty when the manifest is valid."""
     from jsonschema import Draft202012Validator
 
     validator = Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(manifest), key=lambda e: (len(e.path), str(e.path)))
-    return [f"{'/'.join(str(p) for p in e.path) or '(top level)'}: {e.message}" for e in errors]
+    return [f"{'/'.join(str(p) for p in e.path) or '(top level)'}: {_bounded(e.message)}" for e in errors]
 
 
 @dataclass(frozen=True)

@@ -230,10 +230,10 @@ def part_sizes_errors(layer: LayerPieces, sizes: PartSizes) -> list[str]:
 
 
 def layer_parts(layer: LayerPieces, sizes: PartSizes | None = None) -> list[LayerPart]:
-    """The proofs of one layer. A layer too big for one proof (a 7B layer's 250M rows exceed EZKL's 2^26) is
-    proven in parts of `sizes` blocks of the fingerprint's chunking: attention parts first (q, k, v by rows, o
-    by columns: the output of those heads), then FFN parts (gate and up by rows, down by columns). Each adds
-    its output to the running residual. A layer whose `sizes` take every block (the default) is one proof:
+    """The proofs of one layer. A layer too big for one proof (`DEFAULT_PART_WEIGHTS`) is proven in parts of
+    `sizes` blocks of the fingerprint's chunking: attention parts first (q, k, v by rows, o by columns: the output
+    of those heads), then FFN parts (gate and up by rows, down by columns). Each adds its output to the running
+    residual. A layer whose `sizes` take every block (the default) is one proof:
     splitting it would only cost (each part recomputes its norm and pays its activations' rescaling)."""
     if sizes is None or sizes == whole_layer(layer):
         return [LayerPart("layer", 0, tuple(layer.ordered()))]

@@ -91,9 +91,6 @@ class InferenceProofs:
         except (ValueError, KeyError, TypeError) as exc:
             raise InferenceProofsError(f"{LISTING} is malformed ({exc})") from None
 
-    def of_kind(self, kind: str, prompt: int | None = None) -> list[ProofEntry]:
-        return [p for p in self.proofs if p.kind == kind and (prompt is None or p.prompt == prompt)]
-
 
 def _points(value: object) -> list[str] | None:
     if value is None:

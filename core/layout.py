@@ -167,10 +167,6 @@ class CircuitLayout:
         """Pieces whose blinding line has fewer than MIN_BLINDING_VALUES values (too little entropy to hide)."""
         return [piece.name for piece in self.pieces() if piece.blinding_count < MIN_BLINDING_VALUES]
 
-    @property
-    def committed_count(self) -> int:
-        return sum(prod(piece.committed_shape) for piece in self.pieces())
-
     def to_dict(self) -> dict:
         return {
             "tokens": self.tokens,

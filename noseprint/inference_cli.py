@@ -18,7 +18,7 @@ from rich.markup import escape
 from core.challenge import DEFAULT_LENGTH, DEFAULT_PROMPTS, MAX_LENGTH, MAX_PROMPTS
 from core.errors import UsageError
 from core.inference import DEFAULT_PART_WEIGHTS
-from noseprint.console import JsonOption, emit_json, err, out
+from noseprint.console import JsonOption, emit_json, err, out, stepper
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -218,7 +218,7 @@ def prove_inference_command(
     with err.status("proving inference…") as status:
         listing = prove_inference(
             bundle, model_dir, opening_path, challenge, out_path, force, srs,
-            progress=lambda step: status.update(f"[bold]{step}…"), work_dir=work, part_weights=part_weights,
+            progress=stepper(status), work_dir=work, part_weights=part_weights,
         )  # fmt: skip
     summary = {"proofs": str(out_path), "count": len(listing.proofs), "challenge_digest": listing.challenge_digest}
     if as_json:
@@ -253,7 +253,7 @@ def verify_inference_command(
             proofs,
             answers,
             srs_file=srs,
-            progress=lambda step: status.update(f"[bold]{step}…"),
+            progress=stepper(status),
             require_logprobs=require_logprobs,
         )
     if report.valid and report.seed_source == "registry-checkpoint":

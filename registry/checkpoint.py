@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from core.errors import NoseprintError
 from signing.keys import key_id
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NoseprintError):
     """A checkpoint is malformed or not signed by the registry key."""
 
 

@@ -82,7 +82,7 @@ def report_errors(report: dict[str, Any], challenge: Challenge) -> list[str]:
 
 def _max_logprob_deviation() -> float:
     """The verifier's own limit (not the report's word), imported when a deviation is to be judged."""
-    from verifier.inference import MAX_LOGPROB_DEVIATION
+    from verifier.inference_statistics import MAX_LOGPROB_DEVIATION
 
     return MAX_LOGPROB_DEVIATION
 

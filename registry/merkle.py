@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 
+from core.errors import NoseprintError
+
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
-class ProofError(ValueError):
+class ProofError(NoseprintError):
     """A proof does not verify; the message says how."""
 
 

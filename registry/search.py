@@ -2,8 +2,7 @@
 
 The invariants stay private, so z is what the registry can compare. All z are
 kept as one row-normalised float32 matrix; a query is one matrix-vector
-product and a partial sort: 100,000 entries x 128 dims is 51 MB and a few
-milliseconds. The matrix is refreshed incrementally from the database (rows
+product and a partial sort (BENCHMARKS.md measures it). The matrix is refreshed incrementally from the database (rows
 with a larger id than the last seen), so several server processes stay
 current without a shared cache.
 """

@@ -22,6 +22,7 @@ from core.bundle import MANIFEST
 from core.errors import UsageError
 from core.fileio import canonical_json, sha256_bytes, write_bytes_atomic
 from signing import dsse
+from signing.dsse import EnvelopeError
 from signing.keys import key_id, parse_public, public_pem
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -30,10 +31,6 @@ PREDICATE_TYPE = "https://noseprint.dev/attestation/fingerprint/v2"
 ENVELOPE_FILE = "attestation.dsse.json"
 SIGNER_FILE = "signer.pub"
 COMMITMENT_SUBJECT = "model-commitment"
-
-
-class AttestationError(ValueError):
-    """The bundle's signature or statement is wrong; the message says what."""
 
 
 def statement_for(manifest: dict, manifest_bytes: bytes) -> dict:
@@ -85,32 +82,27 @@ def check_bundle_signature(
     try:
         envelope = dsse.loads((bundle / ENVELOPE_FILE).read_bytes())
     except OSError as exc:
-        raise AttestationError(f"{ENVELOPE_FILE} is unreadable ({exc})") from None
-    except dsse.EnvelopeError as exc:
-        raise AttestationError(str(exc)) from None
+        raise EnvelopeError(f"{ENVELOPE_FILE} is unreadable ({exc})") from None
     if required is None:
         try:
             public = parse_public((bundle / SIGNER_FILE).read_bytes(), SIGNER_FILE)
         except OSError:
-            raise AttestationError(f"the bundle is signed but {SIGNER_FILE} is missing") from None
+            raise EnvelopeError(f"the bundle is signed but {SIGNER_FILE} is missing") from None
         except UsageError as exc:
-            raise AttestationError(str(exc)) from None
+            raise EnvelopeError(str(exc)) from None
     else:
         public = required
-    try:
-        payload_type, payload = dsse.verify(envelope, public)
-    except dsse.EnvelopeError as exc:
-        raise AttestationError(str(exc)) from None
+    payload_type, payload = dsse.verify(envelope, public)
     if payload_type != dsse.IN_TOTO_PAYLOAD_TYPE:
-        raise AttestationError(f"the envelope carries {payload_type!r}, not an in-toto statement")
+        raise EnvelopeError(f"the envelope carries {payload_type!r}, not an in-toto statement")
     try:
         statement = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise AttestationError("the signed payload is not JSON") from None
+        raise EnvelopeError("the signed payload is not JSON") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
-        raise AttestationError("the signed payload is not an in-toto Statement v1")
+        raise EnvelopeError("the signed payload is not an in-toto Statement v1")
     if statement.get("predicateType") != PREDICATE_TYPE:
-        raise AttestationError("the signed statement is not a noseprint fingerprint attestation")
+        raise EnvelopeError("the signed statement is not a noseprint fingerprint attestation")
     if statement != statement_for(manifest, manifest_bytes):
-        raise AttestationError("the signed statement describes another bundle (manifest, commitment or image differ)")
+        raise EnvelopeError("the signed statement describes another bundle (manifest, commitment or image differ)")
     return key_id(public), statement

@@ -18,13 +18,15 @@ import json
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from core.errors import NoseprintError
 from signing.keys import key_id
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
 
-class EnvelopeError(ValueError):
-    """The envelope is malformed or its signature does not verify; the message says which."""
+class EnvelopeError(NoseprintError):
+    """A signed envelope is malformed, its signature does not verify, or it signs something other than it should
+    (`signing.attestation`); the message says which."""
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

@@ -367,7 +367,8 @@ OUTCOMES: Counter[str] = Counter()
 def verify_member(member: str, data: bytes, bundle: Path = BUNDLE, srs: Path = SRS) -> None:
     """The real verifier on `bundle` with one member replaced and re-hashed: a Report (INVALID, or valid with
     the very facts of the real bundle) or a NoseprintError, never another exception."""
-    from verifier.checks import Report, verify_bundle
+    from verifier.checks import verify_bundle
+    from verifier.report import Report
 
     with tempfile.TemporaryDirectory() as tmp:
         target = forge_member(bundle, Path(tmp) / "b", member, data)

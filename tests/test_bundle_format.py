@@ -198,8 +198,10 @@ def test_an_unsigned_bundles_owner_key_is_shown_as_bound_but_unsigned(capsys):
     import types
 
     from core.statement import PublicOutputs
-    from noseprint.cli import print_report
-    from verifier.checks import Context, Report, _check_statement
+    from noseprint.verify_cli import print_report
+    from verifier.context import Context
+    from verifier.proof_checks import _check_statement
+    from verifier.report import Report
 
     keyid = "ab" * 32
 
@@ -226,9 +228,13 @@ def test_each_chunks_commitment_points_are_counted_by_its_own_key(monkeypatch):
     import types
 
     import circuits.proving
-    import verifier.checks as checks
+    import verifier.proof_checks as checks
+    from circuits.commitment import SCHEME
+    from circuits.settings import INPUT_SCALE
     from core.bundle import chunk_proof_file
     from core.fileio import canonical_json, sha256_bytes
+    from verifier.context import Context
+    from verifier.report import CheckFailed, Report
 
     usable = {"chunk-key-0": 100, "chunk-key-1": 60, "encode-key": 7}
     monkeypatch.setattr(circuits.proving, "usable_commit_rows", lambda keys, srs: usable[keys])
@@ -244,18 +250,18 @@ def test_each_chunks_commitment_points_are_counted_by_its_own_key(monkeypatch):
         for i, piece in enumerate(pieces)
     ]
 
-    def verified(points_a: int) -> checks.Report:
+    def verified(points_a: int) -> Report:
         tensors = [
             {"name": "a", "shape": [1, 150], "points": ["p"] * points_a},  # 150 // 100 + 1 by chunk 0's key
             {"name": "b", "shape": [2, 60], "points": ["p"] * 3},  # 120 // 60 + 1 by chunk 1's key
         ]
-        commitment = {"scheme": checks.SCHEME, "input_scale": checks.INPUT_SCALE, "tensors": tensors}
+        commitment = {"scheme": SCHEME, "input_scale": INPUT_SCALE, "tensors": tensors}
         commitment["digest"] = sha256_bytes(canonical_json(tensors))
         listed = [
             {"name": c.name, "file": chunk_proof_file(c.name), "blinding_points": ["b"], "output_points": ["o"] * n}
             for c, n in zip(chunks, (3, 5), strict=True)  # 250 // 100 + 1 and 250 // 60 + 1
         ]
-        ctx = checks.Context(Path("bundle"), None, checks.Report())
+        ctx = Context(Path("bundle"), None, Report())
         ctx.manifest_ = types.SimpleNamespace(
             data={"commitment": commitment}, chunk_proofs=listed, commitment_digest=commitment["digest"],
             encode_proof={"file": "proofs/encode.json", "owner_points": ["w"]},
@@ -266,5 +272,5 @@ def test_each_chunks_commitment_points_are_counted_by_its_own_key(monkeypatch):
         return ctx.report
 
     assert verified(2).facts["model_commitment"]
-    with pytest.raises(checks.Invalid, match="a has 22 commitment points, not 2"):
+    with pytest.raises(CheckFailed, match="a has 22 commitment points, not 2"):
         verified(150 // 7 + 1)  # as many as the encode key's column height would give

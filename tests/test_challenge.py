@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -28,9 +29,10 @@ from core.challenge import (
 )
 from core.fileio import canonical_json
 from tests.conftest import FIXTURE_BUNDLE
-from verifier.inference import MAX_LOGPROB_DEVIATION
+from verifier.inference_statistics import MAX_LOGPROB_DEVIATION
 
 VOCAB = 303
+"""The vocabulary of the committed fixture bundle's whole-model commitment (`Manifest.inference_vocab`)."""
 DIGEST = bundle_digest((FIXTURE_BUNDLE / "manifest.json").read_bytes())
 SEED = bytes(range(16))
 
@@ -116,11 +118,10 @@ def test_challenge_errors_say_what_does_not_match():
 # the CLI and the registry seed ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def with_vocab(monkeypatch):
-    """The committed fixture bundle as a bundle with a whole-model commitment over VOCAB tokens (the proof side
-    adds `Manifest.inference_vocab`; this side only reads it)."""
-    monkeypatch.setattr(Manifest, "inference_vocab", property(lambda self: VOCAB), raising=False)
+def test_the_fixture_bundle_commits_to_the_whole_model():
+    """The challenges below are drawn for the committed fixture bundle as it is: its whole-model commitment
+    states the vocabulary they draw from."""
+    assert Manifest.read(FIXTURE_BUNDLE).inference_vocab == VOCAB
 
 
 def cli(*args: str) -> tuple[int, object]:
@@ -134,7 +135,7 @@ def cli(*args: str) -> tuple[int, object]:
         return result.exit_code, result.output
 
 
-def test_challenge_command_with_an_auditor_seed(with_vocab, tmp_path):
+def test_challenge_command_with_an_auditor_seed(tmp_path):
     out = tmp_path / "c.json"
     code, made = cli("challenge", str(FIXTURE_BUNDLE), "--seed", SEED.hex().upper(), "--out", str(out), "--json")
     assert code == 0, made
@@ -151,10 +152,17 @@ def test_challenge_command_with_an_auditor_seed(with_vocab, tmp_path):
     assert code == 2 and "not hex" in message
 
 
-def test_a_bundle_without_a_whole_model_commitment_is_refused(monkeypatch, tmp_path):
-    monkeypatch.setattr(Manifest, "inference_vocab", property(lambda self: None), raising=False)
-    code, message = cli("challenge", str(FIXTURE_BUNDLE), "--seed", SEED.hex(), "--out", str(tmp_path / "c.json"))
-    assert code == 2 and "no whole-model commitment" in message
+def test_a_bundle_without_a_whole_model_commitment_is_refused(tmp_path):
+    """A bundle without a whole-model commitment (`prove --redact` leaves it out: it states the model's shape)
+    draws no challenge: the fixture bundle with that section taken out of its manifest."""
+    redacted = tmp_path / "redacted"
+    shutil.copytree(FIXTURE_BUNDLE, redacted)
+    manifest = json.loads((redacted / "manifest.json").read_text())
+    del manifest["inference"]
+    (redacted / "manifest.json").write_text(json.dumps(manifest))
+    assert Manifest.read(redacted).inference_vocab is None
+    code, message = cli("challenge", str(redacted), "--seed", SEED.hex(), "--out", str(tmp_path / "c.json"))
+    assert code == 2 and "no whole-model commitment" in message and not (tmp_path / "c.json").exists()
 
 
 def registered(db: str, key: Path, manifests: list[bytes], archives: list[Path] | None = None):
@@ -188,7 +196,7 @@ def registry_world(tmp_path):
     return {"db": db, "registry": registry, "pub": pub, "root": tmp_path}
 
 
-def test_registry_seeded_challenge_and_its_forgeries(with_vocab, registry_world, tmp_path):
+def test_registry_seeded_challenge_and_its_forgeries(registry_world, tmp_path):
     from registry.seed import challenge_seed_errors, seed_record_errors
     from signing.keys import generate, load_public
 
@@ -260,7 +268,7 @@ def test_registry_seeded_challenge_and_its_forgeries(with_vocab, registry_world,
     assert code == 0, made
 
 
-def test_only_the_first_checkpoint_that_includes_the_entry_seeds_a_challenge(with_vocab, registry_world):
+def test_only_the_first_checkpoint_that_includes_the_entry_seeds_a_challenge(registry_world):
     """Issue 33 (5): every add signs a new root whose tree includes entry 1; were each a fair seed, its owner could
     add entries until one gave prompts that suit. Only the entry's first checkpoint (size log_index + 1) is
     fetched, the same one however many entries follow, and a later one is refused though it is truly signed
@@ -294,7 +302,7 @@ def passed_report(challenge: Challenge, **changes) -> dict:
     return report | changes
 
 
-def test_registry_records_passed_checks_only_and_shows_them(with_vocab, tmp_path, db_url):
+def test_registry_records_passed_checks_only_and_shows_them(tmp_path, db_url):
     from registry.inference import list_inference_checks, record_inference_check
     from registry.seed import fetch_seed_record
     from registry.service import Rejected
@@ -350,7 +358,7 @@ def test_registry_records_passed_checks_only_and_shows_them(with_vocab, tmp_path
     assert client.get("/api/entries/1").json()["inference_checks"] == checks
 
 
-def test_registry_keeps_and_shows_where_the_answers_came_from(with_vocab, tmp_path, db_url):
+def test_registry_keeps_and_shows_where_the_answers_came_from(tmp_path, db_url):
     """Issue 33 (7): a check records the answers' source beside the seed's, so an owner's own transcript is not
     shown like an operator's query of a served API; a report that does not say where they came from is refused.
     The source is the answers file's text: shown escaped, never as markup."""
@@ -382,7 +390,7 @@ def test_registry_keeps_and_shows_where_the_answers_came_from(with_vocab, tmp_pa
     assert "transcript:[bold]mine.jsonl (a transcript: its maker&#39;s word, not a query)" in page.text
 
 
-def test_registry_inference_command_records_what_the_verifier_passes(with_vocab, registry_world, monkeypatch, tmp_path):
+def test_registry_inference_command_records_what_the_verifier_passes(registry_world, monkeypatch, tmp_path):
     """The command's wiring, with the proof side's verifier stood in for (real proofs: the proof side's tests)."""
     from core.answers import Answers
 

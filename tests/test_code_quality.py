@@ -4,6 +4,7 @@ the console's promises (every command takes --json)."""
 from __future__ import annotations
 
 import ast
+import builtins
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,6 +69,36 @@ def test_the_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
         "core/bad.py imports prover: not below core",
         "core/bad.py imports training, which is not installed",
     ]
+
+
+BUILTIN_EXCEPTIONS = {
+    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
+}
+
+
+def stray_exceptions(root: Path = ROOT) -> list[str]:
+    """Exception classes of the installed packages built on Python's own instead of on `NoseprintError`
+    (core/errors.py, the one root: the console turns it into a message and an exit code)."""
+    strays = []
+    for package in sorted(set().union(*LAYERS)):
+        for path in sorted((root / package).rglob("*.py")):
+            if path.relative_to(root) == Path("core/errors.py"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                bases = [base.id for base in getattr(node, "bases", []) if isinstance(base, ast.Name)]
+                if isinstance(node, ast.ClassDef) and BUILTIN_EXCEPTIONS & set(bases):
+                    strays.append(f"{path.relative_to(root)}: {node.name}({', '.join(bases)})")
+    return strays
+
+
+def test_every_exception_derives_from_the_one_root():
+    assert stray_exceptions() == []
+
+
+def test_the_root_check_sees_a_stray_exception(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "bad.py").write_text("class Broken(ValueError):\n    pass\n")
+    assert stray_exceptions(tmp_path) == ["core/bad.py: Broken(ValueError)"]
 
 
 def run(*command: str) -> subprocess.CompletedProcess:

@@ -26,15 +26,15 @@ from core.inference import (
     whole_layer,
 )
 from prover.inference import proofs_per_prompt
-from verifier.inference import (
+from verifier.inference import _expected_entries
+from verifier.inference_statistics import (
     MAX_LOGPROB_DEVIATION,
-    Failed,
     InferenceReport,
-    _check_logprobs,
-    _expected_entries,
+    check_logprobs,
     layer_effect,
     logprob_deviation,
 )
+from verifier.report import CheckFailed
 
 SHAPE = InferenceShape(vocab=300, hidden=16, layers=5, heads=2, kv_heads=1, head_dim=8, ffn=32, rope_theta=10000)
 
@@ -141,7 +141,7 @@ def fixed_point(logits: np.ndarray) -> np.ndarray:
 
 
 def check(proven: np.ndarray, served: np.ndarray | None, k: int = 5, required: bool = False) -> InferenceReport:
-    """`_check_logprobs` on proven logits (positions x vocabulary) against a served model's top-5."""
+    """`check_logprobs` on proven logits (positions x vocabulary) against a served model's top-5."""
     greedy = proven.argmax(axis=1).reshape(PROMPTS, LENGTH).tolist()
     top = None
     if served is not None:
@@ -150,7 +150,7 @@ def check(proven: np.ndarray, served: np.ndarray | None, k: int = 5, required: b
         greedy = [[pairs[0][0] for pairs in prompt] for prompt in top]
     report = InferenceReport(agreement=1.0)
     answers = Answers("0" * 64, "test", greedy, top)
-    _check_logprobs(report, list(proven.reshape(PROMPTS, LENGTH, -1)), answers, required)
+    check_logprobs(report, list(proven.reshape(PROMPTS, LENGTH, -1)), answers, required)
     return report
 
 
@@ -170,7 +170,7 @@ def test_a_neighbour_with_the_same_greedy_tokens_fails():
     proven = peaked(6)
     served = proven + 0.6 * np.random.default_rng(7).normal(size=proven.shape)
     served[np.arange(len(served)), proven.argmax(axis=1)] = served.max(axis=1) + 0.5  # keep every greedy token
-    with pytest.raises(Failed) as failed:
+    with pytest.raises(CheckFailed) as failed:
         check(proven, served)
     assert failed.value.check == "logprobs"
 
@@ -180,7 +180,7 @@ def test_a_smaller_committed_head_factor_does_not_hide_another_model():
     served = peaked(8)
     neighbour = served + 0.6 * np.random.default_rng(9).normal(size=served.shape)
     for factor in (1.0, 0.01, 1e-5):  # at 1e-5 the proven gaps are a few units of 2^-16: rounding alone fails
-        with pytest.raises(Failed):
+        with pytest.raises(CheckFailed):
             check(fixed_point(neighbour * factor), served)
 
 
@@ -192,10 +192,10 @@ def test_a_server_that_flattens_its_log_probabilities_gains_nothing():
     assert honest.served_gap < 0.1 and honest.checks_passed == ["logprobs"]
     assert honest.logprob_temperature == pytest.approx(1 / FLATTENED, rel=1e-3)  # the report shows the flattening
     neighbour = served + 0.6 * np.random.default_rng(11).normal(size=served.shape)
-    with pytest.raises(Failed) as failed:
+    with pytest.raises(CheckFailed) as failed:
         check(fixed_point(neighbour), served / FLATTENED)
     assert failed.value.check == "logprobs"
-    with pytest.raises(Failed):  # flattened on both sides: the owner's head factor shrunk to match
+    with pytest.raises(CheckFailed):  # flattened on both sides: the owner's head factor shrunk to match
         check(fixed_point(neighbour / FLATTENED), served / FLATTENED)
 
 
@@ -206,7 +206,7 @@ def test_answers_without_log_probabilities_are_skipped_and_said_so_unless_requir
     single = check(proven, proven, k=1)
     assert single.checks_passed == [] and "one token per position" in str(single.logprobs_skipped)
     for served, k in ((None, 5), (proven, 1)):
-        with pytest.raises(Failed) as failed:
+        with pytest.raises(CheckFailed) as failed:
             check(proven, served, k=k, required=True)
         assert failed.value.check == "logprobs" and "requires log-probabilities" in failed.value.reason
 
@@ -217,13 +217,11 @@ def neighbour_of(proven: np.ndarray, seed: int) -> np.ndarray:
 
 
 def check_top(proven: np.ndarray, top: list[list[tuple[int, float]]]) -> InferenceReport:
-    """`_check_logprobs` on answers a server wrote itself (greedy tokens its top tokens)."""
+    """`check_logprobs` on answers a server wrote itself (greedy tokens its top tokens)."""
     prompts = [top[i * LENGTH : (i + 1) * LENGTH] for i in range(PROMPTS)]
     greedy = [[pairs[0][0] for pairs in prompt] for prompt in prompts]
     report = InferenceReport(agreement=1.0)
-    _check_logprobs(
-        report, list(proven.reshape(PROMPTS, LENGTH, -1)), Answers("0" * 64, "test", greedy, prompts), False
-    )
+    check_logprobs(report, list(proven.reshape(PROMPTS, LENGTH, -1)), Answers("0" * 64, "test", greedy, prompts), False)
     return report
 
 
@@ -233,7 +231,7 @@ def test_a_second_token_at_chosen_positions_only_is_refused():
     proven = peaked(13)
     top = [pairs[:1] for pairs in served_top(neighbour_of(proven, 14), 5)]
     top[3] = served_top(neighbour_of(proven, 14), 5)[3][:2]
-    with pytest.raises(Failed, match="at 1 of 64 positions only"):
+    with pytest.raises(CheckFailed, match="at 1 of 64 positions only"):
         check_top(proven, top)
 
 
@@ -241,7 +239,7 @@ def test_top_k_lists_tied_everywhere_are_refused():
     """A server that flattens until its top-k ties (rounded log-probabilities) leaves no gap to compare."""
     proven = peaked(15)
     top = [[(token, round(logprob / 1e3, 2)) for token, logprob in pairs] for pairs in served_top(proven, 5)]
-    with pytest.raises(Failed, match="tie their top-k"):
+    with pytest.raises(CheckFailed, match="tie their top-k"):
         check_top(proven, top)
 
 
@@ -254,12 +252,12 @@ def test_gaps_shaped_by_the_server_do_not_pass_a_neighbour():
     served = served_top(neighbour_of(proven, 21), 2)
     closest = set(np.argsort([a[1] - b[1] for a, b in served])[: len(served) // 4].tolist())
     top = [[a, (b[0], a[1] - (1000.0 if i in closest else 1e-6))] for i, (a, b) in enumerate(served)]
-    with pytest.raises(Failed):
+    with pytest.raises(CheckFailed):
         check_top(proven, top)
 
 
 def test_a_ranking_against_the_proven_logits_is_refused():
     """A negative fitted temperature: the served top-k order is the proven order reversed."""
     proven = peaked(18)
-    with pytest.raises(Failed, match="rank tokens against the proven logits"):
+    with pytest.raises(CheckFailed, match="rank tokens against the proven logits"):
         check_top(proven, served_top(-proven, 5))

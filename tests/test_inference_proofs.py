@@ -35,7 +35,7 @@ from tests.make_fixture_inference import (
     write_inert_layer_model,
     write_nearby_model,
 )
-from verifier.inference import MAX_LOGPROB_DEVIATION, MIN_LAYER_EFFECT
+from verifier.inference_statistics import MAX_LOGPROB_DEVIATION, MIN_LAYER_EFFECT
 
 pytestmark = pytest.mark.proof
 FIXTURE = DATA / NAME

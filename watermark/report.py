@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from core.errors import UsageError
+from core.errors import NoseprintError, UsageError
 from core.fileio import canonical_json, sha256_bytes, sha256_file, write_bytes_atomic
 from signing import dsse
 from signing.attestation import STATEMENT_TYPE
@@ -38,7 +38,7 @@ SIGNED_FORMAT = "noseprint-signed-report/v1"
 MODEL_FILES = ("config.json", "*.safetensors")
 
 
-class ReportError(ValueError):
+class ReportError(NoseprintError):
     """A signed report is malformed, its signature does not verify, or its statement is inconsistent."""
 
 
