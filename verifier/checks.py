@@ -263,7 +263,7 @@ def check_networks(ctx: Context) -> None:
 
 def check_srs(ctx: Context) -> None:
     logrows = ctx.manifest.logrows
-    ctx.srs = srs_store.from_file(ctx.srs_file, logrows) if ctx.srs_file else srs_store.require(logrows)
+    ctx.srs = srs_store.choose(logrows, ctx.srs_file)
     claimed = ctx.manifest.srs_sha256
     if claimed != ctx.srs.sha256:
         raise Invalid(
@@ -567,7 +567,7 @@ def _derive_image_circuit(ctx: Context, logrows: int, digest: str, custom: bool)
     auditor named is the auditor's own choice; the released one's size is known without building it."""
     from circuits.worker import derive_in_worker, image_job, image_ready
 
-    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == logrows else srs_store.load(logrows)
+    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == logrows else srs_store.find(logrows)
     if srs is None or image_ready(ctx.thumbnail, digest, srs):
         return  # no SRS of that size: the SRS check below says so
     try:
@@ -597,7 +597,7 @@ def _image_proof_keys(ctx: Context, declared: dict[str, Any]) -> tuple[BuiltCirc
         raise Invalid("image proof", "the image circuit's settings are not the ones noseprint derives")
     if declared["circuit_id"] != circuit.circuit_id or declared["output_scale"] != output_scale(circuit):
         raise Invalid("image proof", "the image circuit id is not the one derived from the thumbnail generator")
-    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == circuit.logrows else srs_store.require(circuit.logrows)
+    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == circuit.logrows else srs_store.choose(circuit.logrows)
     if declared["srs_sha256"] != srs.sha256:
         raise Invalid("image proof", "the image proof was made with another SRS than the one this verifier trusts")
     keys = ensure_keys(circuit, srs, need_pk=False)

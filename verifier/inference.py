@@ -437,7 +437,7 @@ def _run(
         raise Failed("proofs", f"the bundle's logrows {manifest.logrows} is below the inference circuits' minimum")
     progress("rebuilding the inference circuits")
     fingerprinted = fingerprint_map([int(i) for i in section["fingerprinted_layers"]])
-    srs = srs_store.from_file(srs_file, manifest.logrows) if srs_file else srs_store.require(manifest.logrows)
+    srs = srs_store.choose(manifest.logrows, srs_file)
     job = inference_job(shape, manifest.chunking, fingerprinted, challenge.length, len(token_ids), manifest.logrows,
                         sizes, srs)  # fmt: skip
     _derive_within_budget(shape, first_layer, sizes, len(token_ids), job, srs, budget)
