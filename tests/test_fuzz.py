@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests import fuzz_targets as targets
+from testkit import fuzz_targets as targets
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 
