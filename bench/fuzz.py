@@ -2,7 +2,7 @@
 
     python -m bench.fuzz [--examples 12000] [--verify-examples 1000] [--only NAME ...] [--bundle B --srs S]
 
-Targets (tests/fuzz_targets.py), in two groups:
+Targets (testkit/fuzz_targets.py), in two groups:
 - registry: uploaded archives as raw bytes and as tar files with hostile members, DSSE envelopes, checkpoints;
 - local verify: the manifest reader (bytes; a real manifest with one value's text replaced), z.json,
   tokens.json and proof.json parsers (bytes; the real file with one value's text replaced), the circuit
@@ -32,7 +32,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, reporting, settings
 from hypothesis import strategies as st
 
-from tests import fuzz_targets as targets
+from testkit import fuzz_targets as targets
 
 
 def run_target(name: str, group: str, strategy, target, examples: int) -> dict:

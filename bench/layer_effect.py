@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from models.demo_model import write_demo_model
-from tests.make_fixture_inference import MODEL_SHAPE, write_inert_layer_model
+from testkit.inference_models import MODEL_SHAPE, write_inert_layer_model
 from verifier.inference_statistics import MIN_LAYER_EFFECT, layer_effect
 
 ZOO_MODELS = ("base0", "base1", "base2", "base3", "base0-sft", "base1-cpt", "base2-lora", "base3-dpo")

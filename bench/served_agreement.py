@@ -35,7 +35,7 @@ from transformers.utils import logging as hf_logging
 
 from circuits.settings import INPUT_SCALE
 from models.demo_model import write_demo_model
-from tests.make_fixture_inference import MODEL_SEED, MODEL_SHAPE, NEARBY_NOISE, OTHER_SEED, write_nearby_model
+from testkit.inference_models import MODEL_SEED, MODEL_SHAPE, NEARBY_NOISE, OTHER_SEED, write_nearby_model
 from verifier.inference_statistics import AGREEMENT_THRESHOLD, logprob_deviation, served_gap
 
 BASES = ("base0", "base1", "base2", "base3")

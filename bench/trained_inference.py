@@ -28,7 +28,7 @@ import torch
 from bench.layer_effect import measure
 from bench.measure import run_measured
 from models.demo_model import write_demo_model
-from tests.make_fixture_inference import MODEL_SEED, MODEL_SHAPE, SEED
+from testkit.inference_models import MODEL_SEED, MODEL_SHAPE, SEED
 
 CHAIN_SHARPNESS = 3.0
 """Logit scale of the chain's random transition tables: peaked, as a language model's next tokens are."""

@@ -1,14 +1,8 @@
 """What kind of source a path is: a bundle, a fingerprint folder or a model folder.
 
 `compare`, `gallery` and the registry's search all take any of the three; this is the one place that
-decides which it is, so they cannot disagree. The fingerprint folder's file names live here too: it is
-written by `lineage/fingerprint.py` and read by comparison and search.
-
-    FINGERPRINT/
-      fingerprint.json   z (integers at 2^12), model type, layers, network digests
-      fingerprint.png    the picture
-      invariants.npy     the raw invariant terms (private: they leak information about the weights)
-      tokens.json        the token ids and strings used
+decides which it is, so they cannot disagree. Each kind's files have their own owner (`core.bundle`,
+`core.fingerprint_folder`, `models.checkpoint`).
 """
 
 from __future__ import annotations
@@ -18,11 +12,8 @@ from pathlib import Path
 
 from core.bundle import MANIFEST, TOKENS_FILE
 from core.errors import UsageError
+from core.fingerprint_folder import is_fingerprint_folder
 
-FINGERPRINT_FORMAT = "noseprint-fingerprint"
-FINGERPRINT_RECORD = "fingerprint.json"
-FINGERPRINT_PICTURE = "fingerprint.png"
-INVARIANTS_FILE = "invariants.npy"
 MODEL_CONFIG = "config.json"
 
 
@@ -37,7 +28,7 @@ def source_kind(path: Path) -> SourceKind:
     path = Path(path)
     if (path / MANIFEST).is_file():
         return SourceKind.BUNDLE
-    if (path / FINGERPRINT_RECORD).is_file():
+    if is_fingerprint_folder(path):
         return SourceKind.FINGERPRINT
     if (path / MODEL_CONFIG).is_file():
         return SourceKind.MODEL

@@ -193,13 +193,18 @@ def load_generator(path: Path) -> Generator:
     return Generator(GeneratorConfig(**data), load_file(str(path)))
 
 
-def save_png(image: np.ndarray, path: Path) -> bytes:
-    """Write a PNG deterministically (no metadata) and return its bytes."""
+def png_bytes(image: np.ndarray) -> bytes:
+    """A PNG, deterministically (no metadata): equal pictures give equal bytes."""
     import io
 
     buffer = io.BytesIO()
     Image.fromarray(image, "RGB").save(buffer, format="PNG", optimize=False, compress_level=9)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def save_png(image: np.ndarray, path: Path) -> bytes:
+    """Write `png_bytes` of the picture and return them."""
+    data = png_bytes(image)
     path.write_bytes(data)
     return data
 

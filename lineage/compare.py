@@ -8,7 +8,6 @@ invariants (model or fingerprint folders).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import numpy as np
 
 from core.bundle import Bundle
 from core.errors import UsageError
-from core.sources import FINGERPRINT_PICTURE, FINGERPRINT_RECORD, INVARIANTS_FILE, SourceKind, source_kind, tokens_file
+from core.fingerprint_folder import read_folder
+from core.sources import SourceKind, source_kind, tokens_file
 from core.tokens import TokenList
 from encoder.zvector import as_floats, cosine
 from lineage.fingerprint import fingerprint_model
@@ -66,10 +66,8 @@ def load(source: Path, workdir: Path, tokens: int = DEFAULT_TOKENS) -> Fingerpri
         bundle = Bundle.open(source)
         return Fingerprint(source.name, bundle.z(), bundle.picture, None)
     if kind is SourceKind.FINGERPRINT:
-        record = json.loads((source / FINGERPRINT_RECORD).read_text())
-        invariants_path = source / INVARIANTS_FILE
-        invariants = np.load(invariants_path) if invariants_path.is_file() else None
-        return Fingerprint(source.name, [int(v) for v in record["z"]], source / FINGERPRINT_PICTURE, invariants)
+        folder = read_folder(source)
+        return Fingerprint(source.name, folder.record.z, folder.picture, folder.invariants())
     target = workdir / f"fp-{len(list(workdir.iterdir()))}"
     fingerprint_model(source, target, token_count=tokens)
     fingerprint = load(target, workdir)

@@ -16,7 +16,6 @@ that of reading the needed bytes.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +27,9 @@ from tqdm import tqdm
 
 from circuits.commitment import quantise
 from circuits.settings import INPUT_SCALE
-from core.bundle import TOKENS_FILE
-from core.fileio import staged_directory
-from core.sources import FINGERPRINT_FORMAT, FINGERPRINT_PICTURE, FINGERPRINT_RECORD, INVARIANTS_FILE
+from core.fingerprint_folder import FingerprintRecord, write_folder
 from encoder import release
-from encoder.generator import load_generator, save_png
+from encoder.generator import load_generator, png_bytes
 from encoder.network import load_encoder
 from encoder.zvector import Z_FRAC_BITS
 from models.invariants import standardise
@@ -90,20 +87,14 @@ def fingerprint_model(
     with torch.no_grad():
         z_raw = encoder(standardised.unsqueeze(0)).squeeze(0).numpy()
     z = z_from_raw_float(z_raw)
-    image = load_generator(release.GENERATOR).render(z)
-    record = {
-        "format": FINGERPRINT_FORMAT,
-        "version": 1,
-        "model_type": model.model_type,
-        "fingerprinted_layers": model.layer_indices,
-        "encoder_digest": release.network_digest(release.ENCODER),
-        "generator_digest": release.network_digest(release.GENERATOR),
-        "z": z,
-        "z_frac_bits": Z_FRAC_BITS,
-    }
-    with staged_directory(out, force) as stage:
-        save_png(image, stage / FINGERPRINT_PICTURE)
-        np.save(stage / INVARIANTS_FILE, terms)
-        (stage / TOKENS_FILE).write_text(json.dumps(model.tokens.to_json(), indent=1))
-        (stage / FINGERPRINT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    png = png_bytes(load_generator(release.GENERATOR).render(z))
+    record = FingerprintRecord(
+        model_type=model.model_type,
+        fingerprinted_layers=list(model.layer_indices),
+        encoder_digest=release.network_digest(release.ENCODER),
+        generator_digest=release.network_digest(release.GENERATOR),
+        z=z,
+        z_frac_bits=Z_FRAC_BITS,
+    )
+    write_folder(Path(out), record, png, terms, model.tokens, force)
+    return record.to_json()

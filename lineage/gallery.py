@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 
 from core.bundle import Bundle
 from core.errors import UsageError
-from core.sources import FINGERPRINT_PICTURE, SourceKind, source_kind
+from core.fingerprint_folder import PICTURE as FINGERPRINT_PICTURE
+from core.sources import SourceKind, source_kind
 
 LABEL_HEIGHT = 20
 MARGIN = 10

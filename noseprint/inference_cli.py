@@ -18,6 +18,7 @@ from rich.markup import escape
 from core.challenge import DEFAULT_LENGTH, DEFAULT_PROMPTS, MAX_LENGTH, MAX_PROMPTS
 from core.errors import UsageError
 from core.inference import DEFAULT_PART_WEIGHTS
+from core.opening import default_path as default_opening_path
 from noseprint.console import JsonOption, emit_json, err, out, stepper
 
 if TYPE_CHECKING:
@@ -214,7 +215,7 @@ def prove_inference_command(
     Interrupted, the same command resumes from the proofs already finished."""
     from prover.inference import prove_inference
 
-    opening_path = opening or bundle.with_name(bundle.name + ".opening.json")
+    opening_path = opening or default_opening_path(bundle)
     with err.status("proving inference…") as status:
         listing = prove_inference(
             bundle, model_dir, opening_path, challenge, out_path, force, srs,

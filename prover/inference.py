@@ -45,7 +45,7 @@ from core.bundle import Bundle
 from core.challenge import Challenge, bundle_digest, challenge_errors
 from core.chunks import Chunking
 from core.errors import ProvingFailed, UsageError
-from core.fileio import read_json, staged_directory
+from core.fileio import staged_directory
 from core.inference import (
     DEFAULT_PART_WEIGHTS,
     SCALE_BITS,
@@ -68,6 +68,7 @@ from core.inference import (
 )
 from core.inference_proofs import CHALLENGE, LISTING, PROOFS, InferenceProofs, ProofEntry
 from core.layout import Piece
+from core.opening import Opening
 from core.tokens import TokenList
 from models.checkpoint import read_config
 from models.full_model import FullModel, inference_shape, read_full_model
@@ -159,11 +160,10 @@ def open_owner(bundle: Bundle, model_dir: Path, opening_path: Path) -> tuple[Own
     section = manifest.inference
     if section is None:
         raise UsageError("this bundle has no whole-model commitment: prove the model again with this noseprint")
-    opening = read_json(opening_path, "opening file")
-    try:
-        blinding = dict(opening["blinding"]) | dict(opening["inference_blinding"])
-    except (KeyError, TypeError) as exc:
-        raise UsageError(f"the opening has no whole-model blinding ({exc}); it belongs to an older bundle") from None
+    opening = Opening.read(opening_path)
+    if opening.inference_blinding is None:
+        raise UsageError("the opening has no whole-model blinding; it belongs to an older bundle")
+    blinding = opening.blinding | opening.inference_blinding
     token_ids = TokenList.from_json(bundle.read(manifest.tokens_file)).ids
     model = read_full_model(Path(model_dir))
     if model.shape != InferenceShape.from_dict(section["shape"]):
@@ -246,7 +246,7 @@ def prove_inference(
     circuits = build_inference(
         shape, manifest.chunking, fingerprinted, challenge.length, len(token_ids), manifest.logrows, sizes
     )
-    srs = srs_store.from_file(srs_file, manifest.logrows) if srs_file else srs_store.require(manifest.logrows)
+    srs = srs_store.choose(manifest.logrows, srs_file)
     keys = {}
     for name, circuit in circuits.all.items():
         progress(f"{name} keys ({circuit.num_rows:,} rows, logrows {circuit.logrows}; cached after the first run)")

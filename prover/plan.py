@@ -26,6 +26,7 @@ from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking, chunki
 from core.errors import UsageError
 from core.fileio import canonical_json, sha256_bytes
 from core.layout import CircuitLayout, with_term_shifts
+from core.opening import default_path as default_opening_path
 from encoder import release
 from encoder.network import config_of, load_encoder
 from models.streamed import planned_layer_terms
@@ -138,12 +139,9 @@ def circuit_input_terms(
 
 def choose_srs(logrows: int, srs_file: Path | None, init_dev_srs: bool, progress: Progress) -> Srs:
     """The SRS named on the command line, else the store's (a development one made on request)."""
-    if srs_file:
-        return srs_store.from_file(srs_file, logrows)
-    if init_dev_srs and srs_store.load(logrows) is None:
+    if init_dev_srs and srs_file is None and srs_store.find(logrows) is None:
         progress(f"generating a development SRS for logrows {logrows} (insecure)")
-        return srs_store.init_dev(logrows)
-    return srs_store.require(logrows)
+    return srs_store.choose(logrows, srs_file, make_dev=init_dev_srs)
 
 
 def bound_owner(signer: Ed25519PrivateKey | None, owner_key: Path | None) -> str | None:
@@ -160,7 +158,7 @@ def plan_proof(options: ProveOptions, progress: Progress, clock: Stopwatch) -> P
     signer = load_private(options.sign_key) if options.sign_key else None  # fail before minutes of proving
     owner = bound_owner(signer, options.owner_key)
     generator = _network_files(Path(options.generator or release.GENERATOR), "generator weights")
-    opening_path = Path(options.opening_path or out.with_name(out.name + ".opening.json"))
+    opening_path = Path(options.opening_path or default_opening_path(out))
     _refuse_overwrite(out, "output folder", options.force)
     _refuse_overwrite(opening_path, "opening file", options.force)
     thumbnail = None

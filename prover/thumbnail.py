@@ -57,11 +57,9 @@ def plan_thumbnail(thumbnail: Path, z_dim: int, init_dev_srs: bool, progress: Pr
     digest = release.network_digest(thumbnail)
     progress("building the image circuit")
     circuit = cached_image_circuit(thumbnail, digest)
-    if init_dev_srs and srs_store.load(circuit.logrows) is None:
+    if init_dev_srs and srs_store.find(circuit.logrows) is None:
         progress(f"generating a development SRS for logrows {circuit.logrows} (insecure)")
-        srs = srs_store.init_dev(circuit.logrows)
-    else:
-        srs = srs_store.require(circuit.logrows)
+    srs = srs_store.choose(circuit.logrows, make_dev=init_dev_srs)
     return ThumbnailPlan(thumbnail, digest, config.resolution, circuit, srs)
 
 

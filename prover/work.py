@@ -1,7 +1,8 @@
 """The work folder of a chunked proof: what makes `noseprint prove` resumable.
 
     WORK/
-      state.json             what is being proven (an identity) and its blinding, owner-only
+      state.json             {"format": "noseprint-work", "version": 1, "identity": what is being proven,
+                              ...its blinding}, owner-only
       chunks/<name>.json     one finished chunk proof each, written atomically
 
 A re-run with the same model, tokens, chunking, circuits and SRS reads the blinding back (so the
@@ -12,7 +13,6 @@ else is refused rather than mixed in. It is removed once the bundle is written.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +20,10 @@ from typing import Any
 
 from circuits.proving import ProofResult
 from core.errors import UsageError
-from core.fileio import write_json_atomic
+from core.fileio import parse_json_strict, write_json_atomic
 
+FORMAT = "noseprint-work"
+VERSION = 1
 STATE_FILE = "state.json"
 CHUNKS_FOLDER = "chunks"
 PRIVATE_MODE = 0o600
@@ -43,11 +45,15 @@ class WorkFolder:
         """The saved state if it is for `identity`, else a new one made of `fresh` (which is then saved)."""
         if self.state_path.is_file():
             try:
-                state = json.loads(self.state_path.read_text())
+                state = parse_json_strict(self.state_path.read_bytes())
             except (OSError, ValueError) as exc:
                 raise UsageError(
                     f"the work folder {self.root} is unreadable ({exc}); remove it to start over"
                 ) from None
+            if not isinstance(state, dict) or (state.get("format"), state.get("version")) != (FORMAT, VERSION):
+                raise UsageError(
+                    f"the work folder {self.root} was made by another noseprint version; remove it to start over"
+                )
             if state.get("identity") != identity:
                 raise UsageError(
                     f"the work folder {self.root} holds the proof of another model, token list, chunking, circuit "
@@ -56,7 +62,7 @@ class WorkFolder:
             return dict(state)
         if self.root.exists() and any(self.root.iterdir()):
             raise UsageError(f"{self.root} is not empty and is not a noseprint work folder; name another with --work")
-        state = {"identity": identity} | fresh
+        state = {"format": FORMAT, "version": VERSION, "identity": identity} | fresh
         (self.root / CHUNKS_FOLDER).mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.state_path, state, mode=PRIVATE_MODE)
         return state
@@ -75,7 +81,7 @@ class WorkFolder:
 
     def load(self, name: str) -> ProofResult:
         try:
-            record = json.loads(self.chunk_path(name).read_text())
+            record = parse_json_strict(self.chunk_path(name).read_bytes(), allow_floats=True)
             return ProofResult(
                 record["proof"].encode(), record["outputs"], record["input_points"], record["output_points"]
             )

@@ -34,7 +34,8 @@ from core.bundle import (
     hash_files,
 )
 from core.chunks import committed_pieces
-from core.fileio import canonical_json, sha256_bytes, staged_directory, write_json_atomic
+from core.fileio import canonical_json, sha256_bytes, staged_directory
+from core.opening import Opening
 from encoder import release
 from encoder.generator import save_png
 from encoder.zvector import Z_FRAC_BITS
@@ -44,7 +45,6 @@ from prover.prove import Proven
 from signing.attestation import sign_bundle
 
 Progress = Callable[[str], None]
-OPENING_MODE = 0o600
 """The opening's blinding lines un-hide the commitment: owner-only."""
 
 
@@ -206,19 +206,17 @@ def whole_model(
 
 
 def write_opening(plan: ProvePlan, commitment_digest: str, inference_blinding: dict[str, list[int]] | None) -> None:
-    opening = {
-        "scheme": SCHEME,
-        "commitment_digest": commitment_digest,
-        "input_scale": INPUT_SCALE,
-        "model_dir": str(Path(plan.options.model_dir).resolve()),
-        "token_ids": [token.id for token in plan.model.tokens],
-        "term_shifts": list(plan.layout.term_shifts),
-        "chunking": plan.chunking.to_dict(),
-        "blinding": plan.blinding,
-    }
-    if inference_blinding is not None:
-        opening["inference_blinding"] = inference_blinding
-    write_json_atomic(plan.opening_path, opening, mode=OPENING_MODE)
+    Opening(
+        scheme=SCHEME,
+        commitment_digest=commitment_digest,
+        input_scale=INPUT_SCALE,
+        model_dir=str(Path(plan.options.model_dir).resolve()),
+        token_ids=plan.model.tokens.ids,
+        term_shifts=list(plan.layout.term_shifts),
+        chunking=plan.chunking.to_dict(),
+        blinding=plan.blinding,
+        inference_blinding=inference_blinding,
+    ).write(plan.opening_path)
 
 
 def write_outputs(plan: ProvePlan, proven: Proven, progress: Progress) -> Manifest:

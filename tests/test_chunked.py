@@ -178,12 +178,18 @@ def test_a_work_folder_of_another_model_is_refused(tmp_path):
     run_cli("srs", "import", str(SRS), "--logrows", LOGROWS, home=home, check=True)
     work = tmp_path / "work"
     (work / "chunks").mkdir(parents=True)
-    (work / "state.json").write_text(json.dumps({"identity": {"weights": "another model"}}))
     model = save_tiny(chunky_llama(seed=2), tmp_path / "model")
-    result = run_cli(
-        "prove", str(model), "--out", str(tmp_path / "b"), "--n-tokens", TOKENS, "--chunking", CHUNKING,
-        "--work", str(work), home=home,
-    )  # fmt: skip
-    assert result.returncode == 2 and "holds the proof of another model" in " ".join(result.stderr.split())
+    states = {
+        "holds the proof of another model": {"format": "noseprint-work", "version": 1, "identity": {"w": "other"}},
+        "made by another noseprint version": {"format": "noseprint-work", "version": 0, "identity": {}},
+        "is unreadable": "not a state",
+    }
+    for message, state in states.items():
+        (work / "state.json").write_text(json.dumps(state) if isinstance(state, dict) else state)
+        result = run_cli(
+            "prove", str(model), "--out", str(tmp_path / "b"), "--n-tokens", TOKENS, "--chunking", CHUNKING,
+            "--work", str(work), home=home,
+        )  # fmt: skip
+        assert result.returncode == 2 and message in " ".join(result.stderr.split()), result.stderr
     bad = run_cli("prove", str(model), "--out", str(tmp_path / "c"), "--chunking", "2:16", home=home)
     assert bad.returncode == 2 and "do not split" in " ".join(bad.stderr.split()), bad.stderr

@@ -184,7 +184,7 @@ def test_points_per_input_follows_ezkl(auditor, monkeypatch):
     monkeypatch.setenv("NOSEPRINT_HOME", str(auditor))
     folder = next((auditor / "keys").iterdir())
     keys = Keys(folder / "vk.key", None, folder / "settings.json", "", False)
-    usable = usable_commit_rows(keys, srs_store.require(int(LOGROWS)))
+    usable = usable_commit_rows(keys, srs_store.choose(int(LOGROWS)))
     assert usable == (1 << int(LOGROWS)) - 6
     assert [points_per_input(n, usable) for n in (1, usable - 1, usable, 2 * usable)] == [1, 1, 2, 3]
 

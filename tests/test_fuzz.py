@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from core.bundle import BundleError, Manifest, parse_proof, parse_z
 from core.tokens import TokenList
-from tests import fuzz_targets as targets
+from testkit import fuzz_targets as targets
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 

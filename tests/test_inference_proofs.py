@@ -21,20 +21,9 @@ import pytest
 
 from core.bundle import Bundle
 from models.demo_model import write_demo_model
+from testkit.inference_models import MODEL_SEED, MODEL_SHAPE, OTHER_SEED, write_inert_layer_model, write_nearby_model
 from tests.conftest import DATA, linked_copy, run_cli
-from tests.make_fixture_inference import (
-    CHUNKED,
-    CRAFTED,
-    INERT,
-    MODEL_SEED,
-    MODEL_SHAPE,
-    NAME,
-    OTHER_SEED,
-    SRS,
-    SRS_LOGROWS,
-    write_inert_layer_model,
-    write_nearby_model,
-)
+from tests.make_fixture_inference import CHUNKED, CRAFTED, INERT, NAME, SRS, SRS_LOGROWS
 from verifier.inference_statistics import MAX_LOGPROB_DEVIATION, MIN_LAYER_EFFECT
 
 pytestmark = pytest.mark.proof

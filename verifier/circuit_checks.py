@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def check_srs(ctx: Context) -> None:
     logrows = ctx.manifest.logrows
-    ctx.srs = srs_store.from_file(ctx.srs_file, logrows) if ctx.srs_file else srs_store.require(logrows)
+    ctx.srs = srs_store.choose(logrows, ctx.srs_file)
     claimed = ctx.manifest.srs_sha256
     if claimed != ctx.srs.sha256:
         raise CheckFailed(

@@ -40,7 +40,7 @@ def _derive_image_circuit(ctx: Context, logrows: int, digest: str, custom: bool)
     thumbnail the auditor named is the auditor's own choice; the released one's size is known without building it."""
     from circuits.worker import derive_in_worker, image_job, image_ready
 
-    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == logrows else srs_store.load(logrows)
+    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == logrows else srs_store.find(logrows)
     if srs is None or image_ready(ctx.thumbnail, digest, srs):
         return  # no SRS of that size: the SRS check below says so
     try:
@@ -70,7 +70,7 @@ def _image_proof_keys(ctx: Context, declared: dict[str, Any]) -> tuple[BuiltCirc
         raise CheckFailed("image proof", "the image circuit's settings are not the ones noseprint derives")
     if declared["circuit_id"] != circuit.circuit_id or declared["output_scale"] != output_scale(circuit):
         raise CheckFailed("image proof", "the image circuit id is not the one derived from the thumbnail generator")
-    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == circuit.logrows else srs_store.require(circuit.logrows)
+    srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == circuit.logrows else srs_store.choose(circuit.logrows)
     if declared["srs_sha256"] != srs.sha256:
         raise CheckFailed("image proof", "the image proof was made with another SRS than the one this verifier trusts")
     keys = ensure_keys(circuit, srs, need_pk=False)

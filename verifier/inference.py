@@ -304,7 +304,7 @@ def _inference_srs(manifest: Manifest, srs_file: Path | None, progress) -> srs_s
     if manifest.logrows < MIN_INFERENCE_LOGROWS:
         raise CheckFailed("proofs", f"the bundle's logrows {manifest.logrows} is below the inference circuits' minimum")
     progress("rebuilding the inference circuits")
-    return srs_store.from_file(srs_file, manifest.logrows) if srs_file else srs_store.require(manifest.logrows)
+    return srs_store.choose(manifest.logrows, srs_file)
 
 
 class _CircuitArgs(NamedTuple):

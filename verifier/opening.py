@@ -24,7 +24,7 @@ from circuits.settings import INPUT_SCALE
 from core.bundle import Bundle, BundleError
 from core.chunks import committed_pieces
 from core.errors import UsageError
-from core.fileio import read_json
+from core.opening import Opening
 from core.tokens import NotTheRule, TokenList
 from encoder import release
 from models.weights import ModelWeights, read_model
@@ -53,15 +53,11 @@ def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: P
     """MATCH only if the bundle's token ids are the opening's and every commitment is recomputed exactly."""
     opened = Bundle.open(Path(bundle))
     manifest = opened.manifest
-    opening = read_json(opening_path, "opening file")
-    try:
-        blinding: dict[str, list[int]] = opening["blinding"]
-        token_ids: list[int] = [int(i) for i in opening["token_ids"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"the opening file is malformed: {exc}") from None
-    if opening.get("chunking") != manifest.chunking.to_dict():
+    opening = Opening.read(opening_path)
+    blinding, token_ids = opening.blinding, opening.token_ids
+    if opening.chunking != manifest.chunking.to_dict():
         return OpeningResult(False, ["chunking"])  # the opening's blinding lines are for another split
-    if opening.get("input_scale") != INPUT_SCALE:
+    if opening.input_scale != INPUT_SCALE:
         raise UsageError("the opening was made with another input scale")
     try:
         bundle_ids = TokenList.from_json(opened.read(manifest.tokens_file)).ids
@@ -78,7 +74,7 @@ def check_opening(bundle: Path, model_dir: Path, opening_path: Path, srs_file: P
     committed, _ = commit_pieces(
         quantised_tensors(model.tensors(), layout), committed_pieces(circuits.chunks), blinding
     )
-    srs = srs_store.from_file(srs_file, circuits.logrows) if srs_file else srs_store.require(circuits.logrows)
+    srs = srs_store.choose(circuits.logrows, srs_file)
     keys = [ensure_keys(circuit, srs, need_pk=False) for circuit in circuits.chunk_circuits]
     mismatched: list[str] = []
     for chunk in circuits.chunks:  # every chunk: each takes its own weight blocks

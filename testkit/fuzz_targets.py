@@ -137,7 +137,7 @@ def parse_checkpoint(value: object) -> None:
 
 # the local `verify` path ----------------------------------------------------------------------------------
 
-DATA = Path(__file__).with_name("data")
+DATA = Path(__file__).parent.parent / "tests" / "data"
 BUNDLE = DATA / "bundle-v4"
 """A real proven, signed bundle (chunky llama, 18 chunk proofs, logrows 12), committed with the tests."""
 SRS = DATA / "dev-k12.srs"
