@@ -20,16 +20,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from noseprint.circuits.commitment import committed_inputs  # noqa: E402
+from noseprint.circuits.graph import FingerprintCircuit, choose_term_shifts  # noqa: E402
+from noseprint.circuits.settings import INPUT_SCALE  # noqa: E402
+from noseprint.core.layout import with_term_shifts  # noqa: E402
+from noseprint.encoder import release  # noqa: E402
+from noseprint.encoder.network import load_encoder  # noqa: E402
+from noseprint.models.demo_model import write_demo_model  # noqa: E402
+from noseprint.models.weights import read_model  # noqa: E402
+from noseprint.prover.plan import circuit_input_terms  # noqa: E402
+
 from bench.single_circuit import build_circuit, statement_inputs  # noqa: E402
-from circuits.commitment import committed_inputs  # noqa: E402
-from circuits.graph import FingerprintCircuit, choose_term_shifts  # noqa: E402
-from circuits.settings import INPUT_SCALE  # noqa: E402
-from core.layout import with_term_shifts  # noqa: E402
-from encoder import release  # noqa: E402
-from encoder.network import load_encoder  # noqa: E402
-from models.demo_model import write_demo_model  # noqa: E402
-from models.weights import read_model  # noqa: E402
-from prover.plan import circuit_input_terms  # noqa: E402
 
 
 def main() -> None:

@@ -25,8 +25,9 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from noseprint.models.demo_model import build_tokenizer  # noqa: E402
+
 from bench.measure import run_measured  # noqa: E402
-from models.demo_model import build_tokenizer  # noqa: E402
 
 SHARD_BYTES = 2 * 2**30
 
@@ -90,10 +91,10 @@ WHOLE_MODEL = """
 import sys, numpy as np, torch
 from transformers import AutoModelForCausalLM
 sys.path.insert(0, {root!r})
-from core.tokens import select
-from models.tokens import load_tokenizer
-from models.invariants import invariant_terms
-from models.architectures import llama_shape
+from noseprint.core.tokens import select
+from noseprint.models.tokens import load_tokenizer
+from noseprint.models.invariants import invariant_terms
+from noseprint.models.architectures import llama_shape
 import json
 folder = {folder!r}
 model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)

@@ -69,11 +69,11 @@ class Prepared:
 
 
 def prepare(model_dir: Path, chunk_weights: int, tokens: int) -> Prepared:
-    from circuits.chunked import probe_rows
-    from circuits.commitment import quantised_tensors
-    from circuits.settings import choose_logrows
-    from core.chunks import choose_chunking, distinct_shapes, plan_chunks
-    from models.weights import read_model
+    from noseprint.circuits.chunked import probe_rows
+    from noseprint.circuits.commitment import quantised_tensors
+    from noseprint.circuits.settings import choose_logrows
+    from noseprint.core.chunks import choose_chunking, distinct_shapes, plan_chunks
+    from noseprint.models.weights import read_model
 
     model = read_model(model_dir, tokens, None, False)
     quantised = quantised_tensors(model.tensors(), model.layout)
@@ -88,15 +88,15 @@ def prepare(model_dir: Path, chunk_weights: int, tokens: int) -> Prepared:
 def chunk_circuit(shape: Any, logrows: int) -> Any:
     """The chunk circuit exactly as `build_chunked` compiles it (the same cache entry), without the encode
     circuit, which a calibration does not prove (and which, for a 7B plan, is the largest circuit to compile)."""
-    from circuits.chunked import _cached, _chunk_export
-    from circuits.settings import chunk_run_args_dict
+    from noseprint.circuits.chunked import _cached, _chunk_export
+    from noseprint.circuits.settings import chunk_run_args_dict
 
     return _cached({"chunk": shape.to_dict()}, _chunk_export(shape), chunk_run_args_dict(logrows))
 
 
 def proof_task(chunk: Any, quantised: dict, circuit: Any, keys: Any, srs: Any) -> Any:
-    from circuits.commitment import chunk_inputs, commit_pieces, output_blinding
-    from circuits.proving import ProofTask
+    from noseprint.circuits.commitment import chunk_inputs, commit_pieces, output_blinding
+    from noseprint.circuits.proving import ProofTask
 
     committed, _ = commit_pieces(quantised, list(chunk.pieces))
     inputs = chunk_inputs(chunk, committed, output_blinding(chunk))
@@ -119,8 +119,8 @@ def run_child(phase: str, payload: Any, scratch: Path, cores: int | None) -> tup
 
 def child(phase: str, job: Path) -> None:
     """The measured process: imports EZKL and the project's thin wrappers only (no torch), like a pool worker."""
-    from circuits.keys import ensure_keys
-    from circuits.proving import prove_task
+    from noseprint.circuits.keys import ensure_keys
+    from noseprint.circuits.proving import prove_task
 
     payload = pickle.loads(job.read_bytes())
     started = time.perf_counter()
@@ -134,10 +134,10 @@ def child(phase: str, job: Path) -> None:
 
 def measure(prep: Prepared, picks: list, cores: int | None, scratch: Path, chunk_weights: int) -> list[dict]:
     """Keys once per shape among `picks` (measured), then every picked chunk proven (measured): one point each."""
-    from circuits import srs as srs_store
-    from circuits.keys import ensure_keys
-    from core import paths
-    from prover.estimate import shape_weights
+    from noseprint.circuits import srs as srs_store
+    from noseprint.circuits.keys import ensure_keys
+    from noseprint.core import paths
+    from noseprint.prover.estimate import shape_weights
 
     srs = srs_store.init_dev(prep.logrows, store=paths.home() / "calibration-srs")  # never the trusted store
     points = []
@@ -163,7 +163,7 @@ def measure(prep: Prepared, picks: list, cores: int | None, scratch: Path, chunk
 
 
 def demo_model(folder: Path, hidden: int, heads: int | None, kv_heads: int | None, ffn: int | None) -> Path:
-    from models.demo_model import DemoShape, write_demo_model
+    from noseprint.models.demo_model import DemoShape, write_demo_model
 
     heads = heads or max(1, hidden // HEAD_DIM)
     shape = DemoShape(hidden=hidden, heads=heads, kv_heads=kv_heads or heads, ffn=ffn or 4 * hidden, layers=2)
@@ -207,9 +207,9 @@ def print_curve(points: list[dict]) -> None:
 
 def from_checkpoint(args: argparse.Namespace, scratch: Path) -> list[dict]:
     """N real chunks of a checkpoint, round robin over its shapes, each beside the plan's prediction."""
-    from circuits.calibration import load_calibration
-    from core.chunks import DEFAULT_CHUNK_WEIGHTS
-    from prover.estimate import estimate
+    from noseprint.circuits.calibration import load_calibration
+    from noseprint.core.chunks import DEFAULT_CHUNK_WEIGHTS
+    from noseprint.prover.estimate import estimate
 
     size = args.chunk_weights[0] if args.chunk_weights else DEFAULT_CHUNK_WEIGHTS
     checkpoint = args.from_checkpoint
@@ -255,8 +255,8 @@ def machine_name() -> str:
 
 
 def write_table(points: list[dict], out: Path, machine: str, note: str) -> None:
-    from circuits.calibration import Calibration
-    from core.fileio import write_json_atomic
+    from noseprint.circuits.calibration import Calibration
+    from noseprint.core.fileio import write_json_atomic
 
     table = {
         "machine": machine,
@@ -300,7 +300,7 @@ def main() -> None:
     if not real:
         print_curve(points)
     if args.write:
-        from circuits.calibration import CALIBRATION_FILE
+        from noseprint.circuits.calibration import CALIBRATION_FILE
 
         write_table(points, args.out or CALIBRATION_FILE, args.machine or machine_name(), args.note)
 

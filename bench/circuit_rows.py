@@ -17,14 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ezkl  # noqa: E402
 import torch  # noqa: E402
+from noseprint.circuits.build import canonicalise_settings  # noqa: E402
+from noseprint.circuits.graph import FingerprintCircuit  # noqa: E402
+from noseprint.circuits.settings import run_args_dict  # noqa: E402
+from noseprint.core.layout import CircuitLayout, LayerShape  # noqa: E402
+from noseprint.encoder import release  # noqa: E402
+from noseprint.encoder.network import load_encoder  # noqa: E402
 
 from bench.single_circuit import export_onnx  # noqa: E402
-from circuits.build import canonicalise_settings  # noqa: E402
-from circuits.graph import FingerprintCircuit  # noqa: E402
-from circuits.settings import run_args_dict  # noqa: E402
-from core.layout import CircuitLayout, LayerShape  # noqa: E402
-from encoder import release  # noqa: E402
-from encoder.network import load_encoder  # noqa: E402
 
 SHAPES = [  # tokens, hidden, heads, kv_heads, ffn
     (8, 16, 2, 1, 32),

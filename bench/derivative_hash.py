@@ -27,14 +27,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+from noseprint.encoder import release
+from noseprint.encoder.generator import load_generator
+from noseprint.encoder.stylegan import load_float
 from PIL import Image
 from tqdm import tqdm
 
 from bench.generator_quality import at_cosine, render_batch
 from bench.picture_hash import colour_phash, grey_phash, hamming
-from encoder import release
-from encoder.generator import load_generator
-from encoder.stylegan import load_float
 from training import dogs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import psutil
 import torch
+from noseprint.models.demo_model import build_tokenizer
 from safetensors.torch import save_file
-
-from models.demo_model import build_tokenizer
 
 TOKENIZER_WORDS = 31_997
 """The bench tokenizer's words (a word-level tokenizer of 32,000 entries, as in bench/big_checkpoint.py)."""
@@ -144,8 +143,8 @@ FLOORS = ("copied", "buffered")
 TERMS = """
 import sys, time
 from pathlib import Path
-from lineage.fingerprint import streamed_terms
-from models.weights import open_model
+from noseprint.lineage.fingerprint import streamed_terms
+from noseprint.models.weights import open_model
 model = open_model(Path(sys.argv[1]), 16, None, False)
 wall, cpu = time.perf_counter(), time.process_time()
 streamed_terms(model, progress=False)

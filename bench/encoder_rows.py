@@ -20,11 +20,12 @@ import ezkl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from noseprint.circuits.build import canonicalise_settings  # noqa: E402
+from noseprint.circuits.settings import run_args  # noqa: E402
+from noseprint.core.layout import CircuitLayout, LayerShape  # noqa: E402
+from noseprint.encoder.network import EncoderConfig, InvariantEncoder, load_encoder  # noqa: E402
+
 from bench.single_circuit import export_onnx  # noqa: E402
-from circuits.build import canonicalise_settings  # noqa: E402
-from circuits.settings import run_args  # noqa: E402
-from core.layout import CircuitLayout, LayerShape  # noqa: E402
-from encoder.network import EncoderConfig, InvariantEncoder, load_encoder  # noqa: E402
 
 LAYER = LayerShape(hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, gated=True)
 

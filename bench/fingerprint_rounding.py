@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from encoder import release
-from encoder.network import load_encoder
-from encoder.zvector import as_floats, cosine
-from lineage.fingerprint import dequantised, fingerprint_model, z_from_raw_float
-from lineage.verdict import verdict
-from models.invariants import layer_terms, standardise
-from models.weights import open_model
+from noseprint.encoder import release
+from noseprint.encoder.network import load_encoder
+from noseprint.encoder.zvector import as_floats, cosine
+from noseprint.lineage.fingerprint import dequantised, fingerprint_model, z_from_raw_float
+from noseprint.lineage.verdict import verdict
+from noseprint.models.invariants import layer_terms, standardise
+from noseprint.models.weights import open_model
 
 
 def rounded_z(folder: Path, encoder: torch.nn.Module) -> list[int]:

@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from circuits import graph  # noqa: E402
-from circuits.settings import run_args  # noqa: E402
-from core.layout import CircuitLayout, LayerShape  # noqa: E402
-from encoder import release  # noqa: E402
-from encoder.network import load_encoder  # noqa: E402
+from noseprint.circuits import graph  # noqa: E402
+from noseprint.circuits.settings import run_args  # noqa: E402
+from noseprint.core.layout import CircuitLayout, LayerShape  # noqa: E402
+from noseprint.encoder import release  # noqa: E402
+from noseprint.encoder.network import load_encoder  # noqa: E402
 
 
 def shifted(module, inputs):

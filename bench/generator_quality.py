@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from noseprint.encoder import release
+from noseprint.encoder.generator import load_generator
+from noseprint.encoder.stylegan import from_integer, pixels
 from PIL import Image
 from tqdm import tqdm
 
 from bench.picture_hash import colour_phash, grey_phash, hamming, phash_colorhash
-from encoder import release
-from encoder.generator import load_generator
-from encoder.stylegan import from_integer, pixels
 from training.dogs import standard_z
 
 ROOT = Path(__file__).resolve().parents[1]

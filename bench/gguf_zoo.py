@@ -27,13 +27,13 @@ from pathlib import Path
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as Q
+from noseprint.lineage.fingerprint import fingerprint_model
+from noseprint.lineage.verdict import verdict
+from noseprint.models.invariants import invariant_cosine
 from safetensors.numpy import load_file
 
 from bench.kquants import quantize
 from bench.zoo.build import WIDE_FOLDER, build_wide_bases
-from lineage.fingerprint import fingerprint_model
-from lineage.verdict import verdict
-from models.invariants import invariant_cosine
 
 QTYPES = (Q.F16, Q.Q8_0, Q.Q4_0)
 WIDE_QTYPES = (Q.F16, Q.Q8_0, Q.Q6_K, Q.Q4_K, Q.Q4_0)

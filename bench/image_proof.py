@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from noseprint.encoder import release
 
-from encoder import release
 from training import dogs
 
 
@@ -33,13 +33,13 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="noseprint-bench-image-"))
     os.environ["NOSEPRINT_HOME"] = str(home)
 
-    from circuits import srs as srs_store
-    from circuits.image_circuit import cached_image_circuit, prove_image
-    from circuits.keys import ensure_keys
-    from circuits.proving import verify_proof
-    from encoder.generator import load_generator
-    from encoder.stylegan import load_float, pixels
-    from encoder.zvector import Z_FRAC_BITS
+    from noseprint.circuits import srs as srs_store
+    from noseprint.circuits.image_circuit import cached_image_circuit, prove_image
+    from noseprint.circuits.keys import ensure_keys
+    from noseprint.circuits.proving import verify_proof
+    from noseprint.encoder.generator import load_generator
+    from noseprint.encoder.stylegan import load_float, pixels
+    from noseprint.encoder.zvector import Z_FRAC_BITS
 
     config = load_generator(args.thumbnail).config
     timings: dict[str, float] = {}

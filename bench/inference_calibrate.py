@@ -9,7 +9,7 @@ This machine's points are in docs/data/inference_calibration*.json; the figure i
 (`models.demo_model`): the test fixture's toy (hidden 16) as one FFN part and as a whole layer, and the zoo's
 shape (hidden 64, 4 heads, 2 K/V heads, FFN 128) as an attention part (one K/V head and its two query heads)
 and an FFN part (64 rows), and all-MiniLM-L6-v2's width (hidden 384) as its smallest part, an FFN block of 8
-rows (about 22 GB: run it alone). Each circuit is built as `prove-inference` builds it (`circuits.inference.
+rows (about 22 GB: run it alone). Each circuit is built as `prove-inference` builds it (`circuits.challenge_circuits.
 build_inference` at --logrows), its keys derived in one child process and the part proven in another
 (`bench.calibrate`'s children: each times its EZKL call; peak RSS sampled over the process tree). The inputs
 are the model's committed integers with blinding and a hidden state at unit RMS, as a prover hands them.
@@ -32,19 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.challenge_circuits import INPUT_SCALE, build_inference, felts, model_values, piece_ints
+from noseprint.circuits.commitment import quantise, random_blinding, with_blinding
+from noseprint.circuits.keys import ensure_keys
+from noseprint.circuits.proving import ProofTask
+from noseprint.core import paths
+from noseprint.core.chunks import Chunking
+from noseprint.core.whole_model import DEFAULT_PART_WEIGHTS, InferenceShape, PartSizes
+from noseprint.models.demo_model import DemoShape, write_demo_model
+from noseprint.models.full_model import read_full_model
 
 from bench.calibrate import GB, run_child
 from bench.inference_rows import LLAMA_SHAPES, layer_cut
-from circuits import srs as srs_store
-from circuits.commitment import quantise, random_blinding, with_blinding
-from circuits.inference import INPUT_SCALE, build_inference, felts, model_values, piece_ints
-from circuits.keys import ensure_keys
-from circuits.proving import ProofTask
-from core import paths
-from core.chunks import Chunking
-from core.inference import DEFAULT_PART_WEIGHTS, InferenceShape, PartSizes
-from models.demo_model import DemoShape, write_demo_model
-from models.full_model import read_full_model
 
 TOY = DemoShape(hidden=16, heads=2, kv_heads=1, ffn=32, layers=2, vocab_words=60)
 """The test fixture's model (tests/make_fixture_inference.py)."""
@@ -53,14 +53,14 @@ ZOO = DemoShape()
 MINILM_WIDE = DemoShape(hidden=384, heads=12, kv_heads=12, ffn=1536, layers=2, vocab_words=60)
 """all-MiniLM-L6-v2's widths (hidden 384, 12 heads of 32, FFN 1,536) in the demo architecture."""
 ABLATION_LAYERS, HEAD_PASSES = 1, 3
-"""Per prompt beyond the model's own chain, with two fingerprinted last layers (`core.inference.ablations`):
+"""Per prompt beyond the model's own chain, with two fingerprinted last layers (`core.whole_model.ablations`):
 one more layer and two more head passes (the model's own head is the third)."""
 HEAD_COST = 0.65
 """A head pass in layers' cost at 7B (BENCHMARKS.md, "7B and 70B"): the vocabulary's rows against a layer's
 weights, where the head's own rows were not counted. An encoder (MiniLM) pools instead: no head.
 """
 ZOO_HEAD_BLOCKS, ZOO_HEAD_BLOCK_ROWS = 8, 232_382
-"""The zoo shape's head as `circuits.inference.probe_rows` counts it at 8 tokens (BENCHMARKS.md)."""
+"""The zoo shape's head as `circuits.challenge_circuits.probe_rows` counts it at 8 tokens (BENCHMARKS.md)."""
 MEMORY_HEADROOM_GB = 20.0
 """What one proof may take on this 24 GiB machine, leaving room for the system."""
 
@@ -199,7 +199,7 @@ MARKED_PROOFS = {
     "MiniLM width, attention part (1 head, 4 tokens)": 376_723,
     "MiniLM width, attention part (1 head, 8 tokens)": 704_145,
 }
-"""Proofs the figure marks (EZKL's counts: `circuits.inference.probe_rows`)."""
+"""Proofs the figure marks (EZKL's counts: `circuits.challenge_circuits.probe_rows`)."""
 MACHINE_GB = 24.0
 
 

@@ -2,15 +2,15 @@
 
     python -m bench.inference_rows [--hidden 16 32 64 128] [--ffn-ratios 2 4] [--tokens 8] [--parts]
 
-Each shape's LLaMA layer circuit (RMSNorm, RoPE, GQA softmax, SwiGLU: `circuits.inference_graph.LayerCircuit`)
-is exported and counted by EZKL (`circuits.inference.probe_rows`: no keys, no proof; cached), head_dim 8, one
+Each shape's LLaMA layer circuit (RMSNorm, RoPE, GQA softmax, SwiGLU: `circuits.challenge_graph.LayerCircuit`)
+is exported and counted by EZKL (`circuits.challenge_circuits.probe_rows`: no keys, no proof; cached), head_dim 8, one
 K/V head per two query heads, the whole layer as one chunk. The rows are fitted as a + b·weights + c·hidden +
 d·ffn (weights enter as committed inputs, one cell each; activations per token grow with the widths), and the
 fit is read at MiniLM's, 7B's and 70B's layers: how many rows, so what logrows, one layer of one prompt would
 need proven whole (EZKL stops at logrows 26). MiniLM's LayerNorm and GELU are not this circuit's RMSNorm and
 SiLU; the matrices and widths are what the fit reads.
 
-`--parts` does the same for a layer proven in parts (`core.inference.layer_parts`): attention parts of 1-4 K/V
+`--parts` does the same for a layer proven in parts (`core.whole_model.layer_parts`): attention parts of 1-4 K/V
 heads (with their query heads) and FFN parts of 8-64 rows, at hidden 16-64, fitted as a + weights + c·hidden +
 d·width (q's rows, or the FFN rows), and read at 7B's and 70B's layers cut as `prove-inference` cuts them by
 default (the bundle's default chunking, parts of at most DEFAULT_PART_WEIGHTS): how many proofs, how many rows
@@ -24,10 +24,10 @@ import math
 import time
 
 import numpy as np
-
-from circuits.inference import probe_rows
-from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking
-from core.inference import (
+from noseprint.circuits.challenge_circuits import probe_rows
+from noseprint.core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking
+from noseprint.core.layout import CircuitLayout
+from noseprint.core.whole_model import (
     DEFAULT_PART_WEIGHTS,
     InferenceShape,
     PartSizes,
@@ -35,7 +35,6 @@ from core.inference import (
     layer_pieces,
     whole_layer,
 )
-from core.layout import CircuitLayout
 
 HEAD_DIM = 8
 MAX_LOGROWS = 26

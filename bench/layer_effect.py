@@ -3,7 +3,7 @@
     python -m bench.layer_effect [--zoo bench/zoo/cache] [--prompts 64] [--length 8] [--last 2]
 
 `verify-inference` requires every fingerprinted layer to change the proven logits by at least MIN_LAYER_EFFECT
-when it is removed (`verifier.inference_statistics.layer_effect`: the median over positions of the change
+when it is removed (`verifier.challenge_statistics.layer_effect`: the median over positions of the change
 relative to the logits' spread). This measures the same quantity in float on random-token prompts, as a
 challenge draws them: for the toy LLaMA of the inference fixture (random weights, seeds 1 and 2), its inert-layer
 attacker (the appended layer's output factors zero), and every zoo base and its fine-tunes (trained, 4 layers).
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from noseprint.models.demo_model import write_demo_model
+from noseprint.verifier.challenge_statistics import MIN_LAYER_EFFECT, layer_effect
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
-from models.demo_model import write_demo_model
 from testkit.inference_models import MODEL_SHAPE, write_inert_layer_model
-from verifier.inference_statistics import MIN_LAYER_EFFECT, layer_effect
 
 ZOO_MODELS = ("base0", "base1", "base2", "base3", "base0-sft", "base1-cpt", "base2-lora", "base3-dpo")
 """The zoo's four trained bases and one fine-tune of each (every kind of fine-tune leaves the layers' roles)."""

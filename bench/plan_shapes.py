@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from core.chunks import DEFAULT_CHUNK_WEIGHTS
+from noseprint.core.chunks import DEFAULT_CHUNK_WEIGHTS
 
 SHAPES = {
     "LLaMA-2-7B": {

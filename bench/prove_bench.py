@@ -23,9 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from noseprint.core.chunks import DEFAULT_CHUNK_WEIGHTS  # noqa: E402
+from noseprint.models.demo_model import DemoShape, write_demo_model  # noqa: E402
+
 from bench.measure import run_measured  # noqa: E402
-from core.chunks import DEFAULT_CHUNK_WEIGHTS  # noqa: E402
-from models.demo_model import DemoShape, write_demo_model  # noqa: E402
 
 
 def run(args: list[str], home: Path) -> tuple[subprocess.CompletedProcess, float, float]:

@@ -37,15 +37,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from noseprint.watermark import generate as gen
+from noseprint.watermark import membership, radioactive
+from noseprint.watermark.detect import detect, first_occurrences, log10_p_of, pair_scores
+from noseprint.watermark.prf import new_key
+from noseprint.watermark.schemes import DEFAULT_DELTA, KIRCHENBAUER, SchemeParams, Watermark
+from noseprint.watermark.texts import Text
 from scipy import stats
 
 from bench.zoo.train import lm_loss, train_steps
-from watermark import generate as gen
-from watermark import membership, radioactive
-from watermark.detect import detect, first_occurrences, log10_p_of, pair_scores
-from watermark.prf import new_key
-from watermark.schemes import DEFAULT_DELTA, KIRCHENBAUER, SchemeParams, Watermark
-from watermark.texts import Text
 
 RHOS = (0.0, 0.01, 0.05, 0.10, 1.0)
 DEFAULT_OUT = Path("bench/results/radioactivity")

@@ -20,9 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from noseprint.models.demo_model import DemoShape, write_demo_model  # noqa: E402
+
 from bench.measure import run_measured  # noqa: E402
 from bench.ray_local import local_cluster  # noqa: E402
-from models.demo_model import DemoShape, write_demo_model  # noqa: E402
 
 DEFAULT_CHUNKING = "1:8"
 """The demo model (2 K/V heads, FFN 128) in 2 + 2 + 16 chunks a layer: 40 chunk proofs."""

@@ -25,15 +25,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from noseprint.core.fileio import canonical_json, sha256_bytes
+from noseprint.registry import merkle
+from noseprint.registry import tree_head as cp
+from noseprint.registry.service import open_registry, search_z
+from noseprint.registry.store import CheckpointRow, Entry, LogHead, LogLeafIndex, writer
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 from tqdm import tqdm
-
-from core.fileio import canonical_json, sha256_bytes
-from registry import checkpoint as cp
-from registry import merkle
-from registry.service import open_registry, search_z
-from registry.store import CheckpointRow, Entry, LogHead, LogLeafIndex, writer
 
 Z_DIM = 128
 BATCH = 5000

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from circuits.settings import run_args_dict  # noqa: E402
+from noseprint.circuits.settings import run_args_dict  # noqa: E402
 
 
 class Graph(torch.nn.Module):

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from noseprint.circuits.settings import INPUT_SCALE
+from noseprint.models.demo_model import write_demo_model
+from noseprint.verifier.challenge_statistics import AGREEMENT_THRESHOLD, logprob_deviation, served_gap
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
-from circuits.settings import INPUT_SCALE
-from models.demo_model import write_demo_model
 from testkit.inference_models import MODEL_SEED, MODEL_SHAPE, NEARBY_NOISE, OTHER_SEED, write_nearby_model
-from verifier.inference_statistics import AGREEMENT_THRESHOLD, logprob_deviation, served_gap
 
 BASES = ("base0", "base1", "base2", "base3")
 DERIVED = (

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from noseprint.circuits.build import BuiltCircuit, canonicalise_settings
+from noseprint.circuits.commitment import as_circuit_floats
+from noseprint.circuits.graph import OUTPUT_NAMES, FingerprintCircuit, term_peak
+from noseprint.circuits.settings import INPUT_SCALE, choose_logrows, run_args, run_args_dict
+from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file
+from noseprint.core.layout import CircuitLayout
+from noseprint.core.statement import OWNER_LIMBS, owner_limbs
 from torch import nn
-
-from circuits.build import BuiltCircuit, canonicalise_settings
-from circuits.commitment import as_circuit_floats
-from circuits.graph import OUTPUT_NAMES, FingerprintCircuit, term_peak
-from circuits.settings import INPUT_SCALE, choose_logrows, run_args, run_args_dict
-from core.fileio import canonical_json, sha256_bytes, sha256_file
-from core.layout import CircuitLayout
-from core.statement import OWNER_LIMBS, owner_limbs
 
 OWNER_NAME = "owner"
 
@@ -70,8 +69,7 @@ def statement_inputs(committed: list[np.ndarray], owner: str | None) -> list[lis
 def build_circuit(layout: CircuitLayout, encoder_weights: Path, folder: Path) -> BuiltCircuit:
     """Export, generate settings and compile into `folder` (seconds)."""
     import ezkl
-
-    from encoder.network import load_encoder
+    from noseprint.encoder.network import load_encoder
 
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path, settings_path, compiled_path = folder / "circuit.onnx", folder / "settings.json", folder / "circuit.ezkl"

@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 
 import torch
+from noseprint.models.demo_model import write_demo_model
 
 from bench.layer_effect import measure
 from bench.measure import run_measured
-from models.demo_model import write_demo_model
 from testkit.inference_models import MODEL_SEED, MODEL_SHAPE, SEED
 
 CHAIN_SHARPNESS = 3.0

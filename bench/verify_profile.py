@@ -14,9 +14,9 @@ from pathlib import Path
 start = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from verifier.checks import CHECKS  # noqa: E402
-from verifier.context import Context  # noqa: E402
-from verifier.report import Report  # noqa: E402
+from noseprint.verifier.checks import CHECKS  # noqa: E402
+from noseprint.verifier.context import Context  # noqa: E402
+from noseprint.verifier.report import Report  # noqa: E402
 
 
 def main() -> None:

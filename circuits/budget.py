@@ -19,10 +19,10 @@ import os
 from dataclasses import dataclass
 from math import prod
 
-from core.chunks import Chunking, ChunkShape, distinct_shapes, plan_chunks
-from core.errors import NoseprintError
-from core.inference import InferenceShape, LayerPart, LayerPieces, PartSizes, layer_parts, whole_layer
-from core.layout import CircuitLayout
+from noseprint.core.chunks import Chunking, ChunkShape, distinct_shapes, plan_chunks
+from noseprint.core.errors import NoseprintError
+from noseprint.core.layout import CircuitLayout
+from noseprint.core.whole_model import InferenceShape, LayerPart, LayerPieces, PartSizes, layer_parts, whole_layer
 
 ROWS_PER_WEIGHT = 1.25
 ROWS_PER_TERM_ENTRY = 250
@@ -111,7 +111,7 @@ def refuse_over_budget(rows: int, what: str, budget: Budget) -> None:
 
 INFERENCE_ATTENTION_FIT = (510.0, 410.0, 171.0, 345.0, 105.0)
 """An attention part's rows = a + weights + t·(b + c·hidden + d·q width) + e·q heads·t² (t: the challenge's
-tokens). Fitted to EZKL's counts of the exported circuits (`circuits.inference.probe_rows`' settings, no keys):
+tokens). Fitted to EZKL's counts of the exported circuits (`circuits.challenge_circuits.probe_rows`' settings, no keys):
 hidden 16-64, q width 16-64, 8-32 tokens, worst misfit 1e-5, coefficients rounded up (issue 33)."""
 INFERENCE_FFN_FIT = (430.0, 237.0, 171.0, 249.0)
 """An FFN part's rows = a + weights + t·(b + c·hidden + d·rows), fitted the same way (exact)."""
@@ -152,7 +152,7 @@ def _layer_circuit_rows(shape: InferenceShape, layer: LayerPieces, part: LayerPa
 def estimated_inference_rows(
     shape: InferenceShape, layer: LayerPieces, sizes: PartSizes | None, tokens: int, fingerprint_tokens: int
 ) -> dict[str, int]:
-    """Rows of every circuit `verify-inference` would build, by the name `circuits.inference.build_inference`
+    """Rows of every circuit `verify-inference` would build, by the name `circuits.challenge_circuits.build_inference`
     gives it (embed, layer or attention and ffn, head, link), from the model's shape, one layer's pieces, the
     proofs' layer parts (None: whole layers), the challenge's length and the fingerprint's tokens alone: no torch,
     no EZKL. Fitted at head_dim 8; the weights dominate at real widths (BENCHMARKS.md, "What a layer costs")."""

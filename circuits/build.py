@@ -1,7 +1,7 @@
 """What every circuit build shares: the built circuit's record, EZKL's settings in one canonical order, and a
-cache folder filled through a staging folder (`circuits.chunked`, `circuits.image_circuit`, `circuits.inference`
-build their circuits with these). A circuit id hashes everything the verification key depends on (the ONNX graph
-and the run arguments), so derived keys can be cached by it.
+cache folder filled through a staging folder (`circuits.chunked`, `circuits.image_circuit`,
+`circuits.challenge_circuits` build their circuits with these). A circuit id hashes everything the verification
+key depends on (the ONNX graph and the run arguments), so derived keys can be cached by it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.fileio import canonical_json
+from noseprint.core.fileio import canonical_json
 
 
 @dataclass(frozen=True)

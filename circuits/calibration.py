@@ -27,8 +27,7 @@ from math import ceil
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import UsageError
+from noseprint.core.errors import UsageError
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 FIT_TOLERANCE = 0.25

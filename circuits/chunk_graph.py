@@ -17,12 +17,11 @@ import warnings
 from pathlib import Path
 
 import torch
+from noseprint.circuits.graph import OUTPUT_NAMES, FingerprintCircuit, term_peak
+from noseprint.core.chunks import ChunkShape
+from noseprint.core.layout import CircuitLayout
+from noseprint.core.statement import OWNER_LIMBS
 from torch import nn
-
-from circuits.graph import OUTPUT_NAMES, FingerprintCircuit, term_peak
-from core.chunks import ChunkShape
-from core.layout import CircuitLayout
-from core.statement import OWNER_LIMBS
 
 OPSET = 17
 

@@ -19,13 +19,27 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from circuits.build import BuiltCircuit, cached_build, canonicalise_settings, is_built
-from circuits.settings import EZKL_MAX_LOGROWS, choose_logrows, chunk_run_args_dict, encode_run_args_dict, run_args
-from core import paths
-from core.chunks import Chunk, Chunking, ChunkShape, distinct_shapes, hiding_logrows, plan_chunks, terms_chunks
-from core.errors import NoseprintError
-from core.fileio import canonical_json, sha256_bytes, sha256_file
-from core.layout import CircuitLayout
+from noseprint.circuits.build import BuiltCircuit, cached_build, canonicalise_settings, is_built
+from noseprint.circuits.settings import (
+    EZKL_MAX_LOGROWS,
+    choose_logrows,
+    chunk_run_args_dict,
+    encode_run_args_dict,
+    run_args,
+)
+from noseprint.core import paths
+from noseprint.core.chunks import (
+    Chunk,
+    Chunking,
+    ChunkShape,
+    distinct_shapes,
+    hiding_logrows,
+    plan_chunks,
+    terms_chunks,
+)
+from noseprint.core.errors import NoseprintError
+from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file
+from noseprint.core.layout import CircuitLayout
 
 BUILDER_VERSION = 1
 """Bump when the chunk or encode graphs or their settings rules change, so cached circuits are rebuilt."""
@@ -112,15 +126,15 @@ def _cached(description: dict, export: Export, args: dict, cached_only: bool = F
 
 
 def _chunk_export(shape: ChunkShape) -> Export:
-    from circuits.chunk_graph import export_chunk_onnx
+    from noseprint.circuits.chunk_graph import export_chunk_onnx
 
     return lambda path: export_chunk_onnx(shape, path)
 
 
 def _encode_export(layout: CircuitLayout, per_term: list[int], shape: ChunkShape, encoder_weights: Path) -> Export:
     def export(path: Path) -> None:
-        from circuits.chunk_graph import export_encode_onnx
-        from encoder.network import load_encoder
+        from noseprint.circuits.chunk_graph import export_encode_onnx
+        from noseprint.encoder.network import load_encoder
 
         export_encode_onnx(layout, per_term, shape.output_shape, load_encoder(encoder_weights), path)
 
@@ -129,7 +143,7 @@ def _encode_export(layout: CircuitLayout, per_term: list[int], shape: ChunkShape
 
 def built_chunked(layout: CircuitLayout, chunking: Chunking, encoder_digest: str) -> ChunkedCircuits | None:
     """The circuits if every one of them is in the cache already, else None (nothing is built)."""
-    from encoder import release
+    from noseprint.encoder import release
 
     try:
         return build_chunked(layout, chunking, release.ENCODER, encoder_digest, cached_only=True)

@@ -20,12 +20,11 @@ from __future__ import annotations
 import secrets
 
 import numpy as np
-
-from circuits.settings import INPUT_SCALE
-from core.chunks import BlockPiece, Chunk
-from core.errors import UsageError
-from core.layout import BLINDING_BITS, MIN_BLINDING_VALUES, ROW, CircuitLayout, Piece
-from core.statement import owner_limbs
+from noseprint.circuits.settings import INPUT_SCALE
+from noseprint.core.chunks import BlockPiece, Chunk
+from noseprint.core.errors import UsageError
+from noseprint.core.layout import BLINDING_BITS, MIN_BLINDING_VALUES, ROW, CircuitLayout, Piece
+from noseprint.core.statement import owner_limbs
 
 SCHEME = "noseprint-kzg-blinded/v1"
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
-from encoder.stylegan import load_float
+from noseprint.encoder.stylegan import load_float
 
 
 def export_generator_onnx(weights: Path, path: Path, opset: int = 17) -> Path:

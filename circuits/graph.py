@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from noseprint.core.layout import CircuitLayout, LayerShape
+from noseprint.core.statement import shift_for_peak
 from torch import nn
-
-from core.layout import CircuitLayout, LayerShape
-from core.statement import shift_for_peak
 
 STANDARDISE_EPS = 1e-6
 OUTPUT_NAMES = ["z_raw", "peaks", "owner_out"]

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from circuits.build import BuiltCircuit, cached_build, canonicalise_settings
-from circuits.keys import Keys
-from circuits.settings import choose_logrows
-from circuits.srs import Srs
-from core import paths
-from core.fileio import canonical_json, sha256_bytes, sha256_file
-from encoder.zvector import Z_FRAC_BITS
+from noseprint.circuits.build import BuiltCircuit, cached_build, canonicalise_settings
+from noseprint.circuits.keys import Keys
+from noseprint.circuits.settings import choose_logrows
+from noseprint.circuits.srs import Srs
+from noseprint.core import paths
+from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file
+from noseprint.encoder.zvector import Z_FRAC_BITS
 
 IMAGE_BUILDER_VERSION = 1
 """Bump when the graph or the run arguments change, so cached circuits are rebuilt."""
@@ -68,8 +67,7 @@ def image_circuit_id(onnx_sha256: str, logrows: int) -> str:
 def build_image_circuit(thumbnail_weights: Path, folder: Path) -> BuiltCircuit:
     """Export the thumbnail's float twin to ONNX, generate settings, compile (seconds)."""
     import ezkl
-
-    from circuits.generator_graph import export_generator_onnx
+    from noseprint.circuits.generator_graph import export_generator_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path, settings_path, compiled_path = folder / "circuit.onnx", folder / "settings.json", folder / "circuit.ezkl"
@@ -130,7 +128,7 @@ def pixels_from_outputs(outputs: list[int], output_scale: int, resolution: int) 
 
 def split_instances(proof_path: Path, z_dim: int) -> tuple[list[int], list[int]]:
     """(input integers, output integers) as the proof states them: EZKL lists the public inputs, then the outputs."""
-    from circuits.proving import felt_to_signed
+    from noseprint.circuits.proving import felt_to_signed
 
     instances = json.loads(Path(proof_path).read_text())["instances"]
     values = [felt_to_signed(felt) for column in instances for felt in column]

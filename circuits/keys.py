@@ -14,10 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuits.build import BuiltCircuit
-from circuits.srs import Srs
-from core import paths
-from core.fileio import canonical_json, sha256_bytes, sha256_file
+from noseprint.circuits.build import BuiltCircuit
+from noseprint.circuits.srs import Srs
+from noseprint.core import paths
+from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file
 
 
 @dataclass(frozen=True)

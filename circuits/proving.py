@@ -8,9 +8,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuits.keys import Keys
-from circuits.srs import Srs
-from core.layout import MAX_UNUSABLE_ROWS, point_count
+from noseprint.circuits.keys import Keys
+from noseprint.circuits.srs import Srs
+from noseprint.core.layout import MAX_UNUSABLE_ROWS, point_count
 
 
 def felt_to_signed(felt: str) -> int:

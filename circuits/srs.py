@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import paths
-from core.errors import UsageError
-from core.fileio import sha256_file, write_json_atomic
+from noseprint.core import paths
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import sha256_file, write_json_atomic
 
 DEV_WARNING = (
     "development SRS generated locally by `noseprint srs init`: whoever holds its secret can forge "

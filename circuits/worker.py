@@ -5,7 +5,7 @@ dies, and the verifier (or the registry's server) reports a refusal. The worker 
 (`NOSEPRINT_HOME/circuits`, `NOSEPRINT_HOME/keys`); the caller then reads them, so nothing crosses the
 process boundary but a job description. Staging folders a killed worker leaves behind are removed.
 
-    python -m circuits.worker < job.json     (what `derive_in_worker` runs)
+    python -m noseprint.circuits.worker < job.json     (what `derive_in_worker` runs)
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from circuits.budget import GIB, Budget, OverBudget
-from circuits.srs import Srs
-from core import paths
-from core.chunks import Chunking
-from core.inference import InferenceShape, PartSizes
-from core.layout import CircuitLayout
+from noseprint.circuits.budget import GIB, Budget, OverBudget
+from noseprint.circuits.srs import Srs
+from noseprint.core import paths
+from noseprint.core.chunks import Chunking
+from noseprint.core.layout import CircuitLayout
+from noseprint.core.whole_model import InferenceShape, PartSizes
 
 STAGING_PREFIXES = (".build-", ".setup-")
 
@@ -79,11 +79,11 @@ def _srs_dict(srs: Srs) -> dict[str, Any]:
 
 def run_job(job: dict[str, Any]) -> None:
     """Build (or find) the circuit and derive (or find) its verification key: the caches are the result."""
-    from circuits.chunked import build_chunked
-    from circuits.image_circuit import cached_image_circuit
-    from circuits.inference import build_inference
-    from circuits.keys import ensure_keys
-    from encoder import release
+    from noseprint.circuits.challenge_circuits import build_inference
+    from noseprint.circuits.chunked import build_chunked
+    from noseprint.circuits.image_circuit import cached_image_circuit
+    from noseprint.circuits.keys import ensure_keys
+    from noseprint.encoder import release
 
     srs = Srs(Path(job["srs"]["path"]), job["srs"]["logrows"], job["srs"]["sha256"], job["srs"]["origin"])
     if job["kind"] == "fingerprint":
@@ -115,9 +115,9 @@ def _remove_staging_since(started: float) -> None:
 
 def fingerprint_ready(layout: CircuitLayout, chunking: Chunking, srs: Srs) -> bool:
     """Every circuit built and its verification key derived already: checking costs nothing more."""
-    from circuits.chunked import built_chunked
-    from circuits.keys import has_verification_key
-    from encoder import release
+    from noseprint.circuits.chunked import built_chunked
+    from noseprint.circuits.keys import has_verification_key
+    from noseprint.encoder import release
 
     circuits = built_chunked(layout, chunking, release.RELEASED_ENCODER_DIGEST)
     return circuits is not None and all(has_verification_key(c, srs) for c in circuits.all)
@@ -125,9 +125,9 @@ def fingerprint_ready(layout: CircuitLayout, chunking: Chunking, srs: Srs) -> bo
 
 def inference_ready(job: dict[str, Any], srs: Srs) -> bool:
     """Every circuit of an `inference_job` built and its verification key derived already."""
-    from circuits.chunked import NotCached
-    from circuits.inference import build_inference
-    from circuits.keys import has_verification_key
+    from noseprint.circuits.challenge_circuits import build_inference
+    from noseprint.circuits.chunked import NotCached
+    from noseprint.circuits.keys import has_verification_key
 
     try:
         circuits = build_inference(*_inference_args(job), cached_only=True)
@@ -137,9 +137,9 @@ def inference_ready(job: dict[str, Any], srs: Srs) -> bool:
 
 
 def image_ready(thumbnail: Path, digest: str, srs: Srs) -> bool:
-    from circuits.build import is_built
-    from circuits.image_circuit import cached_image_circuit, image_circuit_folder
-    from circuits.keys import has_verification_key
+    from noseprint.circuits.build import is_built
+    from noseprint.circuits.image_circuit import cached_image_circuit, image_circuit_folder
+    from noseprint.circuits.keys import has_verification_key
 
     if not is_built(image_circuit_folder(digest)):
         return False
@@ -151,7 +151,7 @@ def derive_in_worker(job: dict[str, Any], budget: Budget, what: str) -> None:
     started = time.time()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "circuits.worker"],
+            [sys.executable, "-m", "noseprint.circuits.worker"],
             input=json.dumps(job | {"max_memory_bytes": budget.max_memory_bytes}),
             capture_output=True,
             text=True,

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.challenge import MAX_LENGTH, MAX_PROMPTS, MAX_VOCAB, Challenge, is_hex
-from core.errors import NoseprintError
-from core.fileio import parse_json_strict, write_bytes_atomic
+from noseprint.core.challenge import MAX_LENGTH, MAX_PROMPTS, MAX_VOCAB, Challenge, is_hex
+from noseprint.core.errors import NoseprintError
+from noseprint.core.fileio import parse_json_strict, write_bytes_atomic
 
 FORMAT = "noseprint-answers"
 VERSION = 1

@@ -30,12 +30,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from core.chunks import Chunking, chunking_errors
-from core.errors import NoseprintError
-from core.fileio import parse_json_strict, read_inside, sha256_file
-from core.inference import InferenceShape
-from core.layout import MIN_BLINDING_VALUES, CircuitLayout
-from core.tokens import TokenList
+from noseprint.core.chunks import Chunking, chunking_errors
+from noseprint.core.errors import NoseprintError
+from noseprint.core.fileio import parse_json_strict, read_inside, sha256_file
+from noseprint.core.layout import MIN_BLINDING_VALUES, CircuitLayout
+from noseprint.core.tokens import TokenList
+from noseprint.core.whole_model import InferenceShape
 
 FORMAT = "noseprint-bundle"
 VERSION = 5
@@ -285,7 +285,7 @@ class Manifest:
 
     @property
     def inference(self) -> dict[str, Any] | None:
-        """The whole-model commitment (`core.inference`), or None for a bundle made without one."""
+        """The whole-model commitment (`core.whole_model`), or None for a bundle made without one."""
         section = self.data.get("inference")
         return dict(section) if section is not None else None
 

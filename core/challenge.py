@@ -11,7 +11,7 @@ owner free to choose among them (adding entries of their own until one suits) wo
     {"format": "noseprint-challenge", "version": 1,
      "bundle_digest": SHA-256 hex of the bundle's manifest.json bytes,
      "seed": hex, "seed_source": "registry-checkpoint" | "auditor",
-     "checkpoint": null | {the signed checkpoint (registry/checkpoint.py's dict: origin, size, root, keyid,
+     "checkpoint": null | {the signed checkpoint (registry/tree_head.py's dict: origin, size, root, keyid,
                            signature), "entry_id", "log_index", "leaf" (the logged leaf's canonical JSON),
                            "inclusion_proof": [hex, ...]},
      "vocab": V, "length": T, "prompts": [[T token ids in [0, V)], ...]}
@@ -19,7 +19,8 @@ owner free to choose among them (adding entries of their own until one suits) wo
 Like `core.bundle`, this module is the one owner of the format: `Challenge.to_json` is its only writer and
 `Challenge.from_json` its only reader, which refuses anything malformed with one exception type,
 `ChallengeError`. Whether the checkpoint is really signed by the registry and includes the entry is checked
-where the registry's key and hashing live (`registry/seed.py`); this module checks the form and the derivation.
+where the registry's key and hashing live (`registry/challenge_seed.py`); this module checks the form and the
+derivation.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from core.errors import NoseprintError
-from core.fileio import canonical_json, parse_json_strict, sha256_bytes, write_bytes_atomic
+from noseprint.core.errors import NoseprintError
+from noseprint.core.fileio import canonical_json, parse_json_strict, sha256_bytes, write_bytes_atomic
 
 FORMAT = "noseprint-challenge"
 VERSION = 1
@@ -290,7 +291,7 @@ def challenge_errors(challenge: Challenge, bundle_digest: str, vocab: int) -> li
 
     Recomputes the prompts from the seed, so a challenge whose prompts were picked (by an owner who wants easy
     ones, or an auditor who wants to single out a weakness) is refused, as is one made for another bundle or
-    vocabulary. The registry checkpoint behind a registry seed is checked by `registry/seed.py`.
+    vocabulary. The registry checkpoint behind a registry seed is checked by `registry/challenge_seed.py`.
     """
     errors = []
     if challenge.bundle_digest != bundle_digest:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from math import ceil
 
-from core.layout import (
+from noseprint.core.layout import (
     COLUMN,
     MAX_UNUSABLE_ROWS,
     MIN_BLINDING_VALUES,

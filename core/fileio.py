@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core.errors import UsageError
+from noseprint.core.errors import UsageError
 
 
 def sha256_file(path: Path) -> str:

@@ -20,11 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
-from core.bundle import TOKENS_FILE as TOKENS
-from core.errors import UsageError
-from core.fileio import parse_json_strict, staged_directory
-from core.tokens import TokenList
+from noseprint.core.bundle import TOKENS_FILE as TOKENS
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import parse_json_strict, staged_directory
+from noseprint.core.tokens import TokenList
 
 FORMAT = "noseprint-fingerprint"
 VERSION = 1

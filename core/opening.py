@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import UsageError
-from core.fileio import parse_json_strict, write_json_atomic
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import parse_json_strict, write_json_atomic
 
 FORMAT = "noseprint-opening"
 VERSION = 1

@@ -10,9 +10,9 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from core.bundle import MANIFEST, TOKENS_FILE
-from core.errors import UsageError
-from core.fingerprint_folder import is_fingerprint_folder
+from noseprint.core.bundle import MANIFEST, TOKENS_FILE
+from noseprint.core.errors import UsageError
+from noseprint.core.fingerprint_folder import is_fingerprint_folder
 
 MODEL_CONFIG = "config.json"
 

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from core.errors import UsageError
-from core.fileio import parse_json_strict
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import parse_json_strict
 
 RULE = "noseprint-tokens/v1"
 WORD_SOURCE = "wordfreq:en:top_n_list"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.fileio import sha256_bytes, sha256_file
+from noseprint.core.fileio import sha256_bytes, sha256_file
 
 WEIGHTS = Path(__file__).parent / "weights"
 ENCODER = WEIGHTS / "encoder.safetensors"

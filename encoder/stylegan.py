@@ -15,9 +15,8 @@ from typing import cast
 import numpy as np
 import torch
 import torch.nn.functional as F
+from noseprint.encoder.generator import GeneratorConfig
 from torch import nn
-
-from encoder.generator import GeneratorConfig
 
 SLOPE = 13 / 64
 """The integer renderer's leaky-ReLU slope (a shift by 6 bits)."""
@@ -139,7 +138,7 @@ def from_integer(config: GeneratorConfig, weights: dict[str, np.ndarray]) -> Sty
 
 def load_float(path) -> StyleGenerator:
     """The float twin of a generator file (`generator.safetensors` + its `.json`)."""
-    from encoder.generator import load_generator
+    from noseprint.encoder.generator import load_generator
 
     integer = load_generator(path)
     return from_integer(integer.config, integer.w)

@@ -14,18 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from core.bundle import Bundle
-from core.errors import UsageError
-from core.fingerprint_folder import read_folder
-from core.sources import SourceKind, source_kind, tokens_file
-from core.tokens import TokenList
-from encoder.zvector import as_floats, cosine
-from lineage.fingerprint import fingerprint_model
-from lineage.gallery import grid
-from lineage.verdict import verdict
-from models.invariants import invariant_cosine
-from models.weights import DEFAULT_TOKENS
+from noseprint.core.bundle import Bundle
+from noseprint.core.errors import UsageError
+from noseprint.core.fingerprint_folder import read_folder
+from noseprint.core.sources import SourceKind, source_kind, tokens_file
+from noseprint.core.tokens import TokenList
+from noseprint.encoder.zvector import as_floats, cosine
+from noseprint.lineage.fingerprint import fingerprint_model
+from noseprint.lineage.gallery import grid
+from noseprint.lineage.verdict import verdict
+from noseprint.models.invariants import invariant_cosine
+from noseprint.models.weights import DEFAULT_TOKENS
 
 
 @dataclass

@@ -23,18 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from noseprint.circuits.commitment import quantise
+from noseprint.circuits.settings import INPUT_SCALE
+from noseprint.core.fingerprint_folder import FingerprintRecord, write_folder
+from noseprint.encoder import release
+from noseprint.encoder.generator import load_generator, png_bytes
+from noseprint.encoder.network import load_encoder
+from noseprint.encoder.zvector import Z_FRAC_BITS
+from noseprint.models.invariants import standardise
+from noseprint.models.streamed import layer_weight_count, stream_threads, streamed_layer_terms
+from noseprint.models.weights import DEFAULT_TOKENS, OpenModel, open_model
 from tqdm import tqdm
-
-from circuits.commitment import quantise
-from circuits.settings import INPUT_SCALE
-from core.fingerprint_folder import FingerprintRecord, write_folder
-from encoder import release
-from encoder.generator import load_generator, png_bytes
-from encoder.network import load_encoder
-from encoder.zvector import Z_FRAC_BITS
-from models.invariants import standardise
-from models.streamed import layer_weight_count, stream_threads, streamed_layer_terms
-from models.weights import DEFAULT_TOKENS, OpenModel, open_model
 
 PROGRESS_DELAY_S = 2.0
 """Show a progress bar (on stderr) only for fingerprints that take longer than this."""

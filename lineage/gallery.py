@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from noseprint.core.bundle import Bundle
+from noseprint.core.errors import UsageError
+from noseprint.core.fingerprint_folder import PICTURE as FINGERPRINT_PICTURE
+from noseprint.core.sources import SourceKind, source_kind
 from PIL import Image, ImageDraw
-
-from core.bundle import Bundle
-from core.errors import UsageError
-from core.fingerprint_folder import PICTURE as FINGERPRINT_PICTURE
-from core.sources import SourceKind, source_kind
 
 LABEL_HEIGHT = 20
 MARGIN = 10

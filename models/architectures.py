@@ -24,10 +24,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-
-from core.errors import UsageError
-from core.layout import LayerShape
-from models.checkpoint import Checkpoint, LazyMatrix
+from noseprint.core.errors import UsageError
+from noseprint.core.layout import LayerShape
+from noseprint.models.checkpoint import Checkpoint, LazyMatrix
 
 Matrix = np.ndarray | LazyMatrix
 

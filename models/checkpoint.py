@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from noseprint.core.errors import UsageError
 from safetensors import SafetensorError, safe_open
-
-from core.errors import UsageError
 
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")

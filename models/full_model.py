@@ -3,7 +3,7 @@
 The fingerprint reads a few embedding rows and the last layers (`models.weights`); proving inference needs
 the rest: the whole embedding, every layer, the final norm and the output head (the embedding again when the
 checkpoint ties them). Only architectures the inference circuits implement are accepted
-(`core.inference.SUPPORTED_TYPES`); anything else (biases, rope scaling) is refused by name.
+(`core.whole_model.SUPPORTED_TYPES`); anything else (biases, rope scaling) is refused by name.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import UsageError
-from core.inference import SUPPORTED_TYPES, InferenceShape
-from models.architectures import LLAMA_PREFIXES, adapter_for, check_layer, llama_shape
-from models.checkpoint import Checkpoint, open_checkpoint, read_config
+from noseprint.core.errors import UsageError
+from noseprint.core.whole_model import SUPPORTED_TYPES, InferenceShape
+from noseprint.models.architectures import LLAMA_PREFIXES, adapter_for, check_layer, llama_shape
+from noseprint.models.checkpoint import Checkpoint, open_checkpoint, read_config
 
 DEFAULT_EPS = 1e-6
 

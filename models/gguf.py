@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from core.errors import UsageError
-from models.checkpoint import Checkpoint, LazyMatrix, Span
+from noseprint.core.errors import UsageError
+from noseprint.models.checkpoint import Checkpoint, LazyMatrix, Span
 
 GGUF_SUFFIX = ".gguf"
 ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.errors import UsageError
+from noseprint.core.errors import UsageError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 """What a Hugging Face model id looks like: one `/` between two names (a local path wins when it exists)."""

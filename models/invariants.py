@@ -18,8 +18,7 @@ each product; after standardisation any positive rescaling of a tensor cancels t
 from __future__ import annotations
 
 import numpy as np
-
-from core.layout import LayerShape
+from noseprint.core.layout import LayerShape
 
 
 def repeat_kv(w: np.ndarray, shape: LayerShape) -> np.ndarray:

@@ -23,10 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from core.answers import Answers, AnswersError, TopK, answers_errors
-from core.challenge import Challenge
-from core.errors import UsageError
-from core.fileio import parse_json_strict
+from noseprint.core.answers import Answers, AnswersError, TopK, answers_errors
+from noseprint.core.challenge import Challenge
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import parse_json_strict
 
 DEFAULT_TOP_K = 5
 """Five log-probabilities per position: what OpenAI's completions API allows at most, enough to see how close

@@ -28,12 +28,19 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from noseprint.core.chunks import (
+    DEFAULT_CHUNK_WEIGHTS,
+    BlockPiece,
+    Chunk,
+    Chunking,
+    ChunkShape,
+    choose_chunking,
+    plan_chunks,
+)
+from noseprint.core.layout import ROW, CircuitLayout, LayerShape
+from noseprint.models.architectures import Matrix
+from noseprint.models.checkpoint import LazyMatrix
 from threadpoolctl import threadpool_limits
-
-from core.chunks import DEFAULT_CHUNK_WEIGHTS, BlockPiece, Chunk, Chunking, ChunkShape, choose_chunking, plan_chunks
-from core.layout import ROW, CircuitLayout, LayerShape
-from models.architectures import Matrix
-from models.checkpoint import LazyMatrix
 
 STREAM_BLOCK_WEIGHTS = 1 << 20
 """Weights read and converted at a time: 4 MB as float32, so the converted block is still in the core's cache

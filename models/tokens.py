@@ -10,8 +10,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from core.errors import UsageError
-from core.tokens import Token, TokenList
+from noseprint.core.errors import UsageError
+from noseprint.core.tokens import Token, TokenList
 
 
 def load_tokenizer(model_dir: Path) -> Callable[[str], list[int]]:

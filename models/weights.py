@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import UsageError
-from core.layout import CircuitLayout
-from core.tokens import NotTheRule, TokenList, select
-from models.architectures import Adapter, Matrix, adapter_for, check_layer, needed_tensors
-from models.checkpoint import Checkpoint, missing_shards, open_checkpoint, read_config
-from models.gguf import gguf_tokenizer, is_gguf, open_gguf
-from models.hub import resolve_model
-from models.invariants import canonical_embedding
-from models.tokens import load_tokenizer, read_token_file
+from noseprint.core.errors import UsageError
+from noseprint.core.layout import CircuitLayout
+from noseprint.core.tokens import NotTheRule, TokenList, select
+from noseprint.models.architectures import Adapter, Matrix, adapter_for, check_layer, needed_tensors
+from noseprint.models.checkpoint import Checkpoint, missing_shards, open_checkpoint, read_config
+from noseprint.models.gguf import gguf_tokenizer, is_gguf, open_gguf
+from noseprint.models.hub import resolve_model
+from noseprint.models.invariants import canonical_embedding
+from noseprint.models.tokens import load_tokenizer, read_token_file
 
 DEFAULT_TOKENS = 16
 FINGERPRINTED_LAYERS = 2

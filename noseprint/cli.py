@@ -1,6 +1,6 @@
 """The `noseprint` console script: arguments in, the rooms' results out. Only wiring lives here: each topic's
 commands live in their own module (`prove_cli`, `verify_cli`, `signing_cli`, `lineage_cli`, `srs_cli`,
-`inference_cli`, `registry_cli`, `watermark_cli`).
+`challenge_cli`, `registry_cli`, `watermark_cli`).
 
 Errors are handled once, in `noseprint.console.CatchingGroup`; every command takes `--json`.
 """
@@ -12,13 +12,13 @@ import sys
 
 import typer
 
-from noseprint.console import CatchingGroup
-from noseprint.inference_cli import (
+from noseprint.challenge_cli import (
     challenge_command,
     prove_inference_command,
     query_command,
     verify_inference_command,
 )
+from noseprint.console import CatchingGroup
 from noseprint.lineage_cli import architectures, compare, fingerprint, gallery
 from noseprint.prove_cli import demo, make_demo_model, plan, prove
 from noseprint.registry_cli import registry_app

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.status import Status
 from typer.core import TyperGroup
 
-from core.errors import NoseprintError
+from noseprint.core.errors import NoseprintError
 
 DEBUG_ENV_VAR = "NOSEPRINT_DEBUG"
 UNEXPECTED_EXIT = 3

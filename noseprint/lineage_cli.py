@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from core.errors import UsageError
 from noseprint.console import JsonOption, emit_json, out
+from noseprint.core.errors import UsageError
 
 
 def fingerprint(
@@ -29,7 +29,7 @@ def fingerprint(
 ) -> None:
     """Picture, z and raw invariants in seconds, without a proof (the invariants stay private)."""
     if needed:
-        from models.weights import needed_files
+        from noseprint.models.weights import needed_files
 
         files, missing = needed_files(Path(model))
         if as_json:
@@ -39,7 +39,7 @@ def fingerprint(
         return None
     if out_dir is None:
         raise UsageError("fingerprint needs --out FOLDER (or --needed to list the files it reads)")
-    from lineage.fingerprint import fingerprint_model
+    from noseprint.lineage.fingerprint import fingerprint_model
 
     record = fingerprint_model(
         Path(model), out_dir, token_count=n_tokens, tokens_file=tokens, force=force, progress=sys.stderr.isatty()
@@ -56,7 +56,7 @@ def compare(
     as_json: JsonOption = False,
 ) -> None:
     """Compare two fingerprints: z-cosine, ICS when both invariants are at hand, a verdict."""
-    from lineage.compare import compare as run_compare
+    from noseprint.lineage.compare import compare as run_compare
 
     result = run_compare(a, b, image_out=image)
     if as_json:
@@ -75,7 +75,7 @@ def gallery(
     as_json: JsonOption = False,
 ) -> None:
     """Draw the fingerprints side by side, each labelled, into one PNG."""
-    from lineage.gallery import grid, picture_of
+    from noseprint.lineage.gallery import grid, picture_of
 
     if out_file.exists() and not force:
         raise UsageError(f"{out_file} already exists (use --force to replace it)")
@@ -87,7 +87,7 @@ def gallery(
 
 def architectures(as_json: JsonOption = False) -> None:
     """List the model_type values noseprint can fingerprint."""
-    from models.architectures import ADAPTERS
+    from noseprint.models.architectures import ADAPTERS
 
     if as_json:
         return emit_json({adapter.family: list(adapter.model_types) for adapter in ADAPTERS})

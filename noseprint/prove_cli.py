@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking
-from core.errors import UsageError
 from noseprint.console import JsonOption, emit_json, err, out, step_lines
+from noseprint.core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking
+from noseprint.core.errors import UsageError
 from noseprint.verify_cli import print_report
 
 
@@ -70,8 +70,8 @@ def prove(
     as_json: JsonOption = False,
 ) -> None:
     """Fingerprint MODEL_DIR and prove it: writes a bundle and a private opening."""
-    from prover.pipeline import ProveOptions, prove_model
-    from prover.schedule import Scheduler
+    from noseprint.prover.pipeline import ProveOptions, prove_model
+    from noseprint.prover.schedule import Scheduler
 
     options = ProveOptions(
         model_dir=model_dir,
@@ -151,10 +151,10 @@ def plan(
 
     from rich.table import Table
 
-    from circuits.calibration import load_calibration
-    from core.chunks import choose_chunking, chunking_errors
-    from models.weights import read_layout
-    from prover.estimate import estimate
+    from noseprint.circuits.calibration import load_calibration
+    from noseprint.core.chunks import choose_chunking, chunking_errors
+    from noseprint.models.weights import read_layout
+    from noseprint.prover.estimate import estimate
 
     layout = read_layout(model_dir, n_tokens)
     table = load_calibration(calibration)
@@ -199,9 +199,9 @@ def demo(
     as_json: JsonOption = False,
 ) -> None:
     """Make the embedded default model, prove it with a development SRS, and verify the bundle."""
-    from models.demo_model import write_demo_model
-    from prover.pipeline import ProveOptions, prove_model
-    from verifier.checks import verify_bundle
+    from noseprint.models.demo_model import write_demo_model
+    from noseprint.prover.pipeline import ProveOptions, prove_model
+    from noseprint.verifier.checks import verify_bundle
 
     model_dir, bundle = work / "model", work / "bundle"
     step_lines("writing the demo model")
@@ -225,7 +225,7 @@ def make_demo_model(
     as_json: JsonOption = False,
 ) -> None:
     """Write the embedded default model (tiny LLaMA, random weights) to FOLDER."""
-    from models.demo_model import write_demo_model
+    from noseprint.models.demo_model import write_demo_model
 
     if folder.exists() and not force:
         raise UsageError(f"folder already exists: {folder} (use --force)")

@@ -12,8 +12,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from core.errors import UsageError
 from noseprint.console import JsonOption, emit_json, err, out
+from noseprint.core.errors import UsageError
 
 REGISTRY_EXTRA = ("sqlalchemy", "psycopg", "fastapi", "uvicorn", "httpx")
 
@@ -64,7 +64,7 @@ def add(
     as_json: JsonOption = False,
 ) -> None:
     """Verify BUNDLE and append it to the registry and its log; shows its nearest registered relatives."""
-    from registry.service import add_bundle, open_registry
+    from noseprint.registry.service import add_bundle, open_registry
 
     registry = open_registry(db, key, writable=True)
     with err.status("verifying the bundle…"):
@@ -90,8 +90,8 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """The registered fingerprints nearest to SOURCE by z-cosine, with zoo-calibrated verdicts."""
-    from lineage.gallery import grid, picture_of
-    from registry.service import get_entry, open_registry, search_z, z_of_source
+    from noseprint.lineage.gallery import grid, picture_of
+    from noseprint.registry.service import get_entry, open_registry, search_z, z_of_source
 
     if image is not None and image.exists() and not force:
         raise UsageError(f"{image} already exists (use --force to replace it)")
@@ -125,10 +125,10 @@ def show(
     """One entry: commitment, signer, log position, inclusion proof, nearest neighbours."""
     import numpy as np
 
-    from core.fileio import write_bytes_atomic
-    from registry import archive
-    from registry.inference import list_inference_checks
-    from registry.service import entry_summary, get_entry, inclusion, list_evidence, open_registry, search_z
+    from noseprint.core.fileio import write_bytes_atomic
+    from noseprint.registry import archive
+    from noseprint.registry.challenge_checks import list_inference_checks
+    from noseprint.registry.service import entry_summary, get_entry, inclusion, list_evidence, open_registry, search_z
 
     registry = open_registry(db)
     entry = get_entry(registry, entry_id)
@@ -180,8 +180,8 @@ def _inference_line(c: dict[str, Any]) -> str:
 
 
 def _verify_inference(bundle: Path, proofs: Path, answers: Any, require_logprobs: bool) -> Any:
-    """`verifier.inference.verify_inference`, imported only when a check is recorded (it loads the proof stack)."""
-    from verifier.inference import verify_inference
+    """`verifier.challenge.verify_inference`, imported only when a check is recorded (it loads the proof stack)."""
+    from noseprint.verifier.challenge import verify_inference
 
     return verify_inference(bundle, proofs, answers, require_logprobs=require_logprobs)
 
@@ -201,11 +201,11 @@ def inference_command(
     as_json: JsonOption = False,
 ) -> None:
     """Verify P_DIR's inference proofs against the entry's bundle and the answers; record the check if it passed."""
-    from core.answers import Answers
-    from core.challenge import Challenge
-    from registry import archive
-    from registry.inference import record_inference_check
-    from registry.service import get_entry, open_registry
+    from noseprint.core.answers import Answers
+    from noseprint.core.challenge import Challenge
+    from noseprint.registry import archive
+    from noseprint.registry.challenge_checks import record_inference_check
+    from noseprint.registry.service import get_entry, open_registry
 
     challenge_file = challenge or proofs / "challenge.json"
     if not challenge_file.is_file():
@@ -231,7 +231,7 @@ def evidence(
     as_json: JsonOption = False,
 ) -> None:
     """Attach a signed watermark or radioactivity report to entry ENTRY_ID; it must be signed by the entry's owner."""
-    from registry.service import add_evidence, open_registry
+    from noseprint.registry.service import add_evidence, open_registry
 
     try:
         data = report.read_bytes()
@@ -252,7 +252,7 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """Registered entries, newest first."""
-    from registry.service import list_entries, open_registry
+    from noseprint.registry.service import list_entries, open_registry
 
     total, entries = list_entries(open_registry(db), offset, limit)
     if _emit({"total": total, "entries": entries}, as_json):
@@ -277,8 +277,8 @@ def check_command(
     as_json: JsonOption = False,
 ) -> None:
     """Audit the log: signed checkpoint, consistency with the one you kept, inclusion of named entries."""
-    from registry.audit import HttpSource, LocalSource, check
-    from signing.keys import load_public
+    from noseprint.registry.audit import HttpSource, LocalSource, check
+    from noseprint.signing.keys import load_public
 
     source = HttpSource(url) if url else LocalSource(db)
     pinned = load_public(registry_pub) if registry_pub else None
@@ -309,8 +309,8 @@ def serve_command(
     as_json: JsonOption = False,
 ) -> None:
     """Serve the JSON API (/api/…, schema at /openapi.json), the gallery, entry and search pages."""
-    from registry.server import TOKEN_ENV_VAR, resolve_token, serve
-    from registry.service import open_registry
+    from noseprint.registry.server import TOKEN_ENV_VAR, resolve_token, serve
+    from noseprint.registry.service import open_registry
 
     registry = open_registry(db, key, writable=True)
     token, generated = resolve_token(token)

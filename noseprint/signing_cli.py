@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from core.errors import UsageError
 from noseprint.console import JsonOption, emit_json, out
+from noseprint.core.errors import UsageError
 
 
 def keygen(
@@ -17,7 +17,7 @@ def keygen(
     as_json: JsonOption = False,
 ) -> None:
     """Make an Ed25519 signing key pair: the private key owner-only (0600), the public key beside it."""
-    from signing.keys import generate
+    from noseprint.signing.keys import generate
 
     private, public, keyid = generate(out_path, force=force)
     if as_json:
@@ -34,9 +34,9 @@ def sign(
     as_json: JsonOption = False,
 ) -> None:
     """Sign an existing bundle (DSSE envelope around an in-toto statement); `prove --sign` does this itself."""
-    from core.bundle import BundleError, Manifest
-    from signing.attestation import is_signed, sign_bundle
-    from signing.keys import key_id, load_private
+    from noseprint.core.bundle import BundleError, Manifest
+    from noseprint.signing.attestation import is_signed, sign_bundle
+    from noseprint.signing.keys import key_id, load_private
 
     private = load_private(key)
     try:

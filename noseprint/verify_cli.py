@@ -11,7 +11,7 @@ from rich.markup import escape
 from noseprint.console import JsonOption, emit_json, err, out
 
 if TYPE_CHECKING:
-    from verifier.report import Report
+    from noseprint.verifier.report import Report
 
 
 def print_report(report: Report, as_json: bool) -> None:
@@ -81,8 +81,8 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Verify a bundle: exit 0 valid, 1 invalid (with the reason), 2 usage error."""
-    from circuits.budget import Budget
-    from verifier.checks import verify_bundle
+    from noseprint.circuits.budget import Budget
+    from noseprint.verifier.checks import verify_bundle
 
     with err.status("verifying…") as status:
         report = verify_bundle(
@@ -106,7 +106,7 @@ def check_opening_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check that the bundle's commitment opens to MODEL_DIR's weights: exit 0 yes, 1 no."""
-    from verifier.opening import check_opening
+    from noseprint.verifier.opening import check_opening
 
     with err.status("recomputing the commitment…"):
         result = check_opening(bundle, model_dir, opening, srs_file=srs)

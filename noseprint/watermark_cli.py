@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from core.errors import UsageError
-from core.fileio import write_json_atomic
 from noseprint.console import JsonOption, emit_json, err, out
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import write_json_atomic
 
 watermark_app = typer.Typer(
     no_args_is_help=True, help="LLM watermarks (Kirchenbauer, Aaronson): keys, watermarked generation, detection."
@@ -40,13 +40,13 @@ NoDedupOption = Annotated[
 
 
 def _choice(scheme: str | None, k: int | None, gamma: float | None, delta: float | None) -> Any:
-    from watermark.pipeline import ParamChoice
+    from noseprint.watermark.pipeline import ParamChoice
 
     return ParamChoice(scheme, k, gamma, delta)
 
 
 def _load_key(path: Path) -> Any:
-    from watermark.prf import load_key
+    from noseprint.watermark.prf import load_key
 
     return load_key(path)
 
@@ -86,7 +86,7 @@ def keygen(
     as_json: JsonOption = False,
 ) -> None:
     """Make a secret watermark key (32 random bytes and a salt); its salted hash is its public id."""
-    from watermark.prf import write_key
+    from noseprint.watermark.prf import write_key
 
     key = write_key(out_path, force)
     if as_json:
@@ -112,7 +112,7 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate watermarked text from MODEL_DIR for each prompt."""
-    from watermark.pipeline import generate_file
+    from noseprint.watermark.pipeline import generate_file
 
     options = {"new_tokens": new_tokens, "temperature": temperature, "seed": seed}
     with err.status("generating…"):
@@ -140,14 +140,14 @@ def detect(
     as_json: JsonOption = False,
 ) -> None:
     """Is TEXTS watermarked with KEY? Scores each (window, token) pair once; exact p-value in log space."""
-    from watermark.pipeline import detect_file, signed_report
+    from noseprint.watermark.pipeline import detect_file, signed_report
 
     commitment = _check_report_options(report, sign, force, model_commitment)
     wm_key = _load_key(key)
     choice = _choice(scheme, k, gamma, None)
     result, params = detect_file(texts, wm_key, choice, not no_dedup, tokenizer, vocab_size)
     if report is not None and sign is not None:
-        from core.fileio import sha256_file
+        from noseprint.core.fileio import sha256_file
 
         subjects = {"texts": sha256_file(texts)}
         signer = signed_report("detect", wm_key, params, result, subjects, sign, report, force, None, commitment)
@@ -170,9 +170,9 @@ def verify_report(
 ) -> None:
     """Check a signed report (exit 1 when it does not verify); with a revealed key, recompute its score from its
     texts and the suspect's recorded predictions or answers (exit 1 when the signed figures do not follow)."""
-    from signing.keys import load_public
-    from watermark.report import ReportError
-    from watermark.report_check import check_report
+    from noseprint.signing.keys import load_public
+    from noseprint.watermark.report import ReportError
+    from noseprint.watermark.report_check import check_report
 
     required = load_public(pub) if pub else None
     try:
@@ -227,7 +227,7 @@ def radioactive(
     as_json: JsonOption = False,
 ) -> None:
     """Was SUSPECT trained on our watermarked text? Radioactivity test (Sander et al. 2024), open or closed."""
-    from watermark.pipeline import RadioactiveRequest, radioactive_test, signed_report
+    from noseprint.watermark.pipeline import RadioactiveRequest, radioactive_test, signed_report
 
     commitment = _check_report_options(report, sign, force, model_commitment)
     if curve is not None and curve.exists() and not force:

@@ -32,13 +32,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from math import prod
 
-from circuits.budget import estimated_encode_rows
-from circuits.calibration import Calibration, area
-from circuits.chunked import probe_rows
-from circuits.settings import EZKL_MAX_LOGROWS, choose_logrows
-from core.chunks import Chunking, ChunkShape, distinct_shapes, hiding_logrows, plan_chunks
-from core.errors import UsageError
-from core.layout import CircuitLayout
+from noseprint.circuits.budget import estimated_encode_rows
+from noseprint.circuits.calibration import Calibration, area
+from noseprint.circuits.chunked import probe_rows
+from noseprint.circuits.settings import EZKL_MAX_LOGROWS, choose_logrows
+from noseprint.core.chunks import Chunking, ChunkShape, distinct_shapes, hiding_logrows, plan_chunks
+from noseprint.core.errors import UsageError
+from noseprint.core.layout import CircuitLayout
 
 GIB = 1 << 30
 SECONDS_PER_HOUR = 3600

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.bundle import Manifest
-from prover.plan import ProveOptions, Stopwatch, plan_proof
-from prover.prove import run_proofs
-from prover.write import write_outputs
+from noseprint.core.bundle import Manifest
+from noseprint.prover.plan import ProveOptions, Stopwatch, plan_proof
+from noseprint.prover.prove import run_proofs
+from noseprint.prover.write import write_outputs
 
 
 @dataclass

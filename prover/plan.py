@@ -15,26 +15,32 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from circuits import srs as srs_store
-from circuits.chunked import ChunkedCircuits, build_chunked
-from circuits.commitment import commit_pieces, output_blinding, quantised_tensors, random_blinding
-from circuits.graph import choose_term_shifts
-from circuits.settings import INPUT_SCALE
-from circuits.srs import Srs
-from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking, chunking_errors, committed_pieces, plan_chunks
-from core.errors import UsageError
-from core.fileio import canonical_json, sha256_bytes
-from core.layout import CircuitLayout, with_term_shifts
-from core.opening import default_path as default_opening_path
-from encoder import release
-from encoder.network import config_of, load_encoder
-from models.streamed import planned_layer_terms
-from models.weights import DEFAULT_TOKENS, ModelWeights, read_model
-from prover.schedule import Scheduler
-from prover.thumbnail import ThumbnailPlan, plan_thumbnail
-from prover.work import WorkFolder
-from signing.keys import key_id, load_private, load_public
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.chunked import ChunkedCircuits, build_chunked
+from noseprint.circuits.commitment import commit_pieces, output_blinding, quantised_tensors, random_blinding
+from noseprint.circuits.graph import choose_term_shifts
+from noseprint.circuits.settings import INPUT_SCALE
+from noseprint.circuits.srs import Srs
+from noseprint.core.chunks import (
+    DEFAULT_CHUNK_WEIGHTS,
+    Chunking,
+    choose_chunking,
+    chunking_errors,
+    committed_pieces,
+    plan_chunks,
+)
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import canonical_json, sha256_bytes
+from noseprint.core.layout import CircuitLayout, with_term_shifts
+from noseprint.core.opening import default_path as default_opening_path
+from noseprint.encoder import release
+from noseprint.encoder.network import config_of, load_encoder
+from noseprint.models.streamed import planned_layer_terms
+from noseprint.models.weights import DEFAULT_TOKENS, ModelWeights, read_model
+from noseprint.prover.resume import WorkFolder
+from noseprint.prover.schedule import Scheduler
+from noseprint.prover.thumbnail import ThumbnailPlan, plan_thumbnail
+from noseprint.signing.keys import key_id, load_private, load_public
 
 Progress = Callable[[str], None]
 

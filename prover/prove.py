@@ -14,22 +14,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-
-from circuits.build import BuiltCircuit
-from circuits.chunked import build_chunked
-from circuits.commitment import chunk_inputs, encode_inputs
-from circuits.keys import Keys, ensure_keys
-from circuits.proving import ProofResult, ProofTask, felt_to_signed, prove_task, witness_of
-from core.chunks import Chunk
-from core.errors import ProvingFailed, UsageError
-from core.layout import with_term_shifts
-from core.statement import OWNER_LIMBS, PublicOutputs, shift_for_peak, split_outputs
-from encoder import release
-from encoder.generator import load_generator
-from encoder.zvector import standardise_exact
-from prover.plan import ProvePlan, Stopwatch
-from prover.schedule import run_tasks
-from prover.thumbnail import ThumbnailProof, prove_thumbnail
+from noseprint.circuits.build import BuiltCircuit
+from noseprint.circuits.chunked import build_chunked
+from noseprint.circuits.commitment import chunk_inputs, encode_inputs
+from noseprint.circuits.keys import Keys, ensure_keys
+from noseprint.circuits.proving import ProofResult, ProofTask, felt_to_signed, prove_task, witness_of
+from noseprint.core.chunks import Chunk
+from noseprint.core.errors import ProvingFailed, UsageError
+from noseprint.core.layout import with_term_shifts
+from noseprint.core.statement import OWNER_LIMBS, PublicOutputs, shift_for_peak, split_outputs
+from noseprint.encoder import release
+from noseprint.encoder.generator import load_generator
+from noseprint.encoder.zvector import standardise_exact
+from noseprint.prover.plan import ProvePlan, Stopwatch
+from noseprint.prover.schedule import run_tasks
+from noseprint.prover.thumbnail import ThumbnailProof, prove_thumbnail
 
 Progress = Callable[[str], None]
 MAX_SHIFT_ROUNDS = 3

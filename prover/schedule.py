@@ -28,11 +28,10 @@ from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from noseprint.core.errors import NoseprintError, ProvingFailed, UsageError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
-
-from core.errors import NoseprintError, ProvingFailed, UsageError
 
 T = TypeVar("T")
 R = TypeVar("R")

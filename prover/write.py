@@ -14,11 +14,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from circuits.build import BuiltCircuit
-from circuits.commitment import SCHEME
-from circuits.keys import Keys
-from circuits.settings import INPUT_SCALE, chunk_run_args_dict, encode_run_args_dict
-from core.bundle import (
+from noseprint.circuits.build import BuiltCircuit
+from noseprint.circuits.commitment import SCHEME
+from noseprint.circuits.keys import Keys
+from noseprint.circuits.settings import INPUT_SCALE, chunk_run_args_dict, encode_run_args_dict
+from noseprint.core.bundle import (
     ENCODE_CIRCUIT_FOLDER,
     ENCODE_PROOF_FILE,
     FORMAT,
@@ -33,16 +33,16 @@ from core.bundle import (
     chunk_proof_file,
     hash_files,
 )
-from core.chunks import committed_pieces
-from core.fileio import canonical_json, sha256_bytes, staged_directory
-from core.opening import Opening
-from encoder import release
-from encoder.generator import save_png
-from encoder.zvector import Z_FRAC_BITS
-from prover.inference import whole_model_commitment
-from prover.plan import ProvePlan
-from prover.prove import Proven
-from signing.attestation import sign_bundle
+from noseprint.core.chunks import committed_pieces
+from noseprint.core.fileio import canonical_json, sha256_bytes, staged_directory
+from noseprint.core.opening import Opening
+from noseprint.encoder import release
+from noseprint.encoder.generator import save_png
+from noseprint.encoder.zvector import Z_FRAC_BITS
+from noseprint.prover.challenge_proofs import whole_model_commitment
+from noseprint.prover.plan import ProvePlan
+from noseprint.prover.prove import Proven
+from noseprint.signing.attestation import sign_bundle
 
 Progress = Callable[[str], None]
 """The opening's blinding lines un-hide the commitment: owner-only."""
@@ -191,7 +191,7 @@ def write_files(stage: Path, plan: ProvePlan, proven: Proven) -> None:
 def whole_model(
     plan: ProvePlan, proven: Proven, progress: Progress
 ) -> tuple[dict[str, Any], dict[str, list[int]]] | None:
-    """The whole-model commitment (`prover.inference`), for architectures the inference circuits implement.
+    """The whole-model commitment (`prover.challenge_proofs`), for architectures the inference circuits implement.
 
     None for `--redact`: the section states the model's shape (depth, vocabulary, widths) and the fingerprinted
     layer numbers, which the inference circuits are rebuilt from and so cannot be hidden; a redacted bundle

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from core.errors import UsageError
+from noseprint.core.errors import UsageError
 
 MAX_ARCHIVE_BYTES = 32 << 20
 MAX_UNPACKED_BYTES = 64 << 20

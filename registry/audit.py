@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from core import paths
-from core.errors import NoseprintError, UsageError
-from core.fileio import sha256_bytes, write_json_atomic
-from registry import checkpoint as cp
-from registry import merkle
-from signing import keys as keyfiles
+from noseprint.core import paths
+from noseprint.core.errors import NoseprintError, UsageError
+from noseprint.core.fileio import sha256_bytes, write_json_atomic
+from noseprint.registry import merkle
+from noseprint.registry import tree_head as cp
+from noseprint.signing import keys as keyfiles
 
 
 class AuditFailed(NoseprintError):
@@ -56,8 +55,8 @@ class LocalSource:
     url: str | None
 
     def __post_init__(self) -> None:
-        from registry.service import open_registry
-        from registry.store import default_url, safe_url
+        from noseprint.registry.service import open_registry
+        from noseprint.registry.store import default_url, safe_url
 
         self.registry = open_registry(self.url)
         self.name = "db:" + safe_url(self.url or default_url())
@@ -66,23 +65,23 @@ class LocalSource:
         return keyfiles.public_pem(self.registry.public)
 
     def checkpoint(self) -> dict | None:
-        from registry.service import latest_checkpoint
+        from noseprint.registry.service import latest_checkpoint
 
         head = latest_checkpoint(self.registry)
         return head.to_dict() if head else None
 
     def consistency(self, old: int, new: int) -> dict:
-        from registry.service import consistency
+        from noseprint.registry.service import consistency
 
         return consistency(self.registry, old, new)
 
     def inclusion(self, entry_id: int, size: int) -> dict:
-        from registry.service import inclusion
+        from noseprint.registry.service import inclusion
 
         return inclusion(self.registry, entry_id, size)
 
     def entry_data(self, entry_id: int) -> dict:
-        from registry.service import get_entry
+        from noseprint.registry.service import get_entry
 
         e = get_entry(self.registry, entry_id)
         return {
@@ -97,10 +96,9 @@ class LocalSource:
         }
 
     def all_leaves(self) -> list[tuple[int, str]]:
+        from noseprint.registry.store import Entry
         from sqlalchemy import select
         from sqlalchemy.orm import Session
-
-        from registry.store import Entry
 
         with Session(self.registry.engine) as session:
             return [(r.id, r.leaf) for r in session.execute(select(Entry.id, Entry.leaf).order_by(Entry.log_index))]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 
-from core.errors import NoseprintError
+from noseprint.core.errors import NoseprintError
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 

@@ -18,12 +18,11 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from noseprint.core.errors import NoseprintError
+from noseprint.registry import archive
+from noseprint.registry.challenge_checks import list_inference_checks
+from noseprint.registry.service import NotFound, Registry, get_entry, inclusion, list_entries, search_z
 from starlette.concurrency import run_in_threadpool
-
-from core.errors import NoseprintError
-from registry import archive
-from registry.inference import list_inference_checks
-from registry.service import NotFound, Registry, get_entry, inclusion, list_entries, search_z
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 PAGE_SIZE = 48
@@ -101,9 +100,9 @@ def _z_of_json(data: bytes) -> np.ndarray:
 
 def _bundle_query(root: Path) -> tuple[np.ndarray, bytes]:
     """z and picture of an unpacked bundle, read within the search's limits (its z is read, not verified)."""
-    from core.bundle import MANIFEST, Bundle, parse_z
-    from core.fileio import read_inside
-    from encoder.zvector import as_floats
+    from noseprint.core.bundle import MANIFEST, Bundle, parse_z
+    from noseprint.core.fileio import read_inside
+    from noseprint.encoder.zvector import as_floats
 
     manifest = read_inside(root, MANIFEST, MAX_SEARCH_MANIFEST)
     _json_values_bounded(manifest, MANIFEST)

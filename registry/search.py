@@ -13,9 +13,8 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+from noseprint.registry.store import Entry
 from sqlalchemy import Engine, func, select
-
-from registry.store import Entry
 
 
 @dataclass(frozen=True)

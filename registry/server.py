@@ -22,13 +22,11 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
-
-from core.errors import NoseprintError
-from registry import archive, pages
-from registry.inference import list_inference_checks
-from registry.pages import SearchSlots, read_limited, search_upload_of
-from registry.service import (
+from noseprint.core.errors import NoseprintError
+from noseprint.registry import archive, pages
+from noseprint.registry.challenge_checks import list_inference_checks
+from noseprint.registry.pages import SearchSlots, read_limited, search_upload_of
+from noseprint.registry.service import (
     Duplicate,
     NotFound,
     Registry,
@@ -43,8 +41,9 @@ from registry.service import (
     list_entries,
     search_z,
 )
-from registry.store import Entry
-from signing import keys as keyfiles
+from noseprint.registry.store import Entry
+from noseprint.signing import keys as keyfiles
+from starlette.concurrency import run_in_threadpool
 
 TOKEN_ENV_VAR = "NOSEPRINT_REGISTRY_TOKEN"
 MAX_UPLOAD = archive.MAX_ARCHIVE_BYTES

@@ -18,23 +18,22 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from noseprint.core import paths
+from noseprint.core.bundle import NOT_STATED, Bundle, BundleError, Manifest
+from noseprint.core.errors import NoseprintError, UsageError
+from noseprint.core.fileio import canonical_json, sha256_bytes
+from noseprint.core.tokens import RULE as TOKEN_RULE
+from noseprint.lineage.verdict import verdict
+from noseprint.registry import archive, merkle
+from noseprint.registry import tree_head as cp
+from noseprint.registry.search import ZIndex
+from noseprint.registry.store import CheckpointRow, Entry, Evidence, LogHead, LogLeafIndex, Meta, open_engine, writer
+from noseprint.signing import keys as keyfiles
+from noseprint.signing.attestation import ENVELOPE_FILE
+from noseprint.watermark.report import ReportError, verify_signed
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-
-from core import paths
-from core.bundle import NOT_STATED, Bundle, BundleError, Manifest
-from core.errors import NoseprintError, UsageError
-from core.fileio import canonical_json, sha256_bytes
-from core.tokens import RULE as TOKEN_RULE
-from lineage.verdict import verdict
-from registry import archive, merkle
-from registry import checkpoint as cp
-from registry.search import ZIndex
-from registry.store import CheckpointRow, Entry, Evidence, LogHead, LogLeafIndex, Meta, open_engine, writer
-from signing import keys as keyfiles
-from signing.attestation import ENVELOPE_FILE
-from watermark.report import ReportError, verify_signed
 
 KEY_ENV_VAR = "NOSEPRINT_REGISTRY_KEY"
 DEFAULT_ORIGIN = "noseprint-registry"
@@ -136,7 +135,7 @@ class Verified:
 
 
 def verify_for_registry(bundle: Path, srs_file: Path | None = None) -> Verified:
-    from verifier.checks import verify_bundle
+    from noseprint.verifier.checks import verify_bundle
 
     bundle = Path(bundle)
     if not (bundle / ENVELOPE_FILE).is_file():
@@ -304,8 +303,8 @@ def search_z(reg: Registry, z: np.ndarray, top: int = 5, exclude: int | None = N
 
 def z_of_source(source: Path) -> np.ndarray:
     """z of a bundle or fingerprint folder, as floats (searching does not verify: `add` does)."""
-    from encoder.zvector import as_floats
-    from lineage.compare import load
+    from noseprint.encoder.zvector import as_floats
+    from noseprint.lineage.compare import load
 
     with tempfile.TemporaryDirectory() as tmp:
         fingerprint = load(Path(source), Path(tmp))

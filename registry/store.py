@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from noseprint.core import paths
+from noseprint.core.errors import UsageError
 from sqlalchemy import (
     Engine,
     Float,
@@ -34,9 +36,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from core import paths
-from core.errors import UsageError
 
 ENV_VAR = "NOSEPRINT_REGISTRY"
 

@@ -17,13 +17,12 @@ import json
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from core.bundle import MANIFEST
-from core.errors import UsageError
-from core.fileio import canonical_json, sha256_bytes, write_bytes_atomic
-from signing import dsse
-from signing.dsse import EnvelopeError
-from signing.keys import key_id, parse_public, public_pem
+from noseprint.core.bundle import MANIFEST
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import canonical_json, sha256_bytes, write_bytes_atomic
+from noseprint.signing import dsse
+from noseprint.signing.dsse import EnvelopeError
+from noseprint.signing.keys import key_id, parse_public, public_pem
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://noseprint.dev/attestation/fingerprint/v2"

@@ -16,9 +16,8 @@ from pathlib import Path
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from core.errors import UsageError
-from core.fileio import write_bytes_atomic
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import write_bytes_atomic
 
 PRIVATE_MODE = 0o600
 

@@ -20,11 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 from hypothesis import strategies as st
-
-from core.errors import NoseprintError
-from registry import archive
-from registry import checkpoint as cp
-from signing import dsse
+from noseprint.core.errors import NoseprintError
+from noseprint.registry import archive
+from noseprint.registry import tree_head as cp
+from noseprint.signing import dsse
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -73,7 +72,7 @@ def verify_manifest(bundle: Path, manifest: object) -> None:
     """Run the verifier on a copy of `bundle` whose manifest is replaced."""
     import shutil
 
-    from verifier.checks import verify_bundle
+    from noseprint.verifier.checks import verify_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "b"
@@ -225,7 +224,7 @@ def real(name: str, bundle: Path = BUNDLE) -> object:
 def current_manifest(bundle: Path = BUNDLE) -> dict:
     """The bundle's manifest with the version this reader writes, so that mutations reach the schema rather
     than stop at the version."""
-    from core.bundle import VERSION
+    from noseprint.core.bundle import VERSION
 
     manifest = real("manifest.json", bundle)
     assert isinstance(manifest, dict)
@@ -234,7 +233,7 @@ def current_manifest(bundle: Path = BUNDLE) -> dict:
 
 def manifest_from_json(data: bytes) -> None:
     """The bundle reader: a manifest or BundleError."""
-    from core.bundle import BundleError, Manifest
+    from noseprint.core.bundle import BundleError, Manifest
 
     try:
         Manifest.from_json(data)
@@ -243,7 +242,7 @@ def manifest_from_json(data: bytes) -> None:
 
 
 def z_from_bytes(data: bytes) -> None:
-    from core.bundle import parse_z
+    from noseprint.core.bundle import parse_z
 
     try:
         parse_z(data)
@@ -252,7 +251,7 @@ def z_from_bytes(data: bytes) -> None:
 
 
 def tokens_from_bytes(data: bytes) -> None:
-    from core.tokens import TokenList
+    from noseprint.core.tokens import TokenList
 
     try:
         TokenList.from_json(data)
@@ -261,7 +260,7 @@ def tokens_from_bytes(data: bytes) -> None:
 
 
 def proof_from_bytes(data: bytes) -> None:
-    from core.bundle import parse_proof
+    from noseprint.core.bundle import parse_proof
 
     try:
         parse_proof(data)
@@ -300,7 +299,7 @@ def layout_inputs(layout: dict) -> st.SearchStrategy[object]:
 def layout_from_dict(value: object) -> None:
     """The layout reader as the manifest reader calls it: KeyError, TypeError and ValueError are its refusals
     (`Manifest.from_dict` turns them into BundleError); anything else is a crash."""
-    from core.layout import CircuitLayout
+    from noseprint.core.layout import CircuitLayout
 
     try:
         CircuitLayout.from_dict(value)  # type: ignore[arg-type]
@@ -347,7 +346,7 @@ _reference: dict[Path, dict] = {}
 def reference_facts(bundle: Path = BUNDLE, srs: Path = SRS) -> dict:
     """The facts the unforged (only unsigned) copy verifies with; the first call derives the verifier's key
     in NOSEPRINT_HOME (about 20 s)."""
-    from verifier.checks import verify_bundle
+    from noseprint.verifier.checks import verify_bundle
 
     if bundle not in _reference:
         with tempfile.TemporaryDirectory() as tmp:
@@ -367,8 +366,8 @@ OUTCOMES: Counter[str] = Counter()
 def verify_member(member: str, data: bytes, bundle: Path = BUNDLE, srs: Path = SRS) -> None:
     """The real verifier on `bundle` with one member replaced and re-hashed: a Report (INVALID, or valid with
     the very facts of the real bundle) or a NoseprintError, never another exception."""
-    from verifier.checks import verify_bundle
-    from verifier.report import Report
+    from noseprint.verifier.checks import verify_bundle
+    from noseprint.verifier.report import Report
 
     with tempfile.TemporaryDirectory() as tmp:
         target = forge_member(bundle, Path(tmp) / "b", member, data)

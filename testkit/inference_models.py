@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from models.demo_model import DemoShape, write_demo_model
+from noseprint.models.demo_model import DemoShape, write_demo_model
 
 MODEL_SHAPE = DemoShape(hidden=16, heads=2, kv_heads=1, ffn=32, layers=2, vocab_words=60)
 MODEL_SEED = 1

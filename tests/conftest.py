@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from encoder.generator import GeneratorConfig
-from models.demo_model import build_tokenizer
+from noseprint.encoder.generator import GeneratorConfig
+from noseprint.models.demo_model import build_tokenizer
 
 
 def save_tiny(model, folder: Path, with_tokenizer: bool = True) -> Path:
@@ -201,8 +200,8 @@ def reproven(proven, tmp_path_factory):
     `--prove-image` with the tiny thumbnail generator (proves the thumbnail from z). Each option's tests name the
     others' files where verification needs them. Proven in a copy of the session owner's home (keys cached);
     the auditor gets the image circuit's SRS."""
-    from encoder.generator import random_weights, save_generator
-    from encoder.stylegan import StyleGenerator, quantised_weights
+    from noseprint.encoder.generator import random_weights, save_generator
+    from noseprint.encoder.stylegan import StyleGenerator, quantised_weights
 
     root = tmp_path_factory.mktemp("reproven")
     generator = root / "own" / "generator.safetensors"

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from registry.server import serve
-from registry.service import open_registry
+from noseprint.registry.server import serve
+from noseprint.registry.service import open_registry
 
 PAUSE_SECONDS = 3600
 

@@ -18,7 +18,7 @@ term alone). Its bundle is valid and reads as the same base model as the honest 
 honest about the crafted weights, so they cannot agree with the honest (victim's) model served.
 
 `chunked/` is the honest model proven as a model too big for one proof per layer is: its bundle chunked finer
-than a layer (two FFN blocks), its layers proven in parts (`core.inference.layer_parts`: the attention, then
+than a layer (two FFN blocks), its layers proven in parts (`core.whole_model.layer_parts`: the attention, then
 one FFN part per block), the parts linked by the running residual's commitments.
 """
 
@@ -31,7 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from models.demo_model import write_demo_model
+from noseprint.models.demo_model import write_demo_model
+
 from testkit.inference_models import (
     MODEL_SEED,
     MODEL_SHAPE,

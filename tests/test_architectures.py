@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from noseprint.models.invariants import invariant_terms
+from noseprint.models.weights import read_model
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from models.invariants import invariant_terms
-from models.weights import read_model
 from tests.conftest import save_tiny, with_trained_norms
 
 TOKENS = 8

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from noseprint.lineage.compare import compare
+from noseprint.lineage.verdict import SAME
 
 from bench.attacks import adaptive, degrade
-from lineage.compare import compare
-from lineage.verdict import SAME
 from tests.conftest import save_tiny, tiny_llama
 
 INT8_MIN_ICS = 0.99

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from noseprint.circuits.budget import Budget, estimated_chunked_rows
+from noseprint.core.bundle import Manifest
+from noseprint.core.chunks import DEFAULT_CHUNK_WEIGHTS, choose_chunking
+from noseprint.core.layout import CircuitLayout, LayerShape
 
-from circuits.budget import Budget, estimated_chunked_rows
-from core.bundle import Manifest
-from core.chunks import DEFAULT_CHUNK_WEIGHTS, choose_chunking
-from core.layout import CircuitLayout, LayerShape
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")

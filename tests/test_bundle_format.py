@@ -9,12 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from noseprint.core.bundle import MANIFEST, Bundle, BundleError, Manifest, hash_files
+from noseprint.core.chunks import committed_pieces, plan_chunks
+from noseprint.core.errors import UsageError
+from noseprint.core.sources import SourceKind, source_kind
+from noseprint.core.statement import keyid_of_limbs, owner_limbs, shift_for_peak, shift_is_minimal
 
-from core.bundle import MANIFEST, Bundle, BundleError, Manifest, hash_files
-from core.chunks import committed_pieces, plan_chunks
-from core.errors import UsageError
-from core.sources import SourceKind, source_kind
-from core.statement import keyid_of_limbs, owner_limbs, shift_for_peak, shift_is_minimal
 from tests.conftest import run_cli
 
 DATA = Path(__file__).with_name("data")
@@ -173,7 +173,7 @@ def test_a_redacted_bundle_gets_no_whole_model_section(monkeypatch):
     inference). The commitment itself is stood in for (real proving: the `reproven` proof test above)."""
     import types
 
-    import prover.write as write
+    import noseprint.prover.write as write
 
     stated = {"shape": {"vocab": 63, "layers": 2}, "fingerprinted_layers": [0, 1]}
     monkeypatch.setattr(write, "whole_model_commitment", lambda *args: (stated, {}))
@@ -197,11 +197,12 @@ def test_an_unsigned_bundles_owner_key_is_shown_as_bound_but_unsigned(capsys):
     signed bundle's key (the signature checked against it) stays a fact."""
     import types
 
-    from core.statement import PublicOutputs
+    from noseprint.core.statement import PublicOutputs
+    from noseprint.verifier.context import Context
+    from noseprint.verifier.proof_checks import _check_statement
+    from noseprint.verifier.report import Report
+
     from noseprint.verify_cli import print_report
-    from verifier.context import Context
-    from verifier.proof_checks import _check_statement
-    from verifier.report import Report
 
     keyid = "ab" * 32
 
@@ -227,17 +228,17 @@ def test_each_chunks_commitment_points_are_counted_by_its_own_key(monkeypatch):
     follows the encode key does not. (The keys, proofs and their links are stood in for.)"""
     import types
 
-    import circuits.proving
-    import verifier.proof_checks as checks
-    from circuits.commitment import SCHEME
-    from circuits.settings import INPUT_SCALE
-    from core.bundle import chunk_proof_file
-    from core.fileio import canonical_json, sha256_bytes
-    from verifier.context import Context
-    from verifier.report import CheckFailed, Report
+    import noseprint.verifier.proof_checks as checks
+    from noseprint.circuits import proving
+    from noseprint.circuits.commitment import SCHEME
+    from noseprint.circuits.settings import INPUT_SCALE
+    from noseprint.core.bundle import chunk_proof_file
+    from noseprint.core.fileio import canonical_json, sha256_bytes
+    from noseprint.verifier.context import Context
+    from noseprint.verifier.report import CheckFailed, Report
 
     usable = {"chunk-key-0": 100, "chunk-key-1": 60, "encode-key": 7}
-    monkeypatch.setattr(circuits.proving, "usable_commit_rows", lambda keys, srs: usable[keys])
+    monkeypatch.setattr(proving, "usable_commit_rows", lambda keys, srs: usable[keys])
     monkeypatch.setattr(checks, "_proof_json", lambda *args: {})
     monkeypatch.setattr(checks, "_commitments_match", lambda *args: True)
     shapes = [types.SimpleNamespace(output_shape=(1, 250)), types.SimpleNamespace(output_shape=(2, 125))]

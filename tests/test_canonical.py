@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from noseprint.lineage.verdict import SAME, verdict
+from noseprint.models.invariants import invariant_cosine, standardise
+from noseprint.models.weights import read_model
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from bench.attacks.transforms import (
@@ -28,9 +31,6 @@ from bench.attacks.transforms import (
 )
 from bench.zoo.reparam import REPARAMETRISATIONS, permute_vocabulary
 from bench.zoo.reparam import max_logit_change as vocab_logit_change
-from lineage.verdict import SAME, verdict
-from models.invariants import invariant_cosine, standardise
-from models.weights import read_model
 from tests.conftest import save_tiny
 
 TOKENS = 8
@@ -141,7 +141,7 @@ def build(case: str, seed: int = 0):
 
 
 def fingerprint(folder: Path) -> tuple[np.ndarray, list[str]]:
-    from models.invariants import invariant_terms
+    from noseprint.models.invariants import invariant_terms
 
     read = read_model(folder, TOKENS, None, allow_pickle=False)
     return invariant_terms(read.embedding, read.layers, list(read.layout.layers)), [t.string for t in read.tokens]

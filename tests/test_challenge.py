@@ -14,10 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from core.bundle import Manifest
-from core.challenge import (
+from noseprint.core.bundle import Manifest
+from noseprint.core.challenge import (
     DEFAULT_LENGTH,
     DEFAULT_PROMPTS,
     DOMAIN,
@@ -27,9 +25,11 @@ from core.challenge import (
     challenge_errors,
     derive_prompts,
 )
-from core.fileio import canonical_json
+from noseprint.core.fileio import canonical_json
+from noseprint.verifier.challenge_statistics import MAX_LOGPROB_DEVIATION
+from typer.testing import CliRunner
+
 from tests.conftest import FIXTURE_BUNDLE
-from verifier.inference_statistics import MAX_LOGPROB_DEVIATION
 
 VOCAB = 303
 """The vocabulary of the committed fixture bundle's whole-model commitment (`Manifest.inference_vocab`)."""
@@ -168,8 +168,8 @@ def test_a_bundle_without_a_whole_model_commitment_is_refused(tmp_path):
 def registered(db: str, key: Path, manifests: list[bytes], archives: list[Path] | None = None):
     """A registry holding one entry per manifest, storing `archives` (default: the fixture bundle) as their
     bundles (proving and `registry add` are tested elsewhere)."""
-    from registry.archive import pack
-    from registry.service import Verified, append, open_registry
+    from noseprint.registry.archive import pack
+    from noseprint.registry.service import Verified, append, open_registry
 
     registry = open_registry(db, key, writable=True)
     for i, manifest in enumerate(manifests):
@@ -190,15 +190,15 @@ def registry_world(tmp_path):
     manifests = [(FIXTURE_BUNDLE / "manifest.json").read_bytes(), b'{"another": "bundle"}', b'{"third": 3}']
     registry = registered(db, tmp_path / "registry-key", manifests)
     pub = tmp_path / "registry.pub"
-    from signing.keys import public_pem
+    from noseprint.signing.keys import public_pem
 
     pub.write_bytes(public_pem(registry.public))
     return {"db": db, "registry": registry, "pub": pub, "root": tmp_path}
 
 
 def test_registry_seeded_challenge_and_its_forgeries(registry_world, tmp_path):
-    from registry.seed import challenge_seed_errors, seed_record_errors
-    from signing.keys import generate, load_public
+    from noseprint.registry.challenge_seed import challenge_seed_errors, seed_record_errors
+    from noseprint.signing.keys import generate, load_public
 
     db, pub = registry_world["db"], registry_world["pub"]
     out = tmp_path / "c.json"
@@ -224,7 +224,7 @@ def test_registry_seeded_challenge_and_its_forgeries(registry_world, tmp_path):
     _, other_pub, _ = generate(tmp_path / "other-key")
     assert "not signed by registry key" in seed_record_errors(record, DIGEST, load_public(other_pub))[0]
 
-    from registry.service import inclusion
+    from noseprint.registry.service import inclusion
 
     other = inclusion(registry_world["registry"], 2, 2)  # a true inclusion proof, for entry 2 in its first tree
     swapped = other["checkpoint"] | {
@@ -235,10 +235,9 @@ def test_registry_seeded_challenge_and_its_forgeries(registry_world, tmp_path):
     assert "not in the checkpoint's tree" in seed_record_errors(mixed, DIGEST, public)[0]
 
     from fastapi.testclient import TestClient
-
-    from registry.audit import HttpSource
-    from registry.seed import fetch_seed_record
-    from registry.server import create_app
+    from noseprint.registry.audit import HttpSource
+    from noseprint.registry.challenge_seed import fetch_seed_record
+    from noseprint.registry.server import create_app
 
     served = HttpSource("http://testserver")  # the served registry's API, in process
     served.client = TestClient(create_app(registry_world["registry"], "token-0123456789"))
@@ -273,10 +272,10 @@ def test_only_the_first_checkpoint_that_includes_the_entry_seeds_a_challenge(reg
     add entries until one gave prompts that suit. Only the entry's first checkpoint (size log_index + 1) is
     fetched, the same one however many entries follow, and a later one is refused though it is truly signed
     and truly includes the entry."""
-    from registry.audit import LocalSource
-    from registry.seed import fetch_seed_record, log_errors, seed_record_errors
-    from registry.service import inclusion
-    from signing.keys import load_public
+    from noseprint.registry.audit import LocalSource
+    from noseprint.registry.challenge_seed import fetch_seed_record, log_errors, seed_record_errors
+    from noseprint.registry.service import inclusion
+    from noseprint.signing.keys import load_public
 
     db, public = registry_world["db"], load_public(registry_world["pub"])
     first = fetch_seed_record(LocalSource(db), 1, DIGEST, public)
@@ -303,12 +302,12 @@ def passed_report(challenge: Challenge, **changes) -> dict:
 
 
 def test_registry_records_passed_checks_only_and_shows_them(tmp_path, db_url):
-    from registry.inference import list_inference_checks, record_inference_check
-    from registry.seed import fetch_seed_record
-    from registry.service import Rejected
+    from noseprint.registry.challenge_checks import list_inference_checks, record_inference_check
+    from noseprint.registry.challenge_seed import fetch_seed_record
+    from noseprint.registry.service import Rejected
 
     registry = registered(db_url, tmp_path / "registry-key", [(FIXTURE_BUNDLE / "manifest.json").read_bytes(), b"{}"])
-    from registry.audit import LocalSource
+    from noseprint.registry.audit import LocalSource
 
     record = fetch_seed_record(LocalSource(db_url), 1, DIGEST, registry.public)
     seeded = Challenge.derive(DIGEST, bytes.fromhex(record["root"]), "registry-checkpoint", VOCAB, checkpoint=record)
@@ -348,8 +347,7 @@ def test_registry_records_passed_checks_only_and_shows_them(tmp_path, db_url):
     )
     assert "over 16 positions, greedy tokens only, auditor's seed" in text
     from fastapi.testclient import TestClient
-
-    from registry.server import create_app
+    from noseprint.registry.server import create_app
 
     client = TestClient(create_app(registry, "token-0123456789"))
     page = client.get("/entries/1")
@@ -363,10 +361,9 @@ def test_registry_keeps_and_shows_where_the_answers_came_from(tmp_path, db_url):
     shown like an operator's query of a served API; a report that does not say where they came from is refused.
     The source is the answers file's text: shown escaped, never as markup."""
     from fastapi.testclient import TestClient
-
-    from registry.inference import list_inference_checks, record_inference_check
-    from registry.server import create_app
-    from registry.service import Rejected
+    from noseprint.registry.challenge_checks import list_inference_checks, record_inference_check
+    from noseprint.registry.server import create_app
+    from noseprint.registry.service import Rejected
 
     registry = registered(db_url, tmp_path / "registry-key", [(FIXTURE_BUNDLE / "manifest.json").read_bytes()])
     queried = Challenge.derive(DIGEST, SEED, "auditor", VOCAB)
@@ -392,7 +389,7 @@ def test_registry_keeps_and_shows_where_the_answers_came_from(tmp_path, db_url):
 
 def test_registry_inference_command_records_what_the_verifier_passes(registry_world, monkeypatch, tmp_path):
     """The command's wiring, with the proof side's verifier stood in for (real proofs: the proof side's tests)."""
-    from core.answers import Answers
+    from noseprint.core.answers import Answers
 
     db = registry_world["db"]
     challenge = Challenge.derive(DIGEST, SEED, "auditor", VOCAB)
@@ -415,9 +412,9 @@ def test_registry_inference_command_records_what_the_verifier_passes(registry_wo
         assert require_logprobs is outcome.get("require", False)
         return Report(outcome["valid"])
 
-    fake = types.ModuleType("verifier.inference")
+    fake = types.ModuleType("noseprint.verifier.challenge")
     fake.verify_inference = verify_inference  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "verifier.inference", fake)
+    monkeypatch.setitem(sys.modules, "noseprint.verifier.challenge", fake)
     args = ("registry", "inference", "1", str(proofs), "--answers", str(answers), "--db", db, "--json")
     code, message = cli(*args)
     assert code == 1 and "did not pass" in message
@@ -432,9 +429,8 @@ def test_registry_inference_command_records_what_the_verifier_passes(registry_wo
 def test_a_registry_made_before_a_column_was_added_opens_and_gains_it(db_url):
     """`inference_checks.logprob_deviation` and `answers_source` came after the first registries: opening one
     adds them (None in old rows) instead of failing the first query that reads them."""
+    from noseprint.registry.store import open_engine
     from sqlalchemy import create_engine, inspect
-
-    from registry.store import open_engine
 
     def columns() -> set[str]:
         bare = create_engine(db_url)  # no create_all, no upgrade: what the database holds

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from noseprint.core.errors import UsageError
+from noseprint.core.tokens import RULE, NotTheRule, TokenList, select, select_from_encodings
+from noseprint.models.checkpoint import open_checkpoint
+from noseprint.models.tokens import load_tokenizer, read_token_file
 from safetensors.torch import save_file
 
-from core.errors import UsageError
-from core.tokens import RULE, NotTheRule, TokenList, select, select_from_encodings
-from models.checkpoint import open_checkpoint
-from models.tokens import load_tokenizer, read_token_file
 from tests.conftest import save_tiny, tiny_llama
 
 
@@ -94,7 +94,7 @@ def test_the_rule_recomputes_its_selection_from_the_evidence(tmp_path):
 def test_a_token_file_must_be_the_rules_selection_where_the_model_has_a_tokenizer(tmp_path):
     """`--tokens` cannot reorder or re-choose a tokenizer's tokens (issue 33: the same weights re-proven at
     reversed tokens read 'unrelated' to themselves); for a model without a tokenizer it is the owner's list."""
-    from models.weights import open_model
+    from noseprint.models.weights import open_model
 
     folder = save_tiny(tiny_llama(), tmp_path / "m")
     chosen = select(load_tokenizer(folder), 8)

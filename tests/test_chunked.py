@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from noseprint.circuits.chunk_graph import EncodeCircuit, partial_term
+from noseprint.circuits.graph import FingerprintCircuit
+from noseprint.core.chunks import BlockPiece, Chunking, choose_chunking, committed_pieces, plan_chunks, terms_chunks
+from noseprint.core.layout import ROW, CircuitLayout, LayerShape
+from noseprint.encoder import release
+from noseprint.encoder.network import load_encoder
 
-from circuits.chunk_graph import EncodeCircuit, partial_term
-from circuits.graph import FingerprintCircuit
-from core.chunks import BlockPiece, Chunking, choose_chunking, committed_pieces, plan_chunks, terms_chunks
-from core.layout import ROW, CircuitLayout, LayerShape
-from encoder import release
-from encoder.network import load_encoder
 from tests.conftest import CHUNKING, TOKENS, chunky_llama, run_cli, save_tiny
 
 DATA = Path(__file__).with_name("data")
@@ -165,7 +165,7 @@ def test_a_prove_on_ray_killed_part_way_resumes_and_verifies(tmp_path, fixture_h
     member = "proofs/chunks/layer1.ffn.1.json"  # the same FFN chunk shape in both plans
     shutil.copyfile(bundle / member, spliced / member)
     manifest = json.loads((spliced / "manifest.json").read_text())
-    from core.fileio import sha256_file
+    from noseprint.core.fileio import sha256_file
 
     manifest["files"][member] = sha256_file(spliced / member)
     (spliced / "manifest.json").write_text(json.dumps(manifest))

@@ -23,24 +23,38 @@ LAYERS: list[set[str]] = [
     {"registry"},
     {"noseprint"},
 ]
-"""Ground first, as drawn in README's Layout section: a package imports only packages of lower rows."""
-NOT_INSTALLED = {"training", "bench", "tests"}
+"""Ground first, as drawn in docs/design.md's Layout section: a package imports only packages of lower rows. Each
+is installed as `noseprint.<folder>` (the console script's own modules are `noseprint.*` in noseprint/)."""
+NOT_INSTALLED = {"training", "bench", "tests", "testkit"}
+INSTALLED_NAME = "noseprint"
 
 
 def tier(package: str) -> int:
     return next(i for i, row in enumerate(LAYERS) if package in row)
 
 
-def imported_packages(path: Path) -> set[str]:
-    """Top-level project packages a file imports (absolute imports: the project uses no relative ones)."""
-    known = set().union(*LAYERS) | NOT_INSTALLED
-    found = set()
+def project_package(module: str) -> str | None:
+    """The folder an absolute import names: `noseprint.core.x` is core/, `noseprint.cli` is noseprint/; a bare
+    `core.x` names core/ too (and is reported: it would load a second copy of the module)."""
+    parts = module.split(".")
+    if parts[0] == INSTALLED_NAME:
+        return parts[1] if len(parts) > 1 and parts[1] in set().union(*LAYERS) else INSTALLED_NAME
+    return parts[0] if parts[0] in set().union(*LAYERS) | NOT_INSTALLED else None
+
+
+def imported_modules(path: Path) -> list[str]:
+    """Absolute imports of a file (the project uses no relative ones)."""
+    found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
+            found += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
-    return found & known
+            found.append(node.module)
+    return found
+
+
+def imported_packages(path: Path) -> set[str]:
+    return {package for module in imported_modules(path) if (package := project_package(module)) is not None}
 
 
 def layer_violations() -> list[str]:
@@ -55,6 +69,19 @@ def layer_violations() -> list[str]:
     return problems
 
 
+def bare_imports(root: Path) -> list[str]:
+    """Imports of an installed package by its folder name (`from core.x import`), anywhere in the repository:
+    only `noseprint.core.x` is installed, and both spellings would load two copies of one module."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if {".venv", ".git"} & set(path.relative_to(root).parts):
+            continue
+        for module in imported_modules(path):
+            if module.split(".")[0] in set().union(*LAYERS) - {INSTALLED_NAME}:
+                found.append(f"{path.relative_to(root)}: {module}")
+    return found
+
+
 def test_imports_point_down_the_layers():
     assert layer_violations() == []
 
@@ -63,12 +90,34 @@ def test_the_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
     """The check itself can fail: an import from a higher row is reported."""
     fake = tmp_path / "core"
     fake.mkdir()
-    (fake / "bad.py").write_text("from prover.plan import plan_proof\nimport training.dogs\n")
+    (fake / "bad.py").write_text("from noseprint.prover.plan import plan_proof\nimport training.dogs\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert layer_violations() == [
         "core/bad.py imports prover: not below core",
         "core/bad.py imports training, which is not installed",
     ]
+
+
+def test_every_import_names_the_one_installed_package(tmp_path):
+    assert bare_imports(ROOT) == []
+    (tmp_path / "bad.py").write_text("from core.errors import UsageError\nimport noseprint.core.errors\n")
+    assert bare_imports(tmp_path) == ["bad.py: core.errors"]
+
+
+def test_the_distribution_installs_one_top_level_name(tmp_path):
+    """Built as a wheel from pyproject.toml (no network: the venv's setuptools), its top-level names are exactly
+    `noseprint` (and its metadata): no `core` or `models` beside other projects' packages."""
+    import zipfile
+
+    result = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+                 ".")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = tmp_path.glob("noseprint-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")} == {"noseprint"}
+    for folder in ("prover", "verifier", "circuits", "encoder"):  # the design card's folders, installed inside
+        assert any(name.startswith(f"noseprint/{folder}/") for name in names), folder
+    assert "noseprint/encoder/weights/encoder.safetensors" in names and "noseprint/core/manifest.schema.json" in names
 
 
 BUILTIN_EXCEPTIONS = {
@@ -115,9 +164,18 @@ def test_ruff_format():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_on_the_installed_packages():
-    result = run(sys.executable, "-m", "mypy")
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_mypy_on_the_installed_packages(tmp_path):
+    """mypy reads import paths, not setuptools' folder mapping: it checks a view of the package as installed
+    (`noseprint/` holding a link to each mapped folder), with the repository's own settings."""
+    view = tmp_path / INSTALLED_NAME
+    view.mkdir()
+    for path in (ROOT / INSTALLED_NAME).glob("*.py"):
+        (view / path.name).symlink_to(path)
+    for package in set().union(*LAYERS) - {INSTALLED_NAME}:
+        (view / package).symlink_to(ROOT / package, target_is_directory=True)
+    command = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "-p", INSTALLED_NAME]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0 and "Success" in result.stdout, result.stdout + result.stderr
 
 
 def _commands(group: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -147,7 +205,8 @@ def test_verifying_needs_no_registry_stack():
     """An auditor's install (`pip install -e .`, no extra) must verify, prove and compare: none of these may
     import the database or web stack."""
     code = (
-        "import sys; import noseprint.cli, verifier.checks, verifier.opening, prover.pipeline, lineage.compare; "
+        "import sys; import noseprint.cli, noseprint.verifier.checks, noseprint.verifier.opening, "
+        "noseprint.prover.pipeline, noseprint.lineage.compare; "
         "print(sorted(m for m in ('sqlalchemy', 'fastapi', 'uvicorn', 'psycopg', 'httpx') if m in sys.modules))"
     )
     result = run(sys.executable, "-c", code)

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import torch
+from noseprint.lineage.compare import compare
 from PIL import Image
 
-from lineage.compare import compare
 from tests.conftest import save_tiny, tiny_llama
 
 
@@ -92,7 +92,7 @@ def test_fingerprint_command_writes_the_folder(tmp_path):
 
 
 def test_gallery_draws_a_labelled_grid(tmp_path):
-    from lineage.gallery import grid
+    from noseprint.lineage.gallery import grid
 
     pictures = []
     for seed in range(5):

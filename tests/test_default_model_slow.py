@@ -8,8 +8,7 @@ import sys
 import time
 
 import pytest
-
-from models.demo_model import write_demo_model
+from noseprint.models.demo_model import write_demo_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.proof]
 

@@ -9,8 +9,15 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from noseprint.encoder.network import (
+    DESIGNS,
+    EncoderConfig,
+    InvariantEncoder,
+    load_encoder,
+    rademacher_matrix,
+    save_encoder,
+)
 
-from encoder.network import DESIGNS, EncoderConfig, InvariantEncoder, load_encoder, rademacher_matrix, save_encoder
 from training.train import train
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from noseprint.core.fileio import sha256_file
 from PIL import Image
 
-from core.fileio import sha256_file
 from tests.conftest import TOKENS, run_cli
 
 pytestmark = pytest.mark.proof
@@ -127,7 +127,7 @@ def test_z_edited(proven, copy):
 
 
 def test_commitment_edited(proven, copy):
-    from core.fileio import canonical_json, sha256_bytes
+    from noseprint.core.fileio import canonical_json, sha256_bytes
 
     bundle = copy()
 
@@ -283,7 +283,7 @@ def test_opening_checks_the_committed_model(proven):
 
 
 def test_fast_fingerprint_agrees_with_the_proven_one(proven, tmp_path):
-    from lineage.compare import compare
+    from noseprint.lineage.compare import compare
 
     result = compare(proven["models"][0], proven["bundles"][0], image_out=tmp_path / "c.png")
     assert result["z_cosine"] > 0.99, result
@@ -303,8 +303,8 @@ def test_token_list_edited(proven, copy):
 def test_own_generator_is_recorded_and_must_be_named_by_the_verifier(proven, reproven, tmp_path):
     """`reproven` was proven with an owner's own generator (and --redact and an image proof, which do not touch
     the picture; its thumbnail generator is named wherever verification gets past the networks)."""
-    from encoder.generator import GeneratorConfig, random_weights, save_generator
-    from encoder.release import GENERATOR, network_digest
+    from noseprint.encoder.generator import GeneratorConfig, random_weights, save_generator
+    from noseprint.encoder.release import GENERATOR, network_digest
 
     own, bundle = reproven["generator"], reproven["bundle"]
     manifest = json.loads((bundle / "manifest.json").read_text())

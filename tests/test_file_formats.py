@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from core.fingerprint_folder import FingerprintFolderError, FingerprintRecord, read_folder, write_folder
-from core.opening import Opening, OpeningError, default_path
-from core.tokens import Token, TokenList
+from noseprint.core.fingerprint_folder import FingerprintFolderError, FingerprintRecord, read_folder, write_folder
+from noseprint.core.opening import Opening, OpeningError, default_path
+from noseprint.core.tokens import Token, TokenList
 
 DATA = Path(__file__).with_name("data")
 
@@ -85,8 +84,8 @@ def test_one_srs_serves_every_smaller_circuit_and_a_short_one_is_refused(tmp_pat
     """`srs init` at one size is all a user does (issue 34): the store's smallest SRS of at least the circuit's
     logrows is chosen (EZKL downsizes it); a named file smaller than the circuit, or imported under another
     size than it has, is refused."""
-    from circuits import srs as srs_store
-    from core.errors import UsageError
+    from noseprint.circuits import srs as srs_store
+    from noseprint.core.errors import UsageError
 
     store = tmp_path / "srs"
     big = srs_store.import_file(DATA / "dev-k14.srs", 14, store=store)

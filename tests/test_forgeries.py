@@ -157,7 +157,7 @@ def test_a_linked_manifest_is_refused(auditor, tmp_path):
 def test_commitments_match_is_exact_not_prefix(name, auditor, monkeypatch):
     """The function the link checks rest on: EZKL's swap writes over the first commitments only, so a short
     list would change nothing and pass; the verifier counts first, and this shows why it must."""
-    from circuits.proving import commitments_match
+    from noseprint.circuits.proving import commitments_match
 
     monkeypatch.setenv("NOSEPRINT_HOME", str(auditor))
     manifest = json.loads((BUNDLE / "manifest.json").read_text())
@@ -177,9 +177,9 @@ def test_commitments_match_is_exact_not_prefix(name, auditor, monkeypatch):
 
 def test_points_per_input_follows_ezkl(auditor, monkeypatch):
     """`usable_commit_rows` finds EZKL's column height by asking EZKL; the fixture's k12 keys have 2^12 - 6."""
-    from circuits import srs as srs_store
-    from circuits.keys import Keys
-    from circuits.proving import points_per_input, usable_commit_rows
+    from noseprint.circuits import srs as srs_store
+    from noseprint.circuits.keys import Keys
+    from noseprint.circuits.proving import points_per_input, usable_commit_rows
 
     monkeypatch.setenv("NOSEPRINT_HOME", str(auditor))
     folder = next((auditor / "keys").iterdir())
@@ -345,8 +345,8 @@ def test_check_opening_binds_the_bundles_token_ids(auditor, tmp_path):
 def test_a_stolen_bundle_re_signed_by_another_key_is_refused(auditor, tmp_path):
     """Copy a published bundle, drop its signature, sign it with your own key: the proof still binds the
     real owner's key, so verify (and so the registry) refuses it, and the real owner's bundle still registers."""
-    from signing.attestation import sign_bundle
-    from signing.keys import generate, load_private
+    from noseprint.signing.attestation import sign_bundle
+    from noseprint.signing.keys import generate, load_private
 
     thief, _, thief_id = generate(tmp_path / "thief.key")
     stolen = forge(tmp_path / "stolen", lambda *_: None)
@@ -377,13 +377,13 @@ def test_other_term_shifts_are_refused(proven, tmp_path, monkeypatch):
     copy of the session owner's home (the chunk keys cached: only the ground encode circuit is new)."""
     from dataclasses import replace
 
-    import prover.prove as prove_step
-    from circuits.chunked import build_chunked
-    from circuits.keys import ensure_keys
-    from core.layout import with_term_shifts
-    from encoder import release
-    from prover.pipeline import ProveOptions, prove_model
-    from verifier.checks import verify_bundle
+    import noseprint.prover.prove as prove_step
+    from noseprint.circuits.chunked import build_chunked
+    from noseprint.circuits.keys import ensure_keys
+    from noseprint.core.layout import with_term_shifts
+    from noseprint.encoder import release
+    from noseprint.prover.pipeline import ProveOptions, prove_model
+    from noseprint.verifier.checks import verify_bundle
 
     def grind(plan, partials, progress):
         layout = with_term_shifts(plan.layout, [shift + 1 for shift in plan.layout.term_shifts])

@@ -10,9 +10,9 @@ import re
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from noseprint.core.bundle import BundleError, Manifest, parse_proof, parse_z
+from noseprint.core.tokens import TokenList
 
-from core.bundle import BundleError, Manifest, parse_proof, parse_z
-from core.tokens import TokenList
 from testkit import fuzz_targets as targets
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

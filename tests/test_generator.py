@@ -9,12 +9,12 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from noseprint.circuits.generator_graph import export_generator_onnx
+from noseprint.encoder import release
+from noseprint.encoder.generator import GeneratorConfig, load_generator
+from noseprint.encoder.network import load_encoder
+from noseprint.encoder.stylegan import from_integer, pixels, quantised_weights
 
-from circuits.generator_graph import export_generator_onnx
-from encoder import release
-from encoder.generator import GeneratorConfig, load_generator
-from encoder.network import load_encoder
-from encoder.stylegan import from_integer, pixels, quantised_weights
 from training import dogs
 from training.train_generator import RELEASED_CONFIG, train
 
@@ -152,10 +152,10 @@ def test_the_background_pattern_and_coat_are_linear_in_z():
 def test_quantisation_keeps_the_picture():
     config = replace(RELEASED_CONFIG, channels=(16, 16, 8), w_dim=32)
     torch.manual_seed(0)
-    from encoder.stylegan import StyleGenerator
+    from noseprint.encoder.stylegan import StyleGenerator
 
     model = StyleGenerator(config).eval()
-    from encoder.generator import Generator
+    from noseprint.encoder.generator import Generator
 
     integer = Generator(config, quantised_weights(model))
     z = z_of(5, config.z_dim)

@@ -9,15 +9,15 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
+from noseprint.core.errors import UsageError
+from noseprint.core.tokens import select
+from noseprint.lineage.fingerprint import fingerprint_model
+from noseprint.lineage.verdict import verdict
+from noseprint.models.gguf import gguf_tokenizer, open_gguf
+from noseprint.models.invariants import invariant_cosine
+from noseprint.models.tokens import load_tokenizer
 
 from bench.kquants import K_QUANT_FALLBACK, quantize
-from core.errors import UsageError
-from core.tokens import select
-from lineage.fingerprint import fingerprint_model
-from lineage.verdict import verdict
-from models.gguf import gguf_tokenizer, open_gguf
-from models.invariants import invariant_cosine
-from models.tokens import load_tokenizer
 from tests.conftest import save_tiny, tiny_llama
 
 HIDDEN, HEADS, KV_HEADS, FFN, LAYERS = 256, 4, 2, 512, 3

@@ -11,10 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from core.chunks import Chunking, committed_values, hidden_at, hiding_logrows, plan_chunks
-from core.inference import InferenceShape
-from core.layout import COLUMN, MIN_BLINDING_VALUES, ROW, CircuitLayout, LayerShape, point_blinding, unhidden_points
+from noseprint.core.chunks import Chunking, committed_values, hidden_at, hiding_logrows, plan_chunks
+from noseprint.core.layout import (
+    COLUMN,
+    MIN_BLINDING_VALUES,
+    ROW,
+    CircuitLayout,
+    LayerShape,
+    point_blinding,
+    unhidden_points,
+)
+from noseprint.core.whole_model import InferenceShape
 
 DATA = Path(__file__).with_name("data")
 LLAMA_2_7B = LayerShape(4096, 32, 32, 128, 11008, gated=True)
@@ -74,10 +81,10 @@ def test_with_real_commitments_a_bare_point_is_the_models_alone_and_a_blinded_on
     """EZKL itself, at logrows 12 (the fixture's chunk key): a row-blinded 257 x 16 block spans two points and
     its first does not change when the blinding does (a guessed model can be tested against it); a
     column-blinded 512 x 9 block spans two points and both change."""
-    from circuits import srs as srs_store
-    from circuits.inference import commit_points
-    from circuits.keys import Keys
-    from circuits.proving import usable_commit_rows
+    from noseprint.circuits import srs as srs_store
+    from noseprint.circuits.challenge_circuits import commit_points
+    from noseprint.circuits.keys import Keys
+    from noseprint.circuits.proving import usable_commit_rows
 
     key = tmp_path / "chunk1"
     shutil.copytree(DATA / "bundle-v4" / "circuit" / "chunk1", key)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-
-from core.fileio import sha256_file
-from encoder import release
-from encoder.generator import load_generator
-from encoder.zvector import Z_FRAC_BITS, as_floats, standardise_exact
+from noseprint.core.fileio import sha256_file
+from noseprint.encoder import release
+from noseprint.encoder.generator import load_generator
+from noseprint.encoder.zvector import Z_FRAC_BITS, as_floats, standardise_exact
 
 
 def test_exact_standardisation_matches_float():

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from noseprint.circuits.proving import felt_to_signed
+from noseprint.core.fileio import sha256_file
+from noseprint.encoder.generator import read_png_pixels
+from noseprint.encoder.stylegan import from_integer, pixels
 
-from circuits.proving import felt_to_signed
-from core.fileio import sha256_file
-from encoder.generator import read_png_pixels
-from encoder.stylegan import from_integer, pixels
 from tests.conftest import THUMBNAIL, run_cli
 
 pytestmark = pytest.mark.proof
@@ -115,9 +115,8 @@ def test_image_proof_about_another_z(imaged, forged):
 
 def test_image_proof_with_forged_outputs_does_not_verify(imaged, forged):
     """Outputs edited to spell another thumbnail, and the thumbnail redrawn to match: only the SNARK catches it."""
+    from noseprint.circuits.image_circuit import pixels_from_outputs
     from PIL import Image
-
-    from circuits.image_circuit import pixels_from_outputs
 
     path = forged / "image" / "proof.json"
     proof = json.loads(path.read_text())

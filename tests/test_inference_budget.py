@@ -12,17 +12,17 @@ import json
 import shutil
 import time
 
+import noseprint.verifier.challenge as inference
 import pytest
+from noseprint.circuits import worker as circuit_worker
+from noseprint.circuits.budget import DEFAULT_MAX_ROWS, Budget, estimated_inference_rows
+from noseprint.core.answers import Answers
+from noseprint.core.bundle import Bundle
+from noseprint.core.challenge import Challenge
+from noseprint.core.chunks import Chunking
+from noseprint.core.whole_model import InferenceShape, PartSizes, fingerprint_map, layer_pieces
+from noseprint.registry.challenge_checks import report_errors
 
-import circuits.worker
-import verifier.inference as inference
-from circuits.budget import DEFAULT_MAX_ROWS, Budget, estimated_inference_rows
-from core.answers import Answers
-from core.bundle import Bundle
-from core.challenge import Challenge
-from core.chunks import Chunking
-from core.inference import InferenceShape, PartSizes, fingerprint_map, layer_pieces
-from registry.inference import report_errors
 from tests.conftest import DATA
 
 FIXTURE = DATA / "inference-v1"
@@ -34,7 +34,7 @@ tokens and list of proofs fit (a wider model would need more head proofs), cut b
 
 COUNTED = [
     # (circuit, hidden, tokens, rows EZKL counts): head_dim 8, one K/V head per two query heads, FFN 2x hidden
-    # (parts: one K/V head, 8 FFN rows), `circuits.inference.probe_rows`' settings, 2026-12 (issue 33)
+    # (parts: one K/V head, 8 FFN rows), `circuits.challenge_circuits.probe_rows`' settings, 2026-12 (issue 33)
     ("layer", 16, 8, 172_432), ("layer", 16, 32, 841_672), ("layer", 32, 16, 730_432), ("layer", 64, 16, 1_467_600),
     ("attention", 32, 8, 106_249), ("attention", 32, 32, 579_397), ("ffn", 32, 8, 62_496), ("ffn", 32, 32, 246_396),
     ("head", 16, 8, 187_263), ("head", 64, 32, 879_291), ("head", 128, 8, 292_543), ("head", 16, 64, 1_468_235),
@@ -95,7 +95,7 @@ def test_whole_layers_of_a_large_model_are_refused_before_anything_is_built(tmp_
     for module, name in (
         (inference, "build_inference"),
         (inference, "ensure_keys"),
-        (circuits.worker, "derive_in_worker"),
+        (circuit_worker, "derive_in_worker"),
     ):
         monkeypatch.setattr(module, name, forbidden)
     proofs, answers = _forged_proofs(tmp_path)
@@ -116,8 +116,8 @@ def test_the_budget_is_the_callers(tmp_path, monkeypatch):
     bundle = Bundle.open(FIXTURE / "bundle")
     shape = InferenceShape.from_dict(bundle.manifest.inference["shape"])
     monkeypatch.setattr(inference, "_verified_bundle", lambda *args: (bundle, shape, {}))
-    monkeypatch.setattr(circuits.worker, "inference_ready", lambda job, srs: False)
-    monkeypatch.setattr(circuits.worker, "derive_in_worker", lambda *args: pytest.fail("started a worker"))
+    monkeypatch.setattr(circuit_worker, "inference_ready", lambda job, srs: False)
+    monkeypatch.setattr(circuit_worker, "derive_in_worker", lambda *args: pytest.fail("started a worker"))
     proofs, answers = _forged_proofs(tmp_path)
     report = inference.verify_inference(
         FIXTURE / "bundle", proofs, answers, srs_file=DATA / "dev-k14.srs", budget=Budget(max_rows=100_000)
@@ -130,8 +130,8 @@ def test_the_worker_is_given_exactly_what_the_verifier_builds_from():
     come back as the same arguments (every field of the shape), or the verifier would build in its own process."""
     from dataclasses import asdict
 
-    from circuits import srs as srs_store
-    from circuits.worker import _inference_args, inference_job
+    from noseprint.circuits import srs as srs_store
+    from noseprint.circuits.worker import _inference_args, inference_job
 
     bundle = Bundle.open(FIXTURE / "bundle")
     shape, chunking = InferenceShape.from_dict(bundle.manifest.inference["shape"]), bundle.manifest.chunking

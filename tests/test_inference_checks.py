@@ -9,11 +9,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
-from core.answers import Answers
-from core.challenge import Challenge
-from core.chunks import Chunking
-from core.inference import (
+from noseprint.core.answers import Answers
+from noseprint.core.challenge import Challenge
+from noseprint.core.chunks import Chunking
+from noseprint.core.whole_model import (
     LOGIT_GAIN_BITS,
     InferenceShape,
     PartSizes,
@@ -25,16 +24,16 @@ from core.inference import (
     part_sizes_errors,
     whole_layer,
 )
-from prover.inference import proofs_per_prompt
-from verifier.inference import _expected_entries
-from verifier.inference_statistics import (
+from noseprint.prover.challenge_proofs import proofs_per_prompt
+from noseprint.verifier.challenge import _expected_entries
+from noseprint.verifier.challenge_statistics import (
     MAX_LOGPROB_DEVIATION,
     InferenceReport,
     check_logprobs,
     layer_effect,
     logprob_deviation,
 )
-from verifier.report import CheckFailed
+from noseprint.verifier.report import CheckFailed
 
 SHAPE = InferenceShape(vocab=300, hidden=16, layers=5, heads=2, kv_heads=1, head_dim=8, ffn=32, rope_theta=10000)
 

@@ -1,7 +1,7 @@
 """A layer proven part by part computes what the whole layer computes.
 
 A model whose chunking cuts a layer into several blocks is proven one attention block and one FFN block at a
-time (`core.inference.layer_parts`), each proof adding its block to the running residual. These tests run the
+time (`core.whole_model.layer_parts`), each proof adding its block to the running residual. These tests run the
 circuits' own torch graphs (what is exported to ONNX and compiled) in float on a real toy LLaMA's committed
 integers: the chain of parts equals the whole-layer circuit. The proofs themselves, and the links between them:
 tests/test_inference_proofs.py (`test_a_model_proven_part_by_part_passes`, slow)."""
@@ -11,16 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from circuits.commitment import random_blinding, with_blinding
-from circuits.inference import model_values, piece_ints
-from circuits.inference_graph import AttentionPartCircuit, FfnPartCircuit, LayerCircuit
-from circuits.settings import INPUT_SCALE
-from core.chunks import Chunking
-from core.inference import LayerPieces, PartSizes, layer_parts, layer_pieces
-from core.layout import Piece
-from models.demo_model import DemoShape, write_demo_model
-from models.full_model import FullModel, read_full_model
+from noseprint.circuits.challenge_circuits import model_values, piece_ints
+from noseprint.circuits.challenge_graph import AttentionPartCircuit, FfnPartCircuit, LayerCircuit
+from noseprint.circuits.commitment import random_blinding, with_blinding
+from noseprint.circuits.settings import INPUT_SCALE
+from noseprint.core.chunks import Chunking
+from noseprint.core.layout import Piece
+from noseprint.core.whole_model import LayerPieces, PartSizes, layer_parts, layer_pieces
+from noseprint.models.demo_model import DemoShape, write_demo_model
+from noseprint.models.full_model import FullModel, read_full_model
 
 TOKENS = 8
 SHAPE = DemoShape(hidden=16, heads=4, kv_heads=2, ffn=32, layers=2, vocab_words=60)

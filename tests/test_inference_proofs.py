@@ -18,13 +18,13 @@ import shutil
 
 import numpy as np
 import pytest
+from noseprint.core.bundle import Bundle
+from noseprint.models.demo_model import write_demo_model
+from noseprint.verifier.challenge_statistics import MAX_LOGPROB_DEVIATION, MIN_LAYER_EFFECT
 
-from core.bundle import Bundle
-from models.demo_model import write_demo_model
 from testkit.inference_models import MODEL_SEED, MODEL_SHAPE, OTHER_SEED, write_inert_layer_model, write_nearby_model
 from tests.conftest import DATA, linked_copy, run_cli
 from tests.make_fixture_inference import CHUNKED, CRAFTED, INERT, NAME, SRS, SRS_LOGROWS
-from verifier.inference_statistics import MAX_LOGPROB_DEVIATION, MIN_LAYER_EFFECT
 
 pytestmark = pytest.mark.proof
 FIXTURE = DATA / NAME
@@ -126,7 +126,7 @@ def test_a_fingerprinted_layer_that_does_nothing_is_refused(auditor):
 def test_weights_crafted_onto_a_fingerprint_fail_against_the_served_model(auditor):
     """An independent model tuned until its z is the honest model's: its bundle is valid and a registry would
     call it the same base model, but what the crafted weights compute is not what the honest model serves."""
-    from lineage.verdict import SAME, verdict
+    from noseprint.lineage.verdict import SAME, verdict
 
     code, report = auditor["crafted"]
     assert code == 1 and report["failed_check"] == "agreement", report
@@ -268,7 +268,7 @@ def test_a_bundle_below_the_inference_logrows_is_refused_clearly(proven, tmp_pat
 def _forged_bundle(tmp_path, change) -> object:
     """A copy of the fixture bundle whose manifest `change` rewrites (the whole-model digest recomputed, as
     anyone can: it is not signed here)."""
-    from core.inference import whole_model_digest
+    from noseprint.core.whole_model import whole_model_digest
 
     bundle = tmp_path / "bundle"
     shutil.copytree(FIXTURE / "bundle", bundle)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from noseprint.circuits.commitment import committed_inputs
+from noseprint.circuits.graph import FingerprintCircuit, choose_term_shifts
+from noseprint.core.layout import ROW, CircuitLayout, with_term_shifts
+from noseprint.encoder.network import EncoderConfig, InvariantEncoder
+from noseprint.models.invariants import canonical_embedding, invariant_cosine, invariant_terms, standardise
+from noseprint.models.weights import read_model
 from transformers.models.llama.modeling_llama import repeat_kv
 
-from circuits.commitment import committed_inputs
-from circuits.graph import FingerprintCircuit, choose_term_shifts
-from core.layout import ROW, CircuitLayout, with_term_shifts
-from encoder.network import EncoderConfig, InvariantEncoder
-from models.invariants import canonical_embedding, invariant_cosine, invariant_terms, standardise
-from models.weights import read_model
 from tests.conftest import save_tiny, tiny_gpt2, tiny_llama
 
 TOKENS = 8
@@ -190,7 +190,7 @@ def orthogonal(rng, d, keep_ones=False):
 
 @pytest.fixture
 def setting():
-    from core.layout import LayerShape
+    from noseprint.core.layout import LayerShape
 
     rng = np.random.default_rng(0)
     shape = LayerShape(hidden=16, heads=4, kv_heads=4, head_dim=4, ffn=24, gated=True)
@@ -210,7 +210,7 @@ def test_layernorm_models_ignore_the_all_ones_direction(setting):
     """LayerNorm removes the mean: a constant added to every E row and every writer column changes
     nothing, nor does a rotation that keeps the all-ones direction."""
     rng, shape, e, layer = setting
-    from core.layout import LayerShape
+    from noseprint.core.layout import LayerShape
 
     plain_shape = LayerShape(hidden=16, heads=4, kv_heads=4, head_dim=4, ffn=24, gated=False)
     plain = {role: value for role, value in layer.items() if role not in ("gate", "up")}

@@ -13,11 +13,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from core.errors import UsageError
-from registry import archive, merkle
-from registry import checkpoint as cp
-from signing import dsse, keys
+from noseprint.core.errors import UsageError
+from noseprint.registry import archive, merkle
+from noseprint.registry import tree_head as cp
+from noseprint.signing import dsse, keys
 
 # RFC 6962 reference data (the certificate-transparency test leaves and the tree heads of sizes 1..8)
 CT_LEAVES = [bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",

@@ -10,12 +10,12 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from noseprint.circuits.budget import estimated_chunk_rows
+from noseprint.circuits.calibration import FIT_TOLERANCE, Calibration, Point, area, fit_line, load_calibration
+from noseprint.core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking, plan_chunks
+from noseprint.core.layout import CircuitLayout, LayerShape
+from noseprint.prover.estimate import estimate, makespan
 
-from circuits.budget import estimated_chunk_rows
-from circuits.calibration import FIT_TOLERANCE, Calibration, Point, area, fit_line, load_calibration
-from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking, plan_chunks
-from core.layout import CircuitLayout, LayerShape
-from prover.estimate import estimate, makespan
 from tests.conftest import TOKENS, run_cli, save_tiny, tiny_llama
 
 KEYS = {"chunks", "core_hours", "wall_hours", "peak_gb", "logrows", "shapes", "weights", "encode", "pk_gb"}

@@ -122,8 +122,8 @@ def test_prove_image_without_an_srs_for_its_circuit_fails_before_proving(model, 
 
 
 def test_prove_image_with_a_thumbnail_of_another_z_width(model, tmp_path):
-    from encoder.generator import GeneratorConfig, save_generator
-    from encoder.stylegan import StyleGenerator, quantised_weights
+    from noseprint.encoder.generator import GeneratorConfig, save_generator
+    from noseprint.encoder.stylegan import StyleGenerator, quantised_weights
 
     config = GeneratorConfig(z_dim=16, w_dim=8, mapping_layers=1, channels=(4, 4), frac_bits=16)
     thumbnail = tmp_path / "thumb.safetensors"

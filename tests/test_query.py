@@ -10,12 +10,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from noseprint.core.answers import Answers, AnswersError, answers_errors
+from noseprint.core.challenge import Challenge
+from noseprint.core.errors import UsageError
+from noseprint.models.serving import api_base, query, query_http, query_local, query_transcript
 from typer.testing import CliRunner
 
-from core.answers import Answers, AnswersError, answers_errors
-from core.challenge import Challenge
-from core.errors import UsageError
-from models.serving import api_base, query, query_http, query_local, query_transcript
 from tests.conftest import save_tiny, tiny_llama
 from tests.serving_server import serving
 

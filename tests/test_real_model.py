@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from noseprint.models.invariants import invariant_terms
+from noseprint.models.weights import read_model
 from transformers import AutoModel
 
-from models.invariants import invariant_terms
-from models.weights import read_model
 from tests.test_architectures import direct_bert
 
 

@@ -14,8 +14,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from noseprint.core.fileio import canonical_json
 
-from core.fileio import canonical_json
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.proof
@@ -117,9 +117,9 @@ def test_invalid_or_unsigned_bundles_store_nothing(signed, tmp_path):
 
 def _rewrite_first_leaf(path: Path, registry_key: Path) -> None:
     """What a dishonest operator would do: back-date entry 1, rebuild the tree, re-sign a checkpoint."""
-    from registry import checkpoint as cp
-    from registry import merkle
-    from signing.keys import load_private
+    from noseprint.registry import merkle
+    from noseprint.registry import tree_head as cp
+    from noseprint.signing.keys import load_private
 
     con = sqlite3.connect(path)
     leaf = json.loads(con.execute("select leaf from entries where id = 1").fetchone()[0])

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from noseprint.registry.archive import pack
 from PIL import Image
 
-from registry.archive import pack
 from tests.conftest import _free_port, run_cli
 
 pytestmark = pytest.mark.proof
@@ -139,8 +139,8 @@ def test_api_answers_and_refusals(signed, tmp_path):
 def test_fifty_concurrent_clients(signed, db_url):
     """50 clients add and search at once; each distinct bundle is accepted once, is in the log once, and every
     checkpoint the registry signed extends the one before (SQLite and PostgreSQL)."""
-    from registry import checkpoint as cp
-    from registry import merkle
+    from noseprint.registry import merkle
+    from noseprint.registry import tree_head as cp
 
     db = db_url
     names = list(signed["bundles"])

@@ -8,6 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from noseprint.models.architectures import llama_shape
+from noseprint.models.demo_model import build_tokenizer
+from noseprint.models.invariants import invariant_cosine, invariant_terms
 
 from bench.zoo.reparam import (
     REPARAMETRISATIONS,
@@ -16,9 +19,6 @@ from bench.zoo.reparam import (
     max_logit_change,
     permute_vocabulary,
 )
-from models.architectures import llama_shape
-from models.demo_model import build_tokenizer
-from models.invariants import invariant_cosine, invariant_terms
 
 ROLES = {
     "q": "self_attn.q_proj",
@@ -155,9 +155,8 @@ def encode(folder) -> list[int]:
 # vocab 320 > the tokenizer's 303: padding rows are shuffled in too, so tokens get ids past 303.
 @pytest.mark.parametrize(("vocab", "tie"), [(303, False), (320, True)], ids=["untied", "tied-padded"])
 def test_permute_vocabulary(tmp_path, vocab, tie):
+    from noseprint.lineage.fingerprint import fingerprint_model
     from transformers import AutoModelForCausalLM
-
-    from lineage.fingerprint import fingerprint_model
 
     src = write_tiny(tmp_path / "src", vocab, tie)
     new_id_of = permute_vocabulary(src, tmp_path / "dst", seed=7)

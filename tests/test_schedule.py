@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from core.errors import ProvingFailed, UsageError
-from prover.schedule import Scheduler, run_tasks
+from noseprint.core.errors import ProvingFailed, UsageError
+from noseprint.prover.schedule import Scheduler, run_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBERS = range(6)

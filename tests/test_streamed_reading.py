@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from noseprint.core.chunks import Chunking
+from noseprint.core.errors import UsageError
+from noseprint.encoder.zvector import as_floats, cosine
+from noseprint.lineage.fingerprint import dequantised, fingerprint_model, z_from_raw_float
+from noseprint.lineage.verdict import verdict
+from noseprint.models.checkpoint import open_checkpoint
+from noseprint.models.hub import resolve_model
+from noseprint.models.invariants import invariant_cosine, layer_terms, standardise
+from noseprint.models.streamed import layer_chunks, planned_layer_terms, stream_chunking, streamed_layer_terms
+from noseprint.models.weights import needed_files, open_model
 
-from core.chunks import Chunking
-from core.errors import UsageError
-from encoder.zvector import as_floats, cosine
-from lineage.fingerprint import dequantised, fingerprint_model, z_from_raw_float
-from lineage.verdict import verdict
-from models.checkpoint import open_checkpoint
-from models.hub import resolve_model
-from models.invariants import invariant_cosine, layer_terms, standardise
-from models.streamed import layer_chunks, planned_layer_terms, stream_chunking, streamed_layer_terms
-from models.weights import needed_files, open_model
 from tests.conftest import save_tiny, tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,11 +114,11 @@ def test_the_provers_chunk_sums_equal_the_whole_tensor_terms(tmp_path, kind):
 def test_the_prover_sums_the_chunk_terms_of_its_quantised_values(tmp_path):
     """`prover.plan.circuit_input_terms` (the terms its shifts must bound) is `planned_layer_terms` on the
     committed values, at the proof's chunking or the default: the whole-tensor terms of the same values."""
-    from circuits.commitment import quantised_tensors
-    from circuits.settings import INPUT_SCALE
-    from models.invariants import invariant_terms
-    from models.weights import read_model
-    from prover.plan import circuit_input_terms
+    from noseprint.circuits.commitment import quantised_tensors
+    from noseprint.circuits.settings import INPUT_SCALE
+    from noseprint.models.invariants import invariant_terms
+    from noseprint.models.weights import read_model
+    from noseprint.prover.plan import circuit_input_terms
 
     model = read_model(save_tiny(tiny_family("llama"), tmp_path / "m"), 16, None, False)
     quantised = quantised_tensors(model.tensors(), model.layout)
@@ -154,8 +154,8 @@ def test_every_stored_dtype_is_read_from_the_map_as_safetensors_reads_it(tmp_pat
 
 def quantised_fingerprint(folder: Path) -> tuple[np.ndarray, list[int]]:
     """The landed main's computation: whole layers in float64, z from every tensor quantised whole at unit RMS."""
-    from encoder import release
-    from encoder.network import load_encoder
+    from noseprint.encoder import release
+    from noseprint.encoder.network import load_encoder
 
     model = open_model(folder, 16, None, False)
     unit = dequantised(model.embedding)
@@ -303,7 +303,7 @@ def test_fingerprint_command_takes_a_cache_id_and_keeps_progress_off_json(tmp_pa
 
 
 def test_progress_goes_to_stderr_only(tmp_path, monkeypatch, capsys):
-    import lineage.fingerprint as fingerprint
+    import noseprint.lineage.fingerprint as fingerprint
 
     monkeypatch.setattr(fingerprint, "PROGRESS_DELAY_S", 0.0)
     folder = save_tiny(tiny_llama(), tmp_path / "m")

@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from noseprint.core.tokens import select
+from noseprint.models.tokens import load_tokenizer
 
-from core.tokens import select
-from models.tokens import load_tokenizer
 from tests.conftest import TOKENS, linked_copy, run_cli
 
 pytestmark = pytest.mark.proof

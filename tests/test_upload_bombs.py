@@ -23,8 +23,8 @@ import httpx
 import psutil
 import pytest
 from fastapi import HTTPException
+from noseprint.registry import archive, pages
 
-from registry import archive, pages
 from tests.conftest import FIXTURE_BUNDLE, _free_port
 
 GIB = 1 << 30

@@ -18,15 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy import special, stats
-from typer.testing import CliRunner
-
-from core.errors import UsageError
-from noseprint.cli import app
-from tests.conftest import save_tiny, tiny_llama
-from watermark import generate as gen
-from watermark.detect import Scorer, detect, log10_binomial_tail, log10_gamma_tail
-from watermark.prf import (
+from noseprint.core.errors import UsageError
+from noseprint.watermark import generate as gen
+from noseprint.watermark.detect import Scorer, detect, log10_binomial_tail, log10_gamma_tail
+from noseprint.watermark.prf import (
     WatermarkKey,
     green_mask,
     is_green,
@@ -36,9 +31,14 @@ from watermark.prf import (
     uniform_r,
     write_key,
 )
-from watermark.radioactive import closed_mode, reading_mode, supervised_filter, unsupervised_filter
-from watermark.schemes import AARONSON, KIRCHENBAUER, SchemeParams, Watermark
-from watermark.texts import Text, read_texts, write_texts
+from noseprint.watermark.radioactive import closed_mode, reading_mode, supervised_filter, unsupervised_filter
+from noseprint.watermark.schemes import AARONSON, KIRCHENBAUER, SchemeParams, Watermark
+from noseprint.watermark.texts import Text, read_texts, write_texts
+from scipy import special, stats
+from typer.testing import CliRunner
+
+from noseprint.cli import app
+from tests.conftest import save_tiny, tiny_llama
 
 VOCAB = 303  # tiny_llama's and build_tokenizer(300)'s
 PROMPTS = ["the cat sat on", "we have been", "what is the time", "people are here", "she said that", "in the end"]
@@ -421,8 +421,8 @@ def test_revealed_key_recomputes_a_detect_report(world, owner, tmp_path):
 def resigned(path: Path, target: Path, change, owner_key: Path) -> Path:
     """The owner (or anyone holding the signing key) signs a changed report: the signature is valid, the figures
     are not; only recomputing from the revealed key and the record can tell."""
-    from signing.keys import load_private
-    from watermark.report import sign_report, verify_signed, write_signed
+    from noseprint.signing.keys import load_private
+    from noseprint.watermark.report import sign_report, verify_signed, write_signed
 
     body = verify_signed(path.read_bytes())[1]
     change(body)
@@ -480,8 +480,8 @@ def test_revealed_key_recomputes_radioactivity_reports(world, owner, student, si
 
 def test_registry_takes_a_report_as_evidence_from_the_owner_only(world, owner, signed_report, tmp_path):
     pytest.importorskip("sqlalchemy")
-    from registry.service import Rejected, Verified, add_evidence, append, list_evidence, open_registry
-    from signing.keys import key_id, load_private
+    from noseprint.registry.service import Rejected, Verified, add_evidence, append, list_evidence, open_registry
+    from noseprint.signing.keys import key_id, load_private
 
     db = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
     registry = open_registry(db, tmp_path / "registry-key", writable=True)
@@ -522,8 +522,8 @@ def test_a_report_is_evidence_for_the_entry_it_names_only(world, owner, signed_r
     alone, whoever attached it first would pick the entry. It names the model commitment it speaks for (report
     version 2): attached to another entry of the same owner it is refused, as is one that names none."""
     pytest.importorskip("sqlalchemy")
-    from registry.service import Rejected, Verified, add_evidence, append, list_evidence, open_registry
-    from signing.keys import key_id, load_private
+    from noseprint.registry.service import Rejected, Verified, add_evidence, append, list_evidence, open_registry
+    from noseprint.signing.keys import key_id, load_private
 
     registry = open_registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}", tmp_path / "registry-key", writable=True)
     owner_id = key_id(load_private(owner["owner"]).public_key())

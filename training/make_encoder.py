@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from encoder.network import EncoderConfig, InvariantEncoder, save_encoder
+from noseprint.encoder.network import EncoderConfig, InvariantEncoder, save_encoder
 
 WEIGHTS = Path(__file__).parent / "weights"
 RELEASED = EncoderConfig(kind="projection", channels=0, kernel=0, grid=0, z_dim=128, seed=0)

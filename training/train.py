@@ -30,10 +30,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from noseprint.encoder.network import TERMS, EncoderConfig, InvariantEncoder, save_encoder
 from torch import nn
 from tqdm import tqdm
-
-from encoder.network import TERMS, EncoderConfig, InvariantEncoder, save_encoder
 
 TOKENS, HIDDEN, INNER = 16, 64, 32
 

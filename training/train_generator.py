@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from noseprint.encoder.generator import Generator, GeneratorConfig, load_generator, save_generator
+from noseprint.encoder.release import network_digest
+from noseprint.encoder.stylegan import StyleGenerator, from_integer, pixels, quantised_weights
 from PIL import Image
 from tqdm import tqdm
 
-from encoder.generator import Generator, GeneratorConfig, load_generator, save_generator
-from encoder.release import network_digest
-from encoder.stylegan import StyleGenerator, from_integer, pixels, quantised_weights
 from training import dogs
 
 RELEASED_CONFIG = GeneratorConfig(

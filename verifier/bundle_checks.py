@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from core.bundle import MANIFEST, BundleError, Manifest
-from core.fileio import links_inside, read_inside, sha256_bytes
-from core.tokens import RULE, TokenList
-from encoder import release
-from verifier.report import CheckFailed
+from noseprint.core.bundle import MANIFEST, BundleError, Manifest
+from noseprint.core.fileio import links_inside, read_inside, sha256_bytes
+from noseprint.core.tokens import RULE, TokenList
+from noseprint.encoder import release
+from noseprint.verifier.report import CheckFailed
 
 if TYPE_CHECKING:
-    from verifier.context import Context
+    from noseprint.verifier.context import Context
 
 
 def check_manifest(ctx: Context) -> None:
@@ -66,8 +66,8 @@ def check_files(ctx: Context) -> None:
 
 def check_signature(ctx: Context) -> None:
     """The owner's DSSE-signed in-toto statement, when present (or demanded): it must sign exactly this manifest."""
-    from signing.attestation import check_bundle_signature, is_signed
-    from signing.dsse import EnvelopeError
+    from noseprint.signing.attestation import check_bundle_signature, is_signed
+    from noseprint.signing.dsse import EnvelopeError
 
     owner = ctx.manifest.owner_keyid  # checked against the proof's own outputs in "public output"
     if not is_signed(ctx.bundle):

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from circuits.budget import Budget
-from core.errors import UsageError
-from encoder import release
-from verifier.bundle_checks import (
+from noseprint.circuits.budget import Budget
+from noseprint.core.errors import UsageError
+from noseprint.encoder import release
+from noseprint.verifier.bundle_checks import (
     check_files,
     check_manifest,
     check_networks,
@@ -25,11 +25,11 @@ from verifier.bundle_checks import (
     check_tool,
     owner_claims,
 )
-from verifier.circuit_checks import check_circuit, check_hiding, check_keys, check_srs
-from verifier.context import Context
-from verifier.image_checks import check_image, check_image_proof
-from verifier.proof_checks import check_commitment, check_proof, check_public_output
-from verifier.report import CheckFailed, Report
+from noseprint.verifier.circuit_checks import check_circuit, check_hiding, check_keys, check_srs
+from noseprint.verifier.context import Context
+from noseprint.verifier.image_checks import check_image, check_image_proof
+from noseprint.verifier.proof_checks import check_commitment, check_proof, check_public_output
+from noseprint.verifier.report import CheckFailed, Report
 
 SUBSTITUTION_NOTE = (
     "the proof shows the fingerprint was computed from the committed weights; it does not show that "
@@ -77,7 +77,7 @@ def verify_bundle(
     ctx.thumbnail = Path(thumbnail or release.THUMBNAIL)
     ctx.budget = budget or Budget.from_env()
     if signer_key is not None:
-        from signing.keys import load_public
+        from noseprint.signing.keys import load_public
 
         ctx.signer = load_public(signer_key)
     for name, check in CHECKS:

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from circuits import srs as srs_store
-from circuits.budget import OverBudget, estimated_chunked_rows, refuse_over_budget
-from circuits.build import BuiltCircuit
-from circuits.keys import Keys
-from circuits.settings import chunk_run_args_dict, encode_run_args_dict
-from core.fileio import parse_json_strict, read_inside, sha256_file
-from core.layout import MIN_BLINDING_VALUES, ROW, unhidden_points
-from encoder import release
-from verifier.report import CheckFailed
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.budget import OverBudget, estimated_chunked_rows, refuse_over_budget
+from noseprint.circuits.build import BuiltCircuit
+from noseprint.circuits.keys import Keys
+from noseprint.circuits.settings import chunk_run_args_dict, encode_run_args_dict
+from noseprint.core.fileio import parse_json_strict, read_inside, sha256_file
+from noseprint.core.layout import MIN_BLINDING_VALUES, ROW, unhidden_points
+from noseprint.encoder import release
+from noseprint.verifier.report import CheckFailed
 
 if TYPE_CHECKING:
-    from verifier.context import Context
+    from noseprint.verifier.context import Context
 
 
 def check_srs(ctx: Context) -> None:
@@ -37,8 +37,8 @@ def check_srs(ctx: Context) -> None:
 def check_circuit(ctx: Context) -> None:
     """Every circuit rebuilt from the layout, the chunking and the released encoder: within the budget, in a
     worker, unless cached. The manifest's description of each must be what noseprint derives, exactly."""
-    from circuits.chunked import build_chunked
-    from circuits.worker import derive_in_worker, fingerprint_job, fingerprint_ready
+    from noseprint.circuits.chunked import build_chunked
+    from noseprint.circuits.worker import derive_in_worker, fingerprint_job, fingerprint_ready
 
     assert ctx.srs is not None
     layout, chunking = ctx.layout, ctx.manifest.chunking
@@ -83,7 +83,7 @@ def check_circuit(ctx: Context) -> None:
 
 
 def _check_key(ctx: Context, circuit: BuiltCircuit, entry: dict[str, Any], what: str) -> Keys:
-    from circuits.keys import ensure_keys
+    from noseprint.circuits.keys import ensure_keys
 
     assert ctx.srs is not None
     keys = ensure_keys(circuit, ctx.srs, need_pk=False)
@@ -116,7 +116,7 @@ def check_hiding(ctx: Context) -> None:
     values, computed from the shapes and each chunk key's own column height: EZKL commits an input as one point
     per column, so a point without blinding can be recomputed from a guessed model (issue 33). A layout that
     leaves one bare is refused, whatever the rest proves."""
-    from circuits.proving import usable_commit_rows
+    from noseprint.circuits.proving import usable_commit_rows
 
     assert ctx.circuits is not None and ctx.srs is not None
     circuits = ctx.circuits

@@ -7,15 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from circuits import srs as srs_store
-from circuits.budget import Budget
-from circuits.chunked import ChunkedCircuits
-from circuits.keys import Keys
-from core.bundle import Manifest
-from core.layout import CircuitLayout
-from encoder import release
-from verifier.report import Report
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.budget import Budget
+from noseprint.circuits.chunked import ChunkedCircuits
+from noseprint.circuits.keys import Keys
+from noseprint.core.bundle import Manifest
+from noseprint.core.layout import CircuitLayout
+from noseprint.encoder import release
+from noseprint.verifier.report import Report
 
 
 @dataclass

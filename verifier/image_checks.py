@@ -7,22 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuits import srs as srs_store
-from circuits.budget import RELEASED_THUMBNAIL_ROWS, OverBudget, refuse_over_budget
-from circuits.build import BuiltCircuit
-from circuits.keys import Keys
-from core.fileio import sha256_file
-from encoder import release
-from verifier.report import CheckFailed
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.budget import RELEASED_THUMBNAIL_ROWS, OverBudget, refuse_over_budget
+from noseprint.circuits.build import BuiltCircuit
+from noseprint.circuits.keys import Keys
+from noseprint.core.fileio import sha256_file
+from noseprint.encoder import release
+from noseprint.verifier.report import CheckFailed
 
 if TYPE_CHECKING:
-    from verifier.context import Context
+    from noseprint.verifier.context import Context
 
 
 def check_image(ctx: Context) -> None:
     import numpy as np
-
-    from encoder.generator import load_generator, read_png_pixels
+    from noseprint.encoder.generator import load_generator, read_png_pixels
 
     rendered = load_generator(ctx.generator).render(ctx.z)
     image_path = ctx.path(ctx.manifest.image_file)
@@ -38,7 +37,7 @@ def check_image(ctx: Context) -> None:
 def _derive_image_circuit(ctx: Context, logrows: int, digest: str, custom: bool) -> None:
     """The thumbnail circuit (minutes and gigabytes to build) is built only within the budget, in a worker. A
     thumbnail the auditor named is the auditor's own choice; the released one's size is known without building it."""
-    from circuits.worker import derive_in_worker, image_job, image_ready
+    from noseprint.circuits.worker import derive_in_worker, image_job, image_ready
 
     srs = ctx.srs if ctx.srs is not None and ctx.srs.logrows == logrows else srs_store.find(logrows)
     if srs is None or image_ready(ctx.thumbnail, digest, srs):
@@ -56,8 +55,8 @@ def _image_proof_keys(ctx: Context, declared: dict[str, Any]) -> tuple[BuiltCirc
 
     Nothing of these is taken from the bundle: a prover that picked its own circuit or key could prove anything.
     """
-    from circuits.image_circuit import cached_image_circuit, image_run_args_dict, output_scale
-    from circuits.keys import ensure_keys
+    from noseprint.circuits.image_circuit import cached_image_circuit, image_run_args_dict, output_scale
+    from noseprint.circuits.keys import ensure_keys
 
     custom = ctx.thumbnail != release.THUMBNAIL
     trusted = release.network_digest(ctx.thumbnail) if custom else release.RELEASED_THUMBNAIL_DIGEST
@@ -81,8 +80,8 @@ def _image_proof_keys(ctx: Context, declared: dict[str, Any]) -> tuple[BuiltCirc
 
 def _check_image_proof_pixels(ctx: Context, declared: dict[str, Any], circuit: BuiltCircuit, proof_path: Path) -> None:
     """The proof's public values: its inputs are the proven z, its outputs spell exactly the thumbnail shown."""
-    from circuits.image_circuit import output_scale, pixels_from_outputs, split_instances
-    from encoder.generator import load_generator, read_png_pixels
+    from noseprint.circuits.image_circuit import output_scale, pixels_from_outputs, split_instances
+    from noseprint.encoder.generator import load_generator, read_png_pixels
 
     resolution = load_generator(ctx.thumbnail).config.resolution
     try:
@@ -111,7 +110,7 @@ def check_image_proof(ctx: Context) -> None:
     ctx.report.facts["image_proven"] = declared is not None
     if declared is None:
         return
-    from circuits.proving import verify_proof
+    from noseprint.circuits.proving import verify_proof
 
     circuit, srs, keys = _image_proof_keys(ctx, declared)
     proof_path = ctx.path(declared["proof_file"])

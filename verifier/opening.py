@@ -15,19 +15,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuits import srs as srs_store
-from circuits.chunked import build_chunked
-from circuits.commitment import chunk_inputs, commit_pieces, quantised_tensors
-from circuits.keys import ensure_keys
-from circuits.proving import ProofTask, witness_of
-from circuits.settings import INPUT_SCALE
-from core.bundle import Bundle, BundleError
-from core.chunks import committed_pieces
-from core.errors import UsageError
-from core.opening import Opening
-from core.tokens import NotTheRule, TokenList
-from encoder import release
-from models.weights import ModelWeights, read_model
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.chunked import build_chunked
+from noseprint.circuits.commitment import chunk_inputs, commit_pieces, quantised_tensors
+from noseprint.circuits.keys import ensure_keys
+from noseprint.circuits.proving import ProofTask, witness_of
+from noseprint.circuits.settings import INPUT_SCALE
+from noseprint.core.bundle import Bundle, BundleError
+from noseprint.core.chunks import committed_pieces
+from noseprint.core.errors import UsageError
+from noseprint.core.opening import Opening
+from noseprint.core.tokens import NotTheRule, TokenList
+from noseprint.encoder import release
+from noseprint.models.weights import ModelWeights, read_model
 
 
 @dataclass

@@ -7,17 +7,17 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from circuits.commitment import SCHEME
-from circuits.settings import INPUT_SCALE
-from core.bundle import chunk_proof_file, parse_proof, parse_z
-from core.chunks import committed_pieces
-from core.fileio import canonical_json, read_inside, sha256_bytes
-from core.statement import PublicOutputs, shift_is_minimal, split_outputs
-from encoder.zvector import Z_FRAC_BITS, standardise_exact
-from verifier.report import CheckFailed
+from noseprint.circuits.commitment import SCHEME
+from noseprint.circuits.settings import INPUT_SCALE
+from noseprint.core.bundle import chunk_proof_file, parse_proof, parse_z
+from noseprint.core.chunks import committed_pieces
+from noseprint.core.fileio import canonical_json, read_inside, sha256_bytes
+from noseprint.core.statement import PublicOutputs, shift_is_minimal, split_outputs
+from noseprint.encoder.zvector import Z_FRAC_BITS, standardise_exact
+from noseprint.verifier.report import CheckFailed
 
 if TYPE_CHECKING:
-    from verifier.context import Context
+    from noseprint.verifier.context import Context
 
 Z_RAW_BOUND = 1 << 48
 """The circuit's output integers are far below this; the verifier bounds them itself
@@ -33,7 +33,7 @@ def _proof_json(ctx: Context, relative: str, what: str) -> dict[str, Any]:
 
 def _proven_outputs(ctx: Context) -> PublicOutputs:
     """The encode proof's instances, decoded with the verifier's own output scales (never the bundle's)."""
-    from circuits.proving import felt_to_signed
+    from noseprint.circuits.proving import felt_to_signed
 
     assert ctx.circuits is not None
     proof = _proof_json(ctx, ctx.manifest.encode_proof["file"], "the encode proof")
@@ -91,7 +91,7 @@ def check_public_output(ctx: Context) -> None:
 def _chunk_usable_rows(ctx: Context) -> list[int]:
     """Per chunk, its own key's usable rows: EZKL lays out a committed input by the circuit that commits it (never
     by another circuit's key, the encode circuit's included)."""
-    from circuits.proving import usable_commit_rows
+    from noseprint.circuits.proving import usable_commit_rows
 
     assert ctx.srs is not None and ctx.circuits is not None
     by_shape = [usable_commit_rows(keys, ctx.srs) for keys in ctx.chunk_keys]
@@ -102,7 +102,7 @@ def _tensor_points(ctx: Context) -> dict[str, list[str]]:
     """The model commitment's tensors, exactly the pieces the chunk plan commits (names, shapes, order), each
     with the number of points EZKL gives a value of its size in every chunk that takes it (by that chunk's own
     key); the digest recomputed over them."""
-    from circuits.proving import points_per_input
+    from noseprint.circuits.proving import points_per_input
 
     assert ctx.srs is not None and ctx.circuits is not None
     commitment = ctx.manifest.data["commitment"]
@@ -131,7 +131,7 @@ def _tensor_points(ctx: Context) -> dict[str, list[str]]:
 
 
 def _commitments_match(ctx: Context, relative: str, inputs: list[list[str]], outputs: list[list[str]]) -> bool:
-    from circuits.proving import commitments_match
+    from noseprint.circuits.proving import commitments_match
 
     try:
         return commitments_match(ctx.path(relative), inputs, outputs)
@@ -145,7 +145,7 @@ def check_commitment(ctx: Context) -> None:
     """Every link, exactly: each chunk proof's committed inputs are the model commitment's pieces that chunk
     takes (then its output blinding), its committed output is the one listed; the encode proof's committed
     inputs are every chunk's output, in chunk order, then the owner limbs. Counts first, then the points."""
-    from circuits.proving import points_per_input
+    from noseprint.circuits.proving import points_per_input
 
     assert ctx.circuits is not None
     tensors = _tensor_points(ctx)
@@ -177,7 +177,7 @@ def check_commitment(ctx: Context) -> None:
 
 def check_proof(ctx: Context) -> None:
     """Every proof verifies against the key derived here; the first that does not is named."""
-    from circuits.proving import verify_many
+    from noseprint.circuits.proving import verify_many
 
     assert ctx.keys is not None and ctx.srs is not None and ctx.circuits is not None
     jobs = []

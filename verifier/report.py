@@ -2,7 +2,7 @@
 
 A check either passes or raises `CheckFailed` with the name of the check and one sentence saying what is
 wrong; the first failure ends verification. `verify` reports a `Report`, `verify-inference` an
-`InferenceReport` (`verifier.inference_statistics`): both open with the same four fields.
+`InferenceReport` (`verifier.challenge_statistics`): both open with the same four fields.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import NoseprintError
+from noseprint.core.errors import NoseprintError
 
 
 class CheckFailed(NoseprintError):

@@ -18,11 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from noseprint.watermark.schemes import KIRCHENBAUER, SchemeParams, Watermark
+from noseprint.watermark.texts import Text
 from scipy import stats
 from scipy.special import logsumexp
-
-from watermark.schemes import KIRCHENBAUER, SchemeParams, Watermark
-from watermark.texts import Text
 
 LN10 = math.log(10)
 SWITCH_LOG_P = -600.0

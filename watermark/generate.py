@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from core.errors import UsageError
-from watermark.schemes import AARONSON, Watermark, sample
-from watermark.texts import Text
+from noseprint.core.errors import UsageError
+from noseprint.watermark.schemes import AARONSON, Watermark, sample
+from noseprint.watermark.texts import Text
 
 DEFAULT_NEW_TOKENS = 64
 DEFAULT_TEMPERATURE = 1.0

@@ -14,9 +14,8 @@ import zlib
 from typing import Any
 
 import numpy as np
+from noseprint.watermark.texts import Text
 from scipy import stats
-
-from watermark.texts import Text
 
 MIN_TOKENS = 2
 

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import UsageError
-from core.fileio import sha256_file
-from signing.keys import load_private
-from watermark import generate as gen
-from watermark import membership, radioactive, report
-from watermark.detect import detect
-from watermark.prf import WatermarkKey
-from watermark.schemes import DEFAULT_DELTA, DEFAULT_GAMMA, DEFAULT_K, KIRCHENBAUER, SchemeParams, Watermark
-from watermark.texts import Text, check_vocab, read_prompts, read_texts, write_texts
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import sha256_file
+from noseprint.signing.keys import load_private
+from noseprint.watermark import generate as gen
+from noseprint.watermark import membership, radioactive, report
+from noseprint.watermark.detect import detect
+from noseprint.watermark.prf import WatermarkKey
+from noseprint.watermark.schemes import DEFAULT_DELTA, DEFAULT_GAMMA, DEFAULT_K, KIRCHENBAUER, SchemeParams, Watermark
+from noseprint.watermark.texts import Text, check_vocab, read_prompts, read_texts, write_texts
 
 FILTERS = ("none", "supervised", "unsupervised")
 
@@ -200,6 +200,6 @@ def signed_report(
     private = load_private(sign_key)
     body = report.build_report(kind, key, params.to_json(), result, subjects, record, model_commitment)
     report.write_signed(out, report.sign_report(body, private), force)
-    from signing.keys import key_id
+    from noseprint.signing.keys import key_id
 
     return key_id(private.public_key())

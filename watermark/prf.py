@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import UsageError
-from core.fileio import write_json_atomic
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import write_json_atomic
 
 DOMAIN = b"noseprint/watermark/v1/"
 COMMIT_DOMAIN = b"noseprint/watermark-key/v1"

@@ -20,10 +20,9 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-
-from watermark.detect import Pair, score_pairs, windows
-from watermark.schemes import Watermark
-from watermark.texts import Text
+from noseprint.watermark.detect import Pair, score_pairs, windows
+from noseprint.watermark.schemes import Watermark
+from noseprint.watermark.texts import Text
 
 READ_BATCH = 16
 DEFAULT_FILTER_TOP = 5000

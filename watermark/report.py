@@ -23,13 +23,12 @@ import math
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from core.errors import NoseprintError, UsageError
-from core.fileio import canonical_json, sha256_bytes, sha256_file, write_bytes_atomic
-from signing import dsse
-from signing.attestation import STATEMENT_TYPE
-from signing.keys import key_id, parse_public, public_pem
-from watermark.prf import WatermarkKey
+from noseprint.core.errors import NoseprintError, UsageError
+from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file, write_bytes_atomic
+from noseprint.signing import dsse
+from noseprint.signing.attestation import STATEMENT_TYPE
+from noseprint.signing.keys import key_id, parse_public, public_pem
+from noseprint.watermark.prf import WatermarkKey
 
 PREDICATE_TYPE = "https://noseprint.dev/attestation/radioactivity/v1"
 REPORT_VERSION = 2

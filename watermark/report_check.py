@@ -7,15 +7,14 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from core.errors import UsageError
-from core.fileio import sha256_file
-from watermark import radioactive
-from watermark.detect import detect
-from watermark.prf import load_key
-from watermark.report import ReportError, check_revealed_key, verify_signed
-from watermark.schemes import SchemeParams, Watermark
-from watermark.texts import Text, read_texts
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import sha256_file
+from noseprint.watermark import radioactive
+from noseprint.watermark.detect import detect
+from noseprint.watermark.prf import load_key
+from noseprint.watermark.report import ReportError, check_revealed_key, verify_signed
+from noseprint.watermark.schemes import SchemeParams, Watermark
+from noseprint.watermark.texts import Text, read_texts
 
 SCORE_TOLERANCE = 1e-6
 """Aaronson scores are sums of floats, rounded to 6 decimals in the report."""

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-
-from core.errors import UsageError
-from watermark.prf import WatermarkKey, green_count, green_mask, green_of, uniform_r
+from noseprint.core.errors import UsageError
+from noseprint.watermark.prf import WatermarkKey, green_count, green_mask, green_of, uniform_r
 
 KIRCHENBAUER = "kirchenbauer"
 AARONSON = "aaronson"

@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import UsageError
-from core.fileio import write_bytes_atomic
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import write_bytes_atomic
 
 MAX_LINE_TOKENS = 1 << 20
 

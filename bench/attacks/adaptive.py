@@ -29,18 +29,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from noseprint.circuits.graph import FingerprintCircuit
+from noseprint.encoder import release
+from noseprint.encoder.network import load_encoder
+from noseprint.lineage.verdict import UNRELATED
+from noseprint.models.invariants import invariant_terms
+from noseprint.models.weights import DEFAULT_TOKENS, read_model
 from torch import nn
 from tqdm import tqdm
 
 from bench.attacks import degrade
 from bench.zoo import corpus as zoo_corpus
 from bench.zoo import train
-from circuits.graph import FingerprintCircuit
-from encoder import release
-from encoder.network import load_encoder
-from lineage.verdict import UNRELATED
-from models.invariants import invariant_terms
-from models.weights import DEFAULT_TOKENS, read_model
 
 SEQUENCE = 128
 """Token blocks as the zoo pretrained on (`bench.zoo.build.SEQUENCE`)."""

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from noseprint.lineage.compare import compare
+from noseprint.lineage.verdict import verdict
 from safetensors.torch import load_file, save_file
-
-from lineage.compare import compare
-from lineage.verdict import verdict
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -214,7 +213,7 @@ def similarity(reference: Path, folder: Path) -> dict[str, Any]:
 
 def fingerprint_once(model_folder: Path, out: Path) -> Path:
     """A fingerprint folder for `model_folder` (z and raw invariants), so every later compare reads it."""
-    from lineage.fingerprint import fingerprint_model
+    from noseprint.lineage.fingerprint import fingerprint_model
 
     fingerprint_model(Path(model_folder), Path(out), force=True)
     return Path(out)

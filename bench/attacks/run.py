@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from noseprint.core.fileio import write_json_atomic
+from noseprint.lineage import verdict as bands
 from tqdm import tqdm
 
 from bench.attacks import adaptive, degrade, distill, impersonate, transforms
-from core.fileio import write_json_atomic
-from lineage import verdict as bands
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT / "bench" / "zoo" / "cache"

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from noseprint.encoder.network import EncoderConfig, InvariantEncoder, load_encoder
+from noseprint.lineage.fingerprint import dequantised, z_from_raw_float
+from noseprint.models.invariants import invariant_cosine, layer_terms, standardise
+from noseprint.models.weights import open_model
 from safetensors import safe_open
 from tqdm import tqdm
-
-from encoder.network import EncoderConfig, InvariantEncoder, load_encoder
-from lineage.fingerprint import dequantised, z_from_raw_float
-from models.invariants import invariant_cosine, layer_terms, standardise
-from models.weights import open_model
 
 ZOO = Path(__file__).parent / "cache"
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"

@@ -21,12 +21,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from noseprint.lineage.fingerprint import fingerprint_model
+from noseprint.lineage.gallery import grid
 from PIL import Image
 from tqdm import tqdm
 
 from bench.picture_hash import colour_phash, grey_phash, hamming, lab_distance, lab_thumbnail, phash_colorhash
-from lineage.fingerprint import fingerprint_model
-from lineage.gallery import grid
 from training import dogs as dog_traits
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from core.challenge import DEFAULT_LENGTH, DEFAULT_PROMPTS, MAX_LENGTH, MAX_PROMPTS
-from core.errors import UsageError
-from core.inference import DEFAULT_PART_WEIGHTS
-from core.opening import default_path as default_opening_path
 from noseprint.console import JsonOption, emit_json, err, out, stepper
+from noseprint.core.challenge import DEFAULT_LENGTH, DEFAULT_PROMPTS, MAX_LENGTH, MAX_PROMPTS
+from noseprint.core.errors import UsageError
+from noseprint.core.opening import default_path as default_opening_path
+from noseprint.core.whole_model import DEFAULT_PART_WEIGHTS
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from core.bundle import Manifest
-    from registry.audit import Source
+    from noseprint.core.bundle import Manifest
+    from noseprint.registry.audit import Source
 
 ForceOption = Annotated[bool, typer.Option(help="Replace what is there already.")]
 
@@ -51,7 +51,7 @@ def _refuse_existing(path: Path, force: bool) -> None:
 
 def parse_seed(text: str) -> bytes:
     """An auditor's seed: hex, of at least MIN_SEED_BYTES bytes (upper case and a 0x prefix are accepted)."""
-    from core.challenge import MAX_SEED_BYTES, MIN_SEED_BYTES
+    from noseprint.core.challenge import MAX_SEED_BYTES, MIN_SEED_BYTES
 
     digits = text.strip().lower().removeprefix("0x")
     try:
@@ -71,7 +71,7 @@ def registry_source(spec: str) -> Source:
     from noseprint.registry_cli import need_registry_extra
 
     need_registry_extra()
-    from registry.audit import HttpSource, LocalSource
+    from noseprint.registry.audit import HttpSource, LocalSource
 
     return HttpSource(spec) if spec.startswith(("http://", "https://")) else LocalSource(spec)
 
@@ -80,8 +80,8 @@ def pinned_registry_key(source: Source, key_file: Path | None) -> Ed25519PublicK
     """The registry key to trust: the file given, else the one `registry check` pinned for this registry.
 
     Never the key the registry serves now: a registry that swapped keys could sign any root it liked."""
-    from registry.audit import state_path
-    from signing.keys import load_public, parse_public
+    from noseprint.registry.audit import state_path
+    from noseprint.signing.keys import load_public, parse_public
 
     if key_file is not None:
         return load_public(key_file)
@@ -97,7 +97,7 @@ def pinned_registry_key(source: Source, key_file: Path | None) -> Ed25519PublicK
 
 
 def _registry_record(spec: str, entry: int | None, key_file: Path | None, digest: str) -> dict[str, Any]:
-    from registry.seed import fetch_seed_record
+    from noseprint.registry.challenge_seed import fetch_seed_record
 
     if entry is None:
         raise UsageError("--registry needs --entry ID (the entry that registered this bundle)")
@@ -122,8 +122,8 @@ def challenge_command(
     as_json: JsonOption = False,
 ) -> None:
     """Derive challenge prompts for BUNDLE from a seed fixed after it was published (a registry root, or --seed)."""
-    from core.bundle import Bundle
-    from core.challenge import Challenge, bundle_digest
+    from noseprint.core.bundle import Bundle
+    from noseprint.core.challenge import Challenge, bundle_digest
 
     if (seed is None) == (registry is None):
         raise UsageError("give exactly one seed: --seed HEX, or --registry SOURCE --entry ID")
@@ -167,8 +167,8 @@ def query_command(
     as_json: JsonOption = False,
 ) -> None:
     """Ask the served model the challenge's prompts; record its greedy next token (and top-k) at every position."""
-    from core.challenge import Challenge, challenge_errors
-    from models.serving import query
+    from noseprint.core.challenge import Challenge, challenge_errors
+    from noseprint.models.serving import query
 
     _refuse_existing(out_path, force)
     loaded = Challenge.read(challenge)
@@ -213,7 +213,7 @@ def prove_inference_command(
 ) -> None:
     """Prove the committed model's forward pass on the challenge, linked to the bundle's whole-model commitment.
     Interrupted, the same command resumes from the proofs already finished."""
-    from prover.inference import prove_inference
+    from noseprint.prover.challenge_proofs import prove_inference
 
     opening_path = opening or default_opening_path(bundle)
     with err.status("proving inference…") as status:
@@ -244,7 +244,7 @@ def verify_inference_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check inference proofs against the served model's answers: exit 0 pass, 1 fail, 2 usage error."""
-    from verifier.inference import verify_inference_files
+    from noseprint.verifier.challenge import verify_inference_files
 
     if not proofs.is_dir():
         raise UsageError(f"inference proofs folder not found: {proofs}")
@@ -262,7 +262,7 @@ def verify_inference_command(
     if as_json:
         emit_json(report.to_dict())
     elif report.valid:
-        from core.answers import answers_origin
+        from noseprint.core.answers import answers_origin
 
         source = escape(str(report.answers_source))  # the answers file's text, not markup
         out.print(
@@ -287,10 +287,10 @@ def verify_inference_command(
 def _check_registry_seed(proofs: Path, key_file: Path | None, report: Any) -> None:
     """A registry seed is only unpredictable if the registry signed the checkpoint that includes the entry:
     checked here (the verifier layer may not import the registry's code) with the key the auditor pins."""
-    from core.challenge import Challenge
-    from core.inference_proofs import CHALLENGE
-    from registry.seed import challenge_seed_errors
-    from signing.keys import load_public
+    from noseprint.core.challenge import Challenge
+    from noseprint.core.challenge_listing import CHALLENGE
+    from noseprint.registry.challenge_seed import challenge_seed_errors
+    from noseprint.signing.keys import load_public
 
     if key_file is None:
         err.print("warning: the challenge's registry seed was not checked (give --registry-key)")

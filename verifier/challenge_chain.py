@@ -1,7 +1,7 @@
-"""The proof-chain checks of `verify-inference` (checks 3-5 of `verifier.inference`): every proof's committed
+"""The proof-chain checks of `verify-inference` (checks 3-5 of `verifier.challenge`): every proof's committed
 inputs and outputs are the pieces and hidden states it must take, exactly (`swap_proof_commitments`, counts
 first), every proof verifies, and the link proof shows the fingerprint's embedding rows are the model's. What
-they read off the proofs is the proven logits of every chain, for the statistics (`verifier.inference_statistics`).
+they read off the proofs is the proven logits of every chain, for the statistics (`verifier.challenge_statistics`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from circuits import srs as srs_store
-from circuits.inference import InferenceCircuits, commit_points, onehot
-from circuits.keys import Keys
-from core.bundle import parse_proof
-from core.fileio import read_inside
-from core.inference import (
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.challenge_circuits import InferenceCircuits, commit_points, onehot
+from noseprint.circuits.keys import Keys
+from noseprint.core.bundle import parse_proof
+from noseprint.core.challenge_listing import ProofEntry
+from noseprint.core.fileio import read_inside
+from noseprint.core.whole_model import (
     LOGIT_GAIN_BITS,
     chain_prefix,
     embed_block_of,
@@ -28,15 +28,14 @@ from core.inference import (
     head_piece,
     model_scales_piece,
 )
-from core.inference_proofs import ProofEntry
-from verifier.report import CheckFailed
+from noseprint.verifier.report import CheckFailed
 
 
 class ProofChecker:
     """Checks each proof's links and validity, and reads the public outputs."""
 
     def __init__(self, proofs_dir: Path, keys: dict[str, Keys], srs: srs_store.Srs, points: dict[str, list[str]]):
-        from circuits.proving import usable_commit_rows
+        from noseprint.circuits.proving import usable_commit_rows
 
         self.dir, self.keys, self.srs, self.points = proofs_dir, keys, srs, points
         self.usable = {kind: usable_commit_rows(k, srs) for kind, k in keys.items()}
@@ -44,7 +43,7 @@ class ProofChecker:
     def counts(self, entry: ProofEntry, lists: list[list[str]], sizes: list[int], what: str) -> None:
         """Counts first: `swap_proof_commitments` writes over the first commitments only, so a short list would
         leave the rest unchecked."""
-        from circuits.proving import points_per_input
+        from noseprint.circuits.proving import points_per_input
 
         if len(lists) != len(sizes):
             raise CheckFailed("links", f"{entry.name} takes {len(sizes)} committed {what}, not {len(lists)}")
@@ -63,7 +62,7 @@ class ProofChecker:
     ) -> list[str]:
         """Counts, links (exact, via the proof) and validity; the proof's public instances. `sizes`: the values
         of each committed input; `hidden`: those of the committed output."""
-        from circuits.proving import commitments_match, verify_proof
+        from noseprint.circuits.proving import commitments_match, verify_proof
 
         self.counts(entry, inputs, sizes, "inputs")
         self.counts(entry, outputs, [hidden] * len(outputs), "outputs")
@@ -89,7 +88,7 @@ def hidden_points(entry: ProofEntry) -> tuple[list[str], list[str]]:
 
 
 def decode(instances: list[str], scale: int) -> np.ndarray:
-    from circuits.proving import felt_to_signed
+    from noseprint.circuits.proving import felt_to_signed
 
     return np.asarray([felt_to_signed(f) for f in instances], dtype=np.float64) / float(1 << scale)
 
@@ -118,8 +117,8 @@ class Chains:
         return [self.points[embedding_piece(shape, embed_block_of(shape, t)[0]).name] for t in tokens]
 
     def link(self, token_ids: list[int]) -> float:
-        """The link proof (`circuits.inference`): the fingerprint's embedding rows against the model's blocks of
-        the same tokens; the largest deviation it proves (at most LINK_TOLERANCE for the same weights)."""
+        """The link proof (`circuits.challenge_circuits`): the fingerprint's embedding rows against the model's
+        blocks of the same tokens; the largest deviation it proves (at most LINK_TOLERANCE for the same weights)."""
         shape, keys, srs = self.circuits.shape, self.checker.keys, self.checker.srs
         onehots = commit_points(onehot(shape, token_ids), keys["link"], srs)
         inputs = [self.points["embedding"], onehots, *self._blocks(token_ids), self.points[model_scales_piece().name]]
@@ -149,7 +148,7 @@ class Chains:
 
     def layers(self, prompt: int, without: int | None, indices: Iterable[int], hidden: list[str]) -> list[list[str]]:
         """The hidden state entering each of `indices` and the last one's output. Each layer's proofs
-        (`core.inference.layer_parts`) are checked in order: a whole layer's input is the state entering it; a
+        (`core.whole_model.layer_parts`) are checked in order: a whole layer's input is the state entering it; a
         part's norm input is the state entering the layer (attention) or the residual after the last attention
         part (FFN), and its running residual the previous part's output, starting from that same state."""
         states = [hidden]

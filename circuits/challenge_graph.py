@@ -1,6 +1,6 @@
 """The forward pass as circuits: embedding, one transformer layer, one block of the output head, and the link
 between the fingerprint's embedding rows and the model's. Each is exported to ONNX and compiled by EZKL;
-every weight input is a committed piece (`core.inference`) with its blinding line, which the graphs slice off.
+every weight input is a committed piece (`core.whole_model`) with its blinding line, which the graphs slice off.
 
     embed:  one-hot rows (public, recomputed by the verifier), the tokens' embedding blocks -> h0, blinding
     layer:  h, the layer's pieces, scales -> h', blinding                    (LLaMA: RMSNorm, RoPE, GQA, SwiGLU)
@@ -8,7 +8,7 @@ every weight input is a committed piece (`core.inference`) with its blinding lin
     link:   the fingerprint's embedding piece, one-hot rows, the tokens' blocks, model scales
             -> max |fingerprint row - link · model row| (public)
 
-The residual stream h is in units of the embedding's RMS (`core.inference`); hidden states pass from proof
+The residual stream h is in units of the embedding's RMS (`core.whole_model`); hidden states pass from proof
 to proof only as commitments, each with a blinding row so that its commitment hides it.
 """
 
@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import cast
 
 import torch
+from noseprint.core.whole_model import LAYER_SCALES, LOGIT_GAIN_BITS, MODEL_SCALES, SCALE_BITS, InferenceShape
 from torch import nn
-
-from core.inference import LAYER_SCALES, LOGIT_GAIN_BITS, MODEL_SCALES, SCALE_BITS, InferenceShape
 
 OPSET = 17
 MASKED = -100.0
@@ -147,7 +146,7 @@ class LayerCircuit(_Transformer):
 class AttentionPartCircuit(_Transformer):
     """forward(h, acc, attn_norm, q.., k.., v.., o.., scales, blinding) -> acc + these blocks' output, blinding.
 
-    A layer too big for one proof is proven part by part (`core.inference.layer_parts`): each attention part
+    A layer too big for one proof is proven part by part (`core.whole_model.layer_parts`): each attention part
     (`blocks` of the chunking's K/V heads with their query heads, `kv_heads` in all) adds its output to the
     running residual `acc`, which starts as the layer's input h (the norm reads h itself)."""
 

@@ -27,9 +27,9 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from math import ceil
 
-from core.chunks import BlockPiece, Chunking, plan_chunks
-from core.fileio import canonical_json, sha256_bytes
-from core.layout import MAX_UNUSABLE_ROWS, ROW, CircuitLayout, LayerShape, Piece
+from noseprint.core.chunks import BlockPiece, Chunking, plan_chunks
+from noseprint.core.fileio import canonical_json, sha256_bytes
+from noseprint.core.layout import MAX_UNUSABLE_ROWS, ROW, CircuitLayout, LayerShape, Piece
 
 SCALE_BITS = 10
 """A scale factor σ is committed as σ·2^SCALE_BITS (the circuit reads it at 2^-8 resolution: σ to 2^-18)."""

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from circuits.proving import ProofResult
-from core.errors import UsageError
-from core.fileio import parse_json_strict, write_json_atomic
+from noseprint.circuits.proving import ProofResult
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import parse_json_strict, write_json_atomic
 
 FORMAT = "noseprint-work"
 VERSION = 1

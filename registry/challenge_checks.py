@@ -1,6 +1,6 @@
 """Passed challenge-inference checks, recorded on the entry they speak for and shown with it.
 
-A check is recorded only when it passed (`verifier.inference.verify_inference`'s report is valid) and when what
+A check is recorded only when it passed (`verifier.challenge.verify_inference`'s report is valid) and when what
 it names fits the entry: the challenge is for the entry's bundle, its prompts are derived from its seed, a
 registry seed is the root of *this* registry's first checkpoint that includes the entry, and the report is
 about that challenge. A failed check stores nothing: the registry shows what a served model passed, and a
@@ -15,16 +15,15 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from noseprint.core.answers import MAX_SOURCE_CHARS, answers_origin
+from noseprint.core.bundle import BundleError, Manifest
+from noseprint.core.challenge import Challenge, challenge_errors, is_hex
+from noseprint.registry.challenge_seed import seed_record_errors
+from noseprint.registry.service import Registry, Rejected, get_entry
+from noseprint.registry.store import Entry, InferenceCheck, writer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-
-from core.answers import MAX_SOURCE_CHARS, answers_origin
-from core.bundle import BundleError, Manifest
-from core.challenge import Challenge, challenge_errors, is_hex
-from registry.seed import seed_record_errors
-from registry.service import Registry, Rejected, get_entry
-from registry.store import Entry, InferenceCheck, writer
 
 
 def _refuse(reason: str, status: int = 422) -> Rejected:
@@ -82,7 +81,7 @@ def report_errors(report: dict[str, Any], challenge: Challenge) -> list[str]:
 
 def _max_logprob_deviation() -> float:
     """The verifier's own limit (not the report's word), imported when a deviation is to be judged."""
-    from verifier.inference_statistics import MAX_LOGPROB_DEVIATION
+    from noseprint.verifier.challenge_statistics import MAX_LOGPROB_DEVIATION
 
     return MAX_LOGPROB_DEVIATION
 

@@ -2,7 +2,7 @@
 
 Every inference circuit is compiled at the fingerprint bundle's logrows: a `polycommit` commitment depends on
 it, and the layer proofs take the fingerprint's own pieces in. Four circuits serve any challenge of one
-length (`circuits.inference_graph`): embed, layer (every layer of a model shares it, so one key), head (every
+length (`circuits.challenge_graph`): embed, layer (every layer of a model shares it, so one key), head (every
 head block) and link. Each is cached by what it was built from, like the chunk circuits.
 
 Values: each tensor at unit RMS, quantised at the input scale (`circuits.commitment.quantise`, exactly the
@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from circuits import srs as srs_store
-from circuits.build import BuiltCircuit
-from circuits.chunked import _cached, _probe
-from circuits.commitment import quantise
-from circuits.keys import Keys
-from circuits.settings import INPUT_SCALE, run_args_dict
-from core.chunks import BlockPiece, Chunking
-from core.inference import (
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.build import BuiltCircuit
+from noseprint.circuits.chunked import _cached, _probe
+from noseprint.circuits.commitment import quantise
+from noseprint.circuits.keys import Keys
+from noseprint.circuits.settings import INPUT_SCALE, run_args_dict
+from noseprint.core.chunks import BlockPiece, Chunking
+from noseprint.core.layout import Piece
+from noseprint.core.whole_model import (
     LAYER_SCALES,
     MODEL_SCALES,
     PART_KINDS,
@@ -42,8 +42,7 @@ from core.inference import (
     layer_pieces,
     whole_layer,
 )
-from core.layout import Piece
-from models.full_model import FullModel
+from noseprint.models.full_model import FullModel
 
 INFERENCE_REBASE_MULTIPLIER = 1
 """Rescale every product back to scale 8. EZKL looks a non-linearity up at its input's scale in a table over
@@ -83,7 +82,7 @@ def _rms(x: np.ndarray) -> float:
 
 
 def layer_factors(weights: dict[str, np.ndarray], shape: InferenceShape, eps: float, rms_e: float) -> list[float]:
-    """The products of RMS values each of a layer's products is multiplied by (`core.inference.LAYER_SCALES`)."""
+    """The products of RMS values each of a layer's products is multiplied by (`core.whole_model.LAYER_SCALES`)."""
     r = {role: _rms(value) for role, value in weights.items()}
     factors = {
         "eps": eps / rms_e**2,
@@ -159,7 +158,7 @@ def _description(shape: InferenceShape, tokens: int) -> dict:
 class InferenceCircuits:
     """The circuits of one (model shape, chunking, challenge length, fingerprint token count): embed, head,
     link, and the layer's: `layer` for a layer proven whole, `attention` and `ffn` for one proven part by part
-    (`core.inference.layer_parts`)."""
+    (`core.whole_model.layer_parts`)."""
 
     shape: InferenceShape
     tokens: int
@@ -173,7 +172,7 @@ class InferenceCircuits:
     """Blocks per layer proof (None: each layer is one proof)."""
 
     def parts(self, index: int) -> list[LayerPart]:
-        """The proofs of layer `index` (`core.inference.layer_parts`)."""
+        """The proofs of layer `index` (`core.whole_model.layer_parts`)."""
         return layer_parts(self.layers[index], self.sizes)
 
     @property
@@ -189,7 +188,7 @@ def _layer_specs(
     shape: InferenceShape, chunking: Chunking, tokens: int, layer: LayerPieces, sizes: PartSizes | None
 ) -> dict[str, Spec]:
     """The circuits a layer is proven with: one per part kind (every part of a kind has one shape)."""
-    from circuits import inference_graph as graph
+    from noseprint.circuits import challenge_graph as graph
 
     base = _description(shape, tokens) | {"chunking": chunking.to_dict()}
     specs: dict[str, Spec] = {}
@@ -210,7 +209,7 @@ def _layer_specs(
 
 
 def _other_specs(shape: InferenceShape, tokens: int, fingerprint_tokens: int) -> dict[str, Spec]:
-    from circuits import inference_graph as graph
+    from noseprint.circuits import challenge_graph as graph
 
     base = _description(shape, tokens)
     return {

@@ -10,7 +10,7 @@ Checks, in order; the first failure ends it with its reason (as `verify` does):
 3. links      every proof's committed inputs are the whole-model commitment's pieces it must take, or the
               one-hot rows of the challenge tokens (recomputed here), or the previous proof's output; checked
               against the proof itself with `swap_proof_commitments`, counts first. A layer proven in parts
-              (`core.inference.layer_parts`) is a chain of its own: each part takes the state its norm reads
+              (`core.whole_model.layer_parts`) is a chain of its own: each part takes the state its norm reads
               and the running residual, and outputs the residual with its blocks added.
 4. proofs     every proof verifies against keys derived here, from circuits rebuilt from public facts, with
               the auditor's own SRS.
@@ -27,8 +27,8 @@ Checks, in order; the first failure ends it with its reason (as `verify` does):
               MIN_LAYER_EFFECT. Otherwise an owner could append layers that do nothing (zero output factors)
               and carry another model's fingerprint on a model that is really their own.
 
-Checks 1, 2 and the circuits they need are here; 3-5 walk the proof chains (`verifier.inference_chain`); 6-8
-hold the proven logits to the served answers (`verifier.inference_statistics`).
+Checks 1, 2 and the circuits they need are here; 3-5 walk the proof chains (`verifier.challenge_chain`); 6-8
+hold the proven logits to the served answers (`verifier.challenge_statistics`).
 """
 
 from __future__ import annotations
@@ -38,19 +38,26 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-
-from circuits import srs as srs_store
-from circuits.budget import Budget, OverBudget, estimated_inference_rows, refuse_over_budget
-from circuits.inference import LINK_TOLERANCE, MIN_INFERENCE_LOGROWS, InferenceCircuits, build_inference
-from circuits.keys import Keys, ensure_keys
-from circuits.worker import inference_job
-from core.answers import Answers, answers_errors
-from core.bundle import Bundle, BundleError, Manifest
-from core.challenge import Challenge, ChallengeError, bundle_digest, challenge_errors
-from core.chunks import Chunking, chunking_errors
-from core.errors import UsageError
-from core.fileio import read_inside, sha256_bytes
-from core.inference import (
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.budget import Budget, OverBudget, estimated_inference_rows, refuse_over_budget
+from noseprint.circuits.challenge_circuits import (
+    LINK_TOLERANCE,
+    MIN_INFERENCE_LOGROWS,
+    InferenceCircuits,
+    build_inference,
+)
+from noseprint.circuits.keys import Keys, ensure_keys
+from noseprint.circuits.worker import inference_job
+from noseprint.core.answers import Answers, answers_errors
+from noseprint.core.bundle import Bundle, BundleError, Manifest
+from noseprint.core.challenge import Challenge, ChallengeError, bundle_digest, challenge_errors
+from noseprint.core.challenge_listing import CHALLENGE, InferenceProofs, InferenceProofsError
+from noseprint.core.chunks import Chunking, chunking_errors
+from noseprint.core.errors import UsageError
+from noseprint.core.fileio import read_inside, sha256_bytes
+from noseprint.core.layout import CircuitLayout
+from noseprint.core.tokens import TokenList
+from noseprint.core.whole_model import (
     SCALE_BITS,
     InferenceShape,
     LayerPart,
@@ -65,13 +72,10 @@ from core.inference import (
     part_sizes_errors,
     whole_model_digest,
 )
-from core.inference_proofs import CHALLENGE, InferenceProofs, InferenceProofsError
-from core.layout import CircuitLayout
-from core.tokens import TokenList
-from verifier.checks import verify_bundle
-from verifier.inference_chain import Chains, ProofChecker
-from verifier.inference_statistics import InferenceReport, check_ablation, check_agreement, check_logprobs
-from verifier.report import CheckFailed
+from noseprint.verifier.challenge_chain import Chains, ProofChecker
+from noseprint.verifier.challenge_statistics import InferenceReport, check_ablation, check_agreement, check_logprobs
+from noseprint.verifier.checks import verify_bundle
+from noseprint.verifier.report import CheckFailed
 
 Logits = dict[int | None, list[np.ndarray]]
 """Per chain (None: the model's own, j: without layer j), each prompt's proven logits (positions x vocabulary)."""
@@ -164,7 +168,7 @@ def _expected_entries(
     shape: InferenceShape, challenge: Challenge, fingerprinted: list[int], parts: list[LayerPart]
 ) -> list[tuple[str, str, int, int]]:
     """(name, kind, prompt, index) of every proof, in order: the link, then each prompt's chain and its
-    ablation chains (`core.inference.ablations`), each layer as its `parts` (`core.inference.layer_parts`)."""
+    ablation chains (`core.whole_model.ablations`), each layer as its `parts` (`core.whole_model.layer_parts`)."""
 
     def layer(prefix: str, prompt: int, index: int) -> list[tuple[str, str, int, int]]:
         return [(f"{prefix}layer{index}{part.suffix}", part.kind, prompt, index) for part in parts]
@@ -324,7 +328,7 @@ def _derive_within_budget(args: _CircuitArgs, layer: LayerPieces, srs: srs_store
     (None: whole layers) and the challenge its length, so the largest circuit's rows are estimated from them and
     refused above the budget; within it, the circuits are built and keyed in a worker under the budget's memory
     and time (unless every one is cached), as `verify` builds the fingerprint's."""
-    from circuits.worker import derive_in_worker, inference_ready
+    from noseprint.circuits.worker import derive_in_worker, inference_ready
 
     job = inference_job(*args, srs)
     if inference_ready(job, srs):

@@ -9,7 +9,7 @@
     P_DIR/challenge.json   the challenge proven (`core.challenge`)
     P_DIR/proofs/NAME.json EZKL proofs: link; per prompt i p{i}.embed, p{i}.layer{l}, p{i}.head{b}, and the
                            ablation chains p{i}.without{j}.layer{l}, p{i}.without{j}.head{b}; a layer proven
-                           part by part (`core.inference.layer_parts`) has p{i}.layer{l}.attention{a} and
+                           part by part (`core.whole_model.layer_parts`) has p{i}.layer{l}.attention{a} and
                            p{i}.layer{l}.ffn{f} in place of p{i}.layer{l}
 
 `layer_parts`: how many of the chunking's attention and FFN blocks one layer proof takes (the owner's choice,
@@ -28,13 +28,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.errors import NoseprintError
-from core.fileio import parse_json_strict
-from core.inference import PartSizes
+from noseprint.core.errors import NoseprintError
+from noseprint.core.fileio import parse_json_strict
+from noseprint.core.whole_model import PartSizes
 
 FORMAT = "noseprint-inference-proofs"
 VERSION = 2
-"""2: every prompt is also proven without each fingerprinted layer (`core.inference.ablations`)."""
+"""2: every prompt is also proven without each fingerprinted layer (`core.whole_model.ablations`)."""
 LISTING = "inference.json"
 CHALLENGE = "challenge.json"
 PROOFS = "proofs"

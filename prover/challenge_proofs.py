@@ -1,7 +1,7 @@
 """The whole-model commitment (made by `prove`) and `noseprint prove-inference` (proofs of the committed model's
 forward pass on a challenge).
 
-At `prove` time every tensor the forward pass reads is committed (`core.inference`): the pieces the
+At `prove` time every tensor the forward pass reads is committed (`core.whole_model`): the pieces the
 fingerprint already commits are reused as they are (same integers, blinding and commitment); every other piece
 gets a fresh blinding line, kept in the opening, and its KZG commitment under the bundle's logrows.
 
@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from circuits import srs as srs_store
-from circuits.commitment import SCHEME, quantise, random_blinding, with_blinding
-from circuits.inference import (
+from noseprint.circuits import srs as srs_store
+from noseprint.circuits.challenge_circuits import (
     BUILDER_VERSION,
     MIN_INFERENCE_LOGROWS,
     InferenceCircuits,
@@ -38,15 +36,20 @@ from circuits.inference import (
     onehot,
     piece_ints,
 )
-from circuits.keys import Keys, ensure_keys
-from circuits.proving import ProofResult, ProofTask, prove_task
-from circuits.settings import INPUT_SCALE
-from core.bundle import Bundle
-from core.challenge import Challenge, bundle_digest, challenge_errors
-from core.chunks import Chunking
-from core.errors import ProvingFailed, UsageError
-from core.fileio import staged_directory
-from core.inference import (
+from noseprint.circuits.commitment import SCHEME, quantise, random_blinding, with_blinding
+from noseprint.circuits.keys import Keys, ensure_keys
+from noseprint.circuits.proving import ProofResult, ProofTask, prove_task
+from noseprint.circuits.settings import INPUT_SCALE
+from noseprint.core.bundle import Bundle
+from noseprint.core.challenge import Challenge, bundle_digest, challenge_errors
+from noseprint.core.challenge_listing import CHALLENGE, LISTING, PROOFS, InferenceProofs, ProofEntry
+from noseprint.core.chunks import Chunking
+from noseprint.core.errors import ProvingFailed, UsageError
+from noseprint.core.fileio import staged_directory
+from noseprint.core.layout import Piece
+from noseprint.core.opening import Opening
+from noseprint.core.tokens import TokenList
+from noseprint.core.whole_model import (
     DEFAULT_PART_WEIGHTS,
     SCALE_BITS,
     InferenceShape,
@@ -66,13 +69,9 @@ from core.inference import (
     whole_layer,
     whole_model_digest,
 )
-from core.inference_proofs import CHALLENGE, LISTING, PROOFS, InferenceProofs, ProofEntry
-from core.layout import Piece
-from core.opening import Opening
-from core.tokens import TokenList
-from models.checkpoint import read_config
-from models.full_model import FullModel, inference_shape, read_full_model
-from prover.work import WorkFolder
+from noseprint.models.checkpoint import read_config
+from noseprint.models.full_model import FullModel, inference_shape, read_full_model
+from noseprint.prover.resume import WorkFolder
 
 Progress = Callable[[str], None]
 WHOLE_MODEL_MAX_WEIGHTS = 100_000_000
@@ -349,7 +348,7 @@ class _Runner:
             self.head(owner, prompt, without, hidden)
 
     def layer(self, owner: Owner, prompt: int, without: int | None, index: int, hidden: list[str]) -> list[str]:
-        """The layer's proofs (`core.inference.layer_parts`); returns the commitment of its output. A part reads
+        """The layer's proofs (`core.whole_model.layer_parts`); returns the commitment of its output. A part reads
         the layer's input h (attention) or the residual after the attention (FFN) and adds its block to the
         running residual, which starts as that same state."""
         shape = self.circuits.shape

@@ -1,4 +1,4 @@
-"""The statistics `verify-inference` holds the proven logits to (checks 6-8 of `verifier.inference`), with the
+"""The statistics `verify-inference` holds the proven logits to (checks 6-8 of `verifier.challenge`), with the
 thresholds they are held to and the report they fill.
 
 - agreement  the proven greedy tokens against the served ones (`AGREEMENT_THRESHOLD`);
@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from core.answers import Answers
-from verifier.report import CheckFailed, Verdict
+from noseprint.core.answers import Answers
+from noseprint.verifier.report import CheckFailed, Verdict
 
 MIN_LAYER_EFFECT = 0.08
 """How much removing each fingerprinted layer must change the proven logits (`layer_effect`). Measured in float

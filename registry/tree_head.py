@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from core.errors import NoseprintError
-from signing.keys import key_id
+from noseprint.core.errors import NoseprintError
+from noseprint.signing.keys import key_id
 
 
 class CheckpointError(NoseprintError):

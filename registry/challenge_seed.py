@@ -16,12 +16,11 @@ import json
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from core.challenge import CHECKPOINT_FIELDS, Challenge
-from core.errors import UsageError
-from registry import checkpoint as cp
-from registry import merkle
-from registry.audit import AuditFailed, Source
+from noseprint.core.challenge import CHECKPOINT_FIELDS, Challenge
+from noseprint.core.errors import UsageError
+from noseprint.registry import merkle
+from noseprint.registry import tree_head as cp
+from noseprint.registry.audit import AuditFailed, Source
 
 
 def _leaf_manifest_digest(leaf_text: str) -> str | None:
