@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 from noseprint.circuits import srs as srs_store
-from noseprint.circuits.build import BuiltCircuit
-from noseprint.circuits.chunked import _cached, _probe
+from noseprint.circuits.build import BuiltCircuit, cached, probe
 from noseprint.circuits.commitment import quantise
 from noseprint.circuits.keys import Keys
 from noseprint.circuits.settings import INPUT_SCALE, run_args_dict
@@ -238,7 +237,7 @@ def build_inference(
     layers = layer_pieces(shape, chunking, fingerprinted)
     specs = _other_specs(shape, tokens, fingerprint_tokens) | _layer_specs(shape, chunking, tokens, layers[0], sizes)
     built = {
-        name: _cached(description, export, inference_run_args(logrows, public), cached_only)
+        name: cached(description, export, inference_run_args(logrows, public), cached_only)
         for name, (description, export, public) in specs.items()
     }
     for name, circuit in built.items():
@@ -260,7 +259,7 @@ def probe_rows(
     rows = {}
     for name, (description, export, public) in specs.items():
         run_args = partial(inference_run_args, public_output=public)
-        rows[name] = int(_probe(description, export, run_args)["num_rows"])
+        rows[name] = int(probe(description, export, run_args)["num_rows"])
     return rows
 
 

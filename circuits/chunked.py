@@ -12,22 +12,22 @@ The prover and the verifier both call `build_chunked`; each circuit is cached by
 
 from __future__ import annotations
 
-import json
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
-from noseprint.circuits.build import BuiltCircuit, cached_build, canonicalise_settings, is_built
+from noseprint.circuits.build import (
+    BuiltCircuit,
+    Export,
+    NotCached,
+    cached,
+    probe,
+)
 from noseprint.circuits.settings import (
     EZKL_MAX_LOGROWS,
     choose_logrows,
     chunk_run_args_dict,
     encode_run_args_dict,
-    run_args,
 )
-from noseprint.core import paths
 from noseprint.core.chunks import (
     Chunk,
     Chunking,
@@ -37,17 +37,7 @@ from noseprint.core.chunks import (
     plan_chunks,
     terms_chunks,
 )
-from noseprint.core.errors import NoseprintError
-from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file
 from noseprint.core.layout import CircuitLayout
-
-BUILDER_VERSION = 1
-"""Bump when the chunk or encode graphs or their settings rules change, so cached circuits are rebuilt."""
-PROBE_LOGROWS = 20
-"""Settings are first generated at this size to count a circuit's rows (the count does not depend on it)."""
-
-Export = Callable[[Path], None]
-ArgsFor = Callable[[int], dict]
 
 
 @dataclass(frozen=True)
@@ -69,60 +59,6 @@ class ChunkedCircuits:
     @property
     def all(self) -> list[BuiltCircuit]:
         return [*self.chunk_circuits, self.encode]
-
-
-def _versions() -> dict[str, str]:
-    return {"torch": version("torch").split("+")[0], "ezkl": version("ezkl"), "builder": str(BUILDER_VERSION)}
-
-
-def _key(description: dict) -> str:
-    return sha256_bytes(canonical_json(description | _versions()))
-
-
-class NotCached(NoseprintError):
-    """Raised in cache-only mode where building would be needed."""
-
-
-def _probe(description: dict, export: Export, args_for: ArgsFor, cached_only: bool = False) -> dict:
-    """Rows and output scales of a circuit, cached by its description (export and settings: seconds)."""
-    import ezkl
-
-    record = paths.home() / "circuits" / f"probe-{_key(description)}.json"
-    if record.is_file():
-        return dict(json.loads(record.read_text()))
-    if cached_only:
-        raise NotCached
-    record.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=record.parent, prefix=".probe-") as tmp:
-        onnx, settings = Path(tmp) / "circuit.onnx", Path(tmp) / "settings.json"
-        export(onnx)
-        ezkl.gen_settings(str(onnx), str(settings), run_args(args_for(PROBE_LOGROWS)))
-        data = json.loads(settings.read_text())
-    probe = {"num_rows": int(data["num_rows"]), "output_scales": [int(s) for s in data["model_output_scales"]]}
-    staged = record.with_suffix(".tmp")
-    staged.write_text(json.dumps(probe))
-    staged.replace(record)
-    return probe
-
-
-def _compile(export: Export, args: dict, stage: Path) -> BuiltCircuit:
-    import ezkl
-
-    onnx, settings, compiled = stage / "circuit.onnx", stage / "settings.json", stage / "circuit.ezkl"
-    export(onnx)
-    ezkl.gen_settings(str(onnx), str(settings), run_args(args))
-    canonicalise_settings(settings)
-    ezkl.compile_circuit(str(onnx), str(compiled), str(settings))
-    num_rows = int(json.loads(settings.read_text())["num_rows"])
-    circuit_id = sha256_bytes(canonical_json({"onnx": sha256_file(onnx), "run_args": args}))
-    return BuiltCircuit(stage, onnx, settings, compiled, args["logrows"], num_rows, circuit_id)
-
-
-def _cached(description: dict, export: Export, args: dict, cached_only: bool = False) -> BuiltCircuit:
-    folder = paths.home() / "circuits" / _key(description | {"run_args": args})
-    if cached_only and not is_built(folder):
-        raise NotCached
-    return cached_build(folder, lambda stage: _compile(export, args, stage))
 
 
 def _chunk_export(shape: ChunkShape) -> Export:
@@ -158,7 +94,7 @@ def build_chunked(
     chunks = plan_chunks(layout, chunking)
     shapes = distinct_shapes(chunks)
     per_term = terms_chunks(chunks)
-    probes = [_probe({"chunk": s.to_dict()}, _chunk_export(s), chunk_run_args_dict, cached_only) for s in shapes]
+    probes = [probe({"chunk": s.to_dict()}, _chunk_export(s), chunk_run_args_dict, cached_only) for s in shapes]
     scales = {p["output_scales"][0] for p in probes}
     if len(scales) != 1:
         raise RuntimeError(f"the chunk circuits disagree on their output scale ({sorted(scales)})")
@@ -172,14 +108,14 @@ def build_chunked(
     # So logrows does not depend on the term shifts either, which are settled after the chunks are proven.
     logrows = hiding_logrows(chunks, max(choose_logrows(p["num_rows"]) for p in probes), EZKL_MAX_LOGROWS)
     built = [
-        _cached({"chunk": s.to_dict()}, _chunk_export(s), chunk_run_args_dict(logrows), cached_only) for s in shapes
+        cached({"chunk": s.to_dict()}, _chunk_export(s), chunk_run_args_dict(logrows), cached_only) for s in shapes
     ]
     encode_args = encode_run_args_dict(logrows, partial_scale)
-    encode = _cached(encode_description, encode_export, encode_args, cached_only)
+    encode = cached(encode_description, encode_export, encode_args, cached_only)
     return ChunkedCircuits(chunks, shapes, built, encode, logrows, partial_scale)
 
 
 def probe_rows(shape: ChunkShape) -> int:
     """EZKL's row count of the chunk circuit of `shape` (exported and counted once, then cached: seconds), so a
     proof can be costed before anything is compiled; `build_chunked` chooses logrows from the same count."""
-    return int(_probe({"chunk": shape.to_dict()}, _chunk_export(shape), chunk_run_args_dict)["num_rows"])
+    return int(probe({"chunk": shape.to_dict()}, _chunk_export(shape), chunk_run_args_dict)["num_rows"])

@@ -26,16 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from noseprint.circuits.build import BuiltCircuit, cached_build, canonicalise_settings
+from noseprint.circuits.build import BuiltCircuit, cached_build, compile_into
 from noseprint.circuits.keys import Keys
-from noseprint.circuits.settings import choose_logrows
+from noseprint.circuits.settings import choose_logrows, run_args
 from noseprint.circuits.srs import Srs
 from noseprint.core import paths
-from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file
+from noseprint.core.fileio import canonical_json, sha256_bytes
 from noseprint.encoder.zvector import Z_FRAC_BITS
 
 IMAGE_BUILDER_VERSION = 1
 """Bump when the graph or the run arguments change, so cached circuits are rebuilt."""
+IMAGE_PROBE_LOGROWS = 22
+"""The thumbnail's rows are first counted at this size (a generator is about a row per MAC: millions)."""
 
 
 def image_run_args_dict(logrows: int) -> dict:
@@ -51,42 +53,23 @@ def image_run_args_dict(logrows: int) -> dict:
     }
 
 
-def _run_args(logrows: int):
-    import ezkl
-
-    args = ezkl.PyRunArgs()
-    for key, value in image_run_args_dict(logrows).items():
-        setattr(args, key, value)
-    return args
-
-
-def image_circuit_id(onnx_sha256: str, logrows: int) -> str:
-    return sha256_bytes(canonical_json({"onnx": onnx_sha256, "run_args": image_run_args_dict(logrows)}))
-
-
 def build_image_circuit(thumbnail_weights: Path, folder: Path) -> BuiltCircuit:
-    """Export the thumbnail's float twin to ONNX, generate settings, compile (seconds)."""
+    """Export the thumbnail's float twin to ONNX, count its rows (`IMAGE_PROBE_LOGROWS`) to choose logrows, then
+    the shared recipe (`circuits.build.compile_into`: settings, compile, the one circuit id formula). Seconds."""
     import ezkl
     from noseprint.circuits.generator_graph import export_generator_onnx
 
+    def export(path: Path) -> None:
+        export_generator_onnx(thumbnail_weights, path)
+
     folder.mkdir(parents=True, exist_ok=True)
-    onnx_path, settings_path, compiled_path = folder / "circuit.onnx", folder / "settings.json", folder / "circuit.ezkl"
-    export_generator_onnx(thumbnail_weights, onnx_path)
-    ezkl.gen_settings(str(onnx_path), str(settings_path), _run_args(22))
-    logrows = choose_logrows(int(json.loads(settings_path.read_text())["num_rows"]))
-    ezkl.gen_settings(str(onnx_path), str(settings_path), _run_args(logrows))
-    canonicalise_settings(settings_path)
-    num_rows = int(json.loads(settings_path.read_text())["num_rows"])
-    ezkl.compile_circuit(str(onnx_path), str(compiled_path), str(settings_path))
-    return BuiltCircuit(
-        folder,
-        onnx_path,
-        settings_path,
-        compiled_path,
-        logrows,
-        num_rows,
-        image_circuit_id(sha256_file(onnx_path), logrows),
-    )
+    probe_onnx, probe_settings = folder / "probe.onnx", folder / "probe-settings.json"
+    export(probe_onnx)
+    ezkl.gen_settings(str(probe_onnx), str(probe_settings), run_args(image_run_args_dict(IMAGE_PROBE_LOGROWS)))
+    logrows = choose_logrows(int(json.loads(probe_settings.read_text())["num_rows"]))
+    probe_onnx.unlink()
+    probe_settings.unlink()
+    return compile_into(export, image_run_args_dict(logrows), folder)
 
 
 def image_circuit_folder(thumbnail_digest: str) -> Path:

@@ -125,8 +125,8 @@ def fingerprint_ready(layout: CircuitLayout, chunking: Chunking, srs: Srs) -> bo
 
 def inference_ready(job: dict[str, Any], srs: Srs) -> bool:
     """Every circuit of an `inference_job` built and its verification key derived already."""
+    from noseprint.circuits.build import NotCached
     from noseprint.circuits.challenge_circuits import build_inference
-    from noseprint.circuits.chunked import NotCached
     from noseprint.circuits.keys import has_verification_key
 
     try:
