@@ -17,7 +17,6 @@ SHA-256 of the file it was proven with; the verifier must hold that same file.
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 import time
@@ -26,12 +25,16 @@ from pathlib import Path
 
 from noseprint.core import paths
 from noseprint.core.errors import UsageError
-from noseprint.core.fileio import sha256_file, write_json_atomic
+from noseprint.core.fileio import parse_json_strict, sha256_file, write_json_atomic
 
 DEV_WARNING = (
     "development SRS generated locally by `noseprint srs init`: whoever holds its secret can forge "
     "proofs; import a ceremony SRS (`noseprint srs import`) before trusting a verdict"
 )
+
+
+ORIGINS = ("dev", "imported")
+"""Where a stored SRS came from (`_record`'s `origin`); a file named with --srs is "file"."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,14 @@ def load(logrows: int, store: Path | None = None) -> Srs | None:
     srs_path, meta_path = _entry_paths(logrows, store)
     if not srs_path.is_file() or not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
-    return Srs(srs_path, logrows, meta["sha256"], meta["origin"])
+    try:
+        meta = parse_json_strict(meta_path.read_bytes(), allow_floats=True)
+        digest, origin = meta["sha256"], meta["origin"]
+        if meta["logrows"] != logrows or origin not in ORIGINS or not isinstance(digest, str) or len(digest) != 64:
+            raise ValueError("its fields are not a store entry's")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"the SRS store entry {meta_path} is unreadable ({exc}); import the SRS again") from None
+    return Srs(srs_path, logrows, digest, origin)
 
 
 def file_logrows(path: Path) -> int:

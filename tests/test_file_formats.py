@@ -125,3 +125,22 @@ def test_ezkl_proves_and_verifies_a_small_circuit_with_a_larger_srs(tmp_path):
     assert ezkl.setup(names["c"], str(tmp_path / "vk"), str(tmp_path / "pk"), names["srs"])
     ezkl.prove(names["w"], names["c"], str(tmp_path / "pk"), str(tmp_path / "p.json"), names["srs"])
     assert ezkl.verify(str(tmp_path / "p.json"), names["s"], str(tmp_path / "vk"), names["srs"], False)
+
+
+@pytest.mark.parametrize(
+    "meta",
+    ['{"logrows": 13, "sha256": "%s", "origin": "dev"}', '{"logrows": 12, "sha256": "x", "origin": "dev"}',
+     '{"logrows": 12, "sha256": "%s", "origin": "elsewhere"}', "not json", '{"logrows": 12}'],
+)  # fmt: skip
+def test_a_malformed_srs_store_entry_is_refused(tmp_path, meta):
+    """The store's record beside each SRS (logrows, digest, origin) is read strictly: a wrong size, digest or
+    origin is refused with the file named, not taken as the SRS this machine trusts."""
+    from noseprint.circuits import srs as srs_store
+    from noseprint.core.errors import UsageError
+
+    store = tmp_path / "srs"
+    good = srs_store.import_file(DATA / "dev-k12.srs", 12, store=store)
+    assert srs_store.load(12, store) == good
+    (store / "k12.json").write_text(meta.replace("%s", good.sha256))
+    with pytest.raises(UsageError, match="k12.json"):
+        srs_store.load(12, store)
