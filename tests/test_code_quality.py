@@ -107,10 +107,18 @@ def test_every_import_names_the_one_installed_package(tmp_path):
 def test_the_distribution_installs_one_top_level_name(tmp_path):
     """Built as a wheel from pyproject.toml (no network: the venv's setuptools), its top-level names are exactly
     `noseprint` (and its metadata): no `core` or `models` beside other projects' packages."""
+    import shutil
     import zipfile
 
-    result = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-                 ".")  # fmt: skip
+    leftovers = [ROOT / "build", ROOT / "noseprint.egg-info"]
+    existed = [path.exists() for path in leftovers]
+    try:
+        result = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                     str(tmp_path), ".")  # fmt: skip
+    finally:
+        for path, was_there in zip(leftovers, existed, strict=True):
+            if not was_there:
+                shutil.rmtree(path, ignore_errors=True)  # setuptools builds in the tree: leave it as it was
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = tmp_path.glob("noseprint-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
