@@ -54,6 +54,8 @@ class Adapter:
     """Layer `index`'s shape where layers differ (DeepSeek-V3's dense first layers, Qwen3-MoE's mlp_only_layers)."""
     routing: Callable[[dict, int], Routing | None] = lambda config, index: None
     """How layer `index` routes tokens to its experts (None: a dense FFN), from config.json alone."""
+    experts: bool = False
+    """A mixture-of-experts family: its MoE layers' terms are fingerprinted, not proven (`MOE_PROOF_GAP`)."""
 
     def shape_of(self, config: dict, index: int) -> LayerShape:
         return self.layer_shape(config) if self.shape_at is None else self.shape_at(config, index)
@@ -698,6 +700,7 @@ def _moe_adapter(family: str) -> Adapter:
         layer_reader=moe_layer,
         shape_at=moe_shape,
         routing=layer_routing,
+        experts=True,
     )
 
 
@@ -809,11 +812,40 @@ def supported_model_types() -> list[str]:
     return sorted(t for adapter in ADAPTERS for t in adapter.model_types)
 
 
+NOT_ATTENTION: dict[str, tuple[str, str]] = {
+    "qwen3_next": (
+        "three of every four layers are Gated DeltaNet linear attention (the last-but-one among them), the fourth "
+        "gated full attention, with a mixture of experts",
+        "a canonical term for a Gated DeltaNet layer (its q/k/v/z projection in_proj_qkvz read with the short "
+        "convolution and the a/b gates of in_proj_ba, its out_proj as the writer) and a rule choosing the layers "
+        "(the last two full-attention layers, say), each with its own invariance argument",
+    ),
+    "falcon_h1": (
+        "every layer runs attention and a Mamba-2 mixer side by side on one norm (plus the FFN), with muP multipliers",
+        "a canonical term for the Mamba-2 branch (in_proj's x, B, C, z and dt blocks, the convolution, out_proj) added "
+        "to the attention's, and the config's multipliers folded in; QK and VO alone would miss half of each layer",
+    ),
+    "kimi_linear": (
+        "three of every four layers are Kimi Delta Attention (linear), the fourth multi-head latent attention, with "
+        "a mixture of experts",
+        "a canonical term for a Kimi Delta Attention layer (q/k/v with their short convolutions, the f/b gates, "
+        "o_proj) and a rule choosing the layers; the latent attention and the experts are read already",
+    ),
+}
+"""Families whose last layers are not (only) attention: model_type -> (what they are, what reading them needs)."""
+
+
 def adapter_for(config: dict) -> Adapter:
     model_type = config.get("model_type")
     for adapter in ADAPTERS:
         if model_type in adapter.model_types:
             return adapter
+    if model_type in NOT_ATTENTION:
+        layers, needed = NOT_ATTENTION[str(model_type)]
+        raise UsageError(
+            f"model_type={model_type!r} is not supported: the fingerprint reads its last two layers as attention and "
+            f"an FFN, and in this family {layers}. Reading it would need {needed}"
+        )
     raise UsageError(
         f"unsupported architecture model_type={model_type!r}; supported: {', '.join(supported_model_types())}"
     )

@@ -162,6 +162,15 @@ def read_layout(model_dir: Path, token_count: int = DEFAULT_TOKENS) -> CircuitLa
     return CircuitLayout(tokens=token_count, hidden=shapes[0].hidden, layers=shapes)
 
 
+def proof_gap(model_dir: Path | str, allow_pickle: bool = False) -> str | None:
+    """Why the chunked proof cannot prove this model's fingerprint (None: it can), from its config alone."""
+    path = Path(model_dir)
+    config = read_config(path) if path.is_dir() else open_source(model_dir, allow_pickle).config
+    adapter = adapter_for(config)
+    gap = adapter.proof_gap(config, fingerprinted_layers(adapter.layer_count(config)))
+    return None if gap is None else f"{config.get('model_type')}: {gap}"
+
+
 def read_model(model_dir: Path, token_count: int, tokens_file: Path | None, allow_pickle: bool) -> ModelWeights:
     """Everything the proof commits to, in memory (fine at provable sizes; `open_model` streams)."""
     opened = open_model(model_dir, token_count, tokens_file, allow_pickle)

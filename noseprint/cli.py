@@ -423,13 +423,20 @@ def gallery(
 
 @app.command()
 def architectures(as_json: JsonOption = False) -> None:
-    """List the model_type values noseprint can fingerprint."""
+    """List the model_type values noseprint can fingerprint, and which proofs each family takes."""
+    from core.inference import SUPPORTED_TYPES
     from models.architectures import ADAPTERS
 
     if as_json:
         return emit_json({adapter.family: list(adapter.model_types) for adapter in ADAPTERS})
     for adapter in ADAPTERS:
-        out.print(f"{adapter.family}: {', '.join(adapter.model_types)}")
+        proofs = ["fingerprint and compare"]
+        if not adapter.experts:  # the chunk circuits prove its terms (a mixture of experts' routing they do not)
+            proofs.append("chunked proof")
+        inference = [t for t in adapter.model_types if t in SUPPORTED_TYPES]
+        if inference:
+            proofs.append(f"challenge inference: {', '.join(inference)}")
+        out.print(f"{adapter.family}: {', '.join(adapter.model_types)}  ({'; '.join(proofs)})", highlight=False)
 
 
 def _srs_summary(entry: Any) -> dict[str, Any]:
@@ -508,7 +515,7 @@ def plan(
 
     from circuits.calibration import load_calibration
     from core.chunks import choose_chunking, chunking_errors
-    from models.weights import read_layout
+    from models.weights import proof_gap, read_layout
     from prover.estimate import estimate
 
     layout = read_layout(model_dir, n_tokens)
@@ -519,6 +526,9 @@ def plan(
         if problems:
             raise UsageError(f"this chunking does not fit the model: {problems[0]}")
         result = estimate(layout, split, nodes, cores or os.cpu_count() or 1, table, memory_gb)
+    gap = proof_gap(model_dir)
+    if gap is not None:  # the chunks of the products the circuits have: what a proof would cost at least
+        result.warnings.insert(0, f"`prove` refuses {gap}")
     if as_json:
         return emit_json(result.to_dict())
     grid = Table(title=f"{result.chunks:,} chunk proofs and an encode proof, logrows {result.logrows}")

@@ -29,7 +29,7 @@ from core.layout import CircuitLayout, with_term_shifts
 from encoder import release
 from encoder.network import config_of, load_encoder
 from models.streamed import planned_layer_terms
-from models.weights import DEFAULT_TOKENS, ModelWeights, read_model
+from models.weights import DEFAULT_TOKENS, ModelWeights, proof_gap, read_model
 from prover.schedule import Scheduler
 from prover.thumbnail import ThumbnailPlan, plan_thumbnail
 from prover.work import WorkFolder
@@ -169,6 +169,9 @@ def plan_proof(options: ProveOptions, progress: Progress, clock: Stopwatch) -> P
         z_dim = config_of(load_encoder(release.ENCODER)).z_dim
         thumbnail = plan_thumbnail(weights, z_dim, options.init_dev_srs, progress)
         clock.lap("image_circuit")
+    gap = proof_gap(options.model_dir, options.allow_pickle)
+    if gap is not None:
+        raise UsageError(f"cannot prove {gap}")
     progress("reading checkpoint")
     model = read_model(options.model_dir, options.token_count, options.tokens_file, options.allow_pickle)
     clock.lap("read")
