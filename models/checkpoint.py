@@ -200,6 +200,7 @@ class Checkpoint:
         """A 2-D tensor to be read block by block (`LazyMatrix`); pickled tensors are in memory already."""
         if self._pickled is not None:
             return self.tensor(name)
+        self._refuse_block_scaled(name)
         shape = self.shape(name)
         if len(shape) != 2:
             raise UsageError(f"tensor {name!r} has shape {shape}; a matrix was expected")
@@ -209,6 +210,15 @@ class Checkpoint:
             (0, shape[1]),
             release=lambda rows: self._mapped(name).drop(name, rows),
         )
+
+    def _refuse_block_scaled(self, name: str) -> None:
+        """FP8 weights stored with a per-block inverse scale (DeepSeek-V3's release: `W.weight_scale_inv`, one per
+        128 x 128 block) read as their raw FP8 values would be wrong by each block's scale."""
+        if self.has(f"{name}_scale_inv"):
+            raise UsageError(
+                f"{name} is stored in block-scaled FP8 ({name}_scale_inv beside it), which is not read: dequantise the "
+                "checkpoint to bf16 first (DeepSeek's fp8_cast_bf16.py)"
+            )
 
     def slab(self, name: str, index: int) -> LazyMatrix | np.ndarray:
         """Slab `index` of a 3-D tensor (one expert of a fused expert tensor, (experts, a, b)) as a matrix read

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from circuits.budget import estimated_chunk_rows
 from circuits.calibration import load_calibration
@@ -138,3 +140,73 @@ def test_families_whose_last_layers_are_not_attention_are_refused_by_name(tmp_pa
     planned = run_cli("plan", str(folder), "--json", home=tmp_path / "home")
     message = " ".join(planned.stderr.split())
     assert planned.returncode == 2 and "is not supported: the fingerprint reads its last two layers" in message
+
+
+ATTENTION_PATTERN = {
+    "gemma3_text": dict(sliding_window=2, layer_types=["full_attention"] * 3, rope_local_base_freq=50.0),
+    "gpt_oss": dict(sliding_window=2, layer_types=["full_attention"] * 3),
+    "smollm3": dict(no_rope_layers=[0, 0, 0]),
+}
+"""What each family's attention pattern is made of, changed: window sizes, which layers are local or global, the
+local rotary base, which layers skip the rotary embedding. The build's own: Gemma 3 and gpt-oss local layers with
+windows of 4, SmolLM3 with RoPE in all three layers (its default: every fourth layer without)."""
+
+
+@pytest.mark.parametrize("model_type", sorted(ATTENTION_PATTERN))
+def test_the_attention_pattern_is_not_in_the_fingerprint(tmp_path, model_type):
+    """The terms are products of weights: a model whose windows, local/global layout or NoPE layers differ computes
+    something else (the logits move) with the same weights, and has the same fingerprint (docs/invariants.md)."""
+    from transformers import AutoModelForCausalLM
+
+    from models.invariants import invariant_terms
+    from models.weights import read_model
+
+    extra = {"sliding_window": 4, "layer_types": ["sliding_attention"] * 3} if model_type != "smollm3" else {}
+    model = build(model_type, 0) if not extra else _built(model_type, extra)
+    original = save_tiny(model, tmp_path / "original")
+    changed = tmp_path / "changed"
+    save_tiny(model, changed)
+    config = json.loads((changed / "config.json").read_text())
+    (changed / "config.json").write_text(json.dumps({**config, **ATTENTION_PATTERN[model_type]}))
+    ids = torch.randint(0, 303, (1, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = [
+            AutoModelForCausalLM.from_pretrained(str(f)).eval()(input_ids=ids).logits for f in (original, changed)
+        ]
+    assert float((logits[0] - logits[1]).abs().max()) > 1e-4 * float(logits[0].abs().max())
+    terms = []
+    for folder in (original, changed):
+        read = read_model(folder, 8, None, allow_pickle=False)
+        terms.append(invariant_terms(read.embedding, read.layers, list(read.layout.layers)))
+    np.testing.assert_array_equal(terms[0], terms[1])
+
+
+def _built(model_type: str, extra: dict):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tests.conftest import with_trained_norms
+    from tests.test_lineage_families import TINY
+
+    config = AutoConfig.for_model(model_type, **{**TINY, **FAMILIES[model_type], **extra})
+    torch.manual_seed(0)
+    return with_trained_norms(AutoModelForCausalLM.from_config(config).eval(), 0)
+
+
+def test_release_formats_the_fingerprint_cannot_read_are_refused_by_name(tmp_path):
+    """DeepSeek-V3's block-scaled FP8 and gpt-oss's MXFP4 experts, read raw, would give wrong weights."""
+    from safetensors.torch import load_file, save_file
+
+    from models.weights import read_model
+
+    for model_type, edit, message in (
+        ("deepseek_v3", lambda s: s.update({"model.layers.2.self_attn.o_proj.weight_scale_inv": torch.ones(1, 1)}),
+         "block-scaled FP8"),
+        ("gpt_oss", lambda s: s.update({"model.layers.2.mlp.experts.gate_up_proj_blocks":
+                                        s.pop("model.layers.2.mlp.experts.gate_up_proj")}), "MXFP4"),
+    ):  # fmt: skip
+        folder = save_tiny(build(model_type, 0), tmp_path / model_type)
+        state = load_file(str(folder / "model.safetensors"))
+        edit(state)
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        with pytest.raises(UsageError, match=message):
+            read_model(folder, 8, None, allow_pickle=False)
