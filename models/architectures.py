@@ -556,6 +556,10 @@ def _fused_experts(checkpoint: Checkpoint, base: str, routing: Routing) -> tuple
     return gates, ups, downs
 
 
+def _slabs(checkpoint: Checkpoint, name: str, routing: Routing) -> list[Matrix]:
+    return [checkpoint.slab(name, expert) for expert in range(routing.experts)]
+
+
 EXPERT_NAMES = {
     "mixtral": ("block_sparse_moe.", "w1", "w3", "w2", "gate"),
     "qwen3_moe": ("mlp.", "gate_proj", "up_proj", "down_proj", "gate"),
@@ -574,6 +578,8 @@ def moe_ffn(checkpoint: Checkpoint, base: str, routing: Routing) -> dict:
         prefix, router = base + "mlp.", "router" if model_type == "gpt_oss" else "gate"
     if checkpoint.has(f"{prefix}experts.gate_up_proj") or checkpoint.has(f"{prefix}experts.gate_up_proj_blocks"):
         gates, ups, downs = _fused_experts(checkpoint, prefix, routing)
+    elif checkpoint.has(f"{prefix}experts.{gate}.weight"):  # merged per projection (GGUF's ffn_gate_exps, ...)
+        gates, ups, downs = (_slabs(checkpoint, f"{prefix}experts.{name}.weight", routing) for name in (gate, up, down))
     else:
         expert = [f"{prefix}experts.{e}." for e in range(routing.experts)]
         gates = [checkpoint.matrix(f"{name}{gate}.weight") for name in expert]
