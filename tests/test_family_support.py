@@ -13,7 +13,7 @@ import torch
 
 from circuits.budget import estimated_chunk_rows
 from circuits.calibration import load_calibration
-from core.chunks import DEFAULT_CHUNK_WEIGHTS, choose_chunking, plan_chunks
+from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking, plan_chunks
 from core.errors import UsageError
 from core.layout import LayerShape
 from models.architectures import NOT_ATTENTION, adapter_for
@@ -210,3 +210,32 @@ def test_release_formats_the_fingerprint_cannot_read_are_refused_by_name(tmp_pat
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
         with pytest.raises(UsageError, match=message):
             read_model(folder, 8, None, allow_pickle=False)
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_the_streamed_reader_and_the_chunk_plan_give_the_in_memory_terms(tmp_path, model_type):
+    """`fingerprint` streams every view's parts block by block (float64 here: the exact check; float32 within the
+    bound tests/test_streamed_reading.py holds); for the provable families the chunk plan's partial terms, which the
+    encode proof sums, add up to the same terms."""
+    from models.invariants import invariant_terms
+    from models.streamed import planned_layer_terms, stream_chunking, streamed_layer_terms
+    from models.weights import open_model, read_model
+
+    folder = save_tiny(build(model_type, 0), tmp_path / model_type)
+    read = read_model(folder, 8, None, allow_pickle=False)
+    expected = invariant_terms(read.embedding, read.layers, list(read.layout.layers))
+    opened = open_model(folder, 8, None, allow_pickle=False)
+    small = Chunking(kv_heads=1, ffn_rows=8)  # FFN chunks that cut through the experts (the routing sliced with them)
+    for dtype, tolerance, chunking in ((torch.float64, 1e-12, None), (torch.float64, 1e-12, small),
+                                       (torch.float32, 1e-5, None)):  # fmt: skip
+        streamed = np.concatenate(
+            [streamed_layer_terms(opened.embedding, opened.lazy_layer(p), shape, dtype=dtype, chunking=chunking)
+             for p, shape in enumerate(opened.layout.layers)]
+        )  # fmt: skip
+        assert np.abs(streamed - expected).max() <= tolerance * np.abs(expected).max()
+    if model_type in PROVABLE:
+        planned = np.concatenate(
+            [planned_layer_terms(read.embedding, w, shape, stream_chunking(8, shape))
+             for w, shape in zip(read.layers, read.layout.layers, strict=True)]
+        )  # fmt: skip
+        assert np.abs(planned - expected).max() <= 1e-12 * np.abs(expected).max()
