@@ -394,7 +394,7 @@ def bert_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     }
 
 
-# Issue 35's families. The canonical terms of each are argued in docs/invariants.md ("Families of issue 35").
+# Issue 35's families. The canonical terms of each are argued in docs/invariants.md ("Issue 35's families").
 #
 # qk-norm (Qwen3, Qwen3-MoE, Gemma 3: an RMSNorm over each head's q and k; OLMo 2: over the whole q and k):
 # the norm's scale folds into Wq's and Wk's rows, and each head's block (OLMo 2: the whole matrix) is divided by
@@ -402,6 +402,7 @@ def bert_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
 
 QK_NORM_PER_HEAD = ("qwen3", "qwen3_moe", "gemma3_text", "gemma3")
 QK_NORM_WHOLE = ("olmo2",)
+GEMMA3_TYPES = ("gemma3_text", "gemma3")
 GEMMA3_PREFIXES = ("model.language_model.", "language_model.model.", "model.", "")
 """Gemma 3 text models save `model.layers...`; the multimodal `gemma3` checkpoints (Gemma-3-27B) hold the text
 decoder under `language_model.model.` (transformers 4) or `model.language_model.` (transformers 5)."""
@@ -441,9 +442,6 @@ def _attention(checkpoint: Checkpoint, base: str, shape: LayerShape, attn_norm: 
             gamma = checkpoint.tensor(f"{base}self_attn.{role}_norm.weight") + offset
             roles[role] = qk_normed(roles[role], gamma, groups if per_head else 1, attn_norm)
     return roles
-
-
-GEMMA3_TYPES = ("gemma3_text", "gemma3")
 
 
 def qk_norm_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
@@ -539,7 +537,7 @@ def _fused_experts(checkpoint: Checkpoint, base: str, routing: Routing) -> tuple
             "read yet: dequantise the experts to bf16 first (transformers: Mxfp4Config(dequantize=True))"
         )
     f = routing.expert_ffn
-    interleaved = checkpoint.shape(gate_up)[1] != 2 * f  # gpt-oss: (experts, hidden, 2·ffn)
+    interleaved = checkpoint.config.get("model_type") == "gpt_oss"  # (experts, hidden, 2·ffn), g0 u0 g1 u1 ...
     gates: list[Matrix] = []
     ups: list[Matrix] = []
     downs: list[Matrix] = []
