@@ -24,6 +24,7 @@ from tests.conftest import TOKENS, run_cli, save_tiny
 from tests.test_lineage_families import FAMILIES, build
 
 MOE = ("mixtral", "qwen3_moe", "gpt_oss", "deepseek_v3")
+TINY_FFN = 32
 PROVABLE = ("qwen3", "gemma3_text", "olmo2", "smollm3")
 
 REAL: dict[str, tuple[dict, LayerShape]] = {
@@ -239,3 +240,39 @@ def test_the_streamed_reader_and_the_chunk_plan_give_the_in_memory_terms(tmp_pat
              for w, shape in zip(read.layers, read.layout.layers, strict=True)]
         )  # fmt: skip
         assert np.abs(planned - expected).max() <= 1e-12 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("model_type", MOE)
+def test_experts_fused_as_transformers_5_holds_them_read_as_saved_per_expert(tmp_path, model_type):
+    """transformers 5 keeps Mixtral's, Qwen3-MoE's and DeepSeek's experts fused in memory ((experts, 2·ffn, hidden)
+    gate_up_proj, (experts, hidden, ffn) down_proj, the router as `mlp.gate`) and splits them per expert when it
+    saves; a checkpoint written from the in-memory names reads the same."""
+    from safetensors.torch import save_file
+
+    from models.invariants import invariant_terms
+    from models.weights import read_model
+
+    model = build(model_type, 0)
+    saved = save_tiny(model, tmp_path / "saved")
+    fused = save_tiny(model, tmp_path / "fused")
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    (fused / "model.safetensors").unlink()
+    save_file(state, str(fused / "model.safetensors"), metadata={"format": "pt"})
+    terms = []
+    for folder in (saved, fused):
+        read = read_model(folder, 8, None, allow_pickle=False)
+        terms.append(invariant_terms(read.embedding, read.layers, list(read.layout.layers)))
+    np.testing.assert_allclose(terms[1], terms[0], rtol=1e-12, atol=0)
+
+
+def test_a_dense_layer_before_a_moe_layer_is_fingerprinted_with_its_own_shape(tmp_path):
+    """DeepSeek-V3 with its dense layers reaching the last-but-one: the two fingerprinted layers differ in shape."""
+    from lineage.compare import compare
+    from tests.test_lineage_families import fine_tuned
+
+    extra = {"first_k_dense_replace": 2}
+    base = _built("deepseek_v3", extra)
+    layout = read_layout(save_tiny(base, tmp_path / "base"), 8)
+    assert layout.layers[0].ffn == TINY_FFN and layout.layers[1].ffn == 4 * 8 + 8
+    result = compare(tmp_path / "base", save_tiny(fine_tuned(base), tmp_path / "tuned"), tmp_path / "cmp.png")
+    assert result["verdict"] == "same base model"
