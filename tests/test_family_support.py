@@ -276,3 +276,21 @@ def test_a_dense_layer_before_a_moe_layer_is_fingerprinted_with_its_own_shape(tm
     assert layout.layers[0].ffn == TINY_FFN and layout.layers[1].ffn == 4 * 8 + 8
     result = compare(tmp_path / "base", save_tiny(fine_tuned(base), tmp_path / "tuned"), tmp_path / "cmp.png")
     assert result["verdict"] == "same base model"
+
+
+@pytest.mark.proof
+def test_a_qwen3_model_is_proven_verified_and_opened_as_a_llama_is(tmp_path):
+    """The q/k norms folded by the adapter leave the chunk circuits' products: the bundle verifies, its commitment
+    opens to the checkpoint (check-opening recomputes the folded matrices), its z is the fingerprint's. (Run by hand
+    for issue 35: 6 chunks, logrows 12, about 3 minutes on the 2-core machine.)"""
+    model = save_tiny(build("qwen3", 0), tmp_path / "qwen3")
+    home, bundle = tmp_path / "home", tmp_path / "bundle"
+    run_cli("prove", str(model), "--out", str(bundle), "--n-tokens", TOKENS, "--init-dev-srs", "--json", home=home,
+            check=True)  # fmt: skip
+    verified = json.loads(run_cli("verify", str(bundle), "--json", home=home).stdout)
+    assert verified["valid"], verified
+    opening = tmp_path / "bundle.opening.json"
+    opened = run_cli("check-opening", str(bundle), str(model), "--opening", str(opening), "--json", home=home)
+    assert json.loads(opened.stdout)["matches"]
+    compared = run_cli("compare", str(bundle), str(model), "--image", str(tmp_path / "c.png"), "--json", home=home)
+    assert json.loads(compared.stdout)["verdict"] == "same base model"
