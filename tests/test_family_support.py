@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.plan_shapes import ISSUE35
 from circuits.budget import estimated_chunk_rows
 from circuits.calibration import load_calibration
 from core.chunks import DEFAULT_CHUNK_WEIGHTS, Chunking, choose_chunking, plan_chunks
@@ -27,50 +28,17 @@ MOE = ("mixtral", "qwen3_moe", "gpt_oss", "deepseek_v3")
 TINY_FFN = 32
 PROVABLE = ("qwen3", "gemma3_text", "olmo2", "smollm3")
 
-REAL: dict[str, tuple[dict, LayerShape]] = {
-    "Qwen3-8B": (
-        dict(model_type="qwen3", hidden_size=4096, num_hidden_layers=36, num_attention_heads=32,
-             num_key_value_heads=8, head_dim=128, intermediate_size=12288, vocab_size=151936),
-        LayerShape(4096, 32, 8, 128, 12288, True),
-    ),
-    "Qwen3-30B-A3B": (
-        dict(model_type="qwen3_moe", hidden_size=2048, num_hidden_layers=48, num_attention_heads=32,
-             num_key_value_heads=4, head_dim=128, intermediate_size=6144, moe_intermediate_size=768, num_experts=128,
-             num_experts_per_tok=8, decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True,
-             vocab_size=151936),
-        LayerShape(2048, 32, 4, 128, 128 * 768, True),
-    ),
-    "Qwen3-235B-A22B": (
-        dict(model_type="qwen3_moe", hidden_size=4096, num_hidden_layers=94, num_attention_heads=64,
-             num_key_value_heads=4, head_dim=128, intermediate_size=12288, moe_intermediate_size=1536,
-             num_experts=128, num_experts_per_tok=8, decoder_sparse_step=1, mlp_only_layers=[], vocab_size=151936),
-        LayerShape(4096, 64, 4, 128, 128 * 1536, True),
-    ),
-    "gpt-oss-120b": (
-        dict(model_type="gpt_oss", hidden_size=2880, num_hidden_layers=36, num_attention_heads=64,
-             num_key_value_heads=8, head_dim=64, intermediate_size=2880, num_local_experts=128,
-             num_experts_per_tok=4, sliding_window=128, vocab_size=201088,
-             layer_types=["sliding_attention", "full_attention"] * 18),
-        LayerShape(2880, 64, 8, 64, 128 * 2880, True),
-    ),
-    "DeepSeek-V3": (
-        dict(model_type="deepseek_v3", hidden_size=7168, num_hidden_layers=61, num_attention_heads=128,
-             num_key_value_heads=128, intermediate_size=18432, moe_intermediate_size=2048, n_routed_experts=256,
-             n_shared_experts=1, num_experts_per_tok=8, first_k_dense_replace=3, q_lora_rank=1536,
-             kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, n_group=8, topk_group=4,
-             routed_scaling_factor=2.5, scoring_func="sigmoid", vocab_size=129280),
-        LayerShape(7168, 128, 128, 192, 256 * 2048 + 2048, True),
-    ),
-    "Gemma-3-27B": (
-        dict(model_type="gemma3", text_config=dict(model_type="gemma3_text", hidden_size=5376, num_hidden_layers=62,
-             num_attention_heads=32, num_key_value_heads=16, head_dim=128, intermediate_size=21504,
-             query_pre_attn_scalar=168, sliding_window=1024, vocab_size=262208)),
-        LayerShape(5376, 32, 16, 128, 21504, True),
-    ),
-}  # fmt: skip
-"""The real models' config.json fields the adapters read (their published configs), and the fingerprinted layers'
-shape each must give: a MoE layer's FFN is its experts stacked (DeepSeek-V3's shared expert too); DeepSeek's
-latent heads are [nope 128 | rope 64] wide, its 128-wide value heads padded to 192."""
+REAL: dict[str, LayerShape] = {
+    "Qwen3-8B": LayerShape(4096, 32, 8, 128, 12288, True),
+    "Qwen3-30B-A3B": LayerShape(2048, 32, 4, 128, 128 * 768, True),
+    "Qwen3-235B-A22B": LayerShape(4096, 64, 4, 128, 128 * 1536, True),
+    "gpt-oss-120b": LayerShape(2880, 64, 8, 64, 128 * 2880, True),
+    "DeepSeek-V3": LayerShape(7168, 128, 128, 192, 256 * 2048 + 2048, True),
+    "Gemma-3-27B": LayerShape(5376, 32, 16, 128, 21504, True),
+}
+"""The fingerprinted layers' shape each real model's config (`bench.plan_shapes.ISSUE35`) must give: a MoE layer's
+FFN is its experts stacked (DeepSeek-V3's shared expert too); DeepSeek's latent heads are [nope 128 | rope 64] wide,
+its 128-wide value heads padded to 192."""
 
 
 def config_folder(root: Path, name: str, config: dict) -> Path:
@@ -82,7 +50,7 @@ def config_folder(root: Path, name: str, config: dict) -> Path:
 
 @pytest.mark.parametrize("name", REAL)
 def test_the_real_models_configs_give_their_shapes_and_a_chunk_plan(tmp_path, name):
-    config, expected = REAL[name]
+    config, expected = ISSUE35[name], REAL[name]
     layout = read_layout(config_folder(tmp_path, name, config), 16)
     assert layout.layers == (expected, expected)
     chunking = choose_chunking(layout, DEFAULT_CHUNK_WEIGHTS)
