@@ -22,13 +22,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from noseprint.core.errors import UsageError
 from noseprint.core.layout import LayerShape
 from noseprint.models.checkpoint import Checkpoint, LazyMatrix
+from noseprint.models.invariants import Routing
+from noseprint.models.views import Gathered, Product, Scaled, Stacked, View, Zeros, row_square_sums
 
-Matrix = np.ndarray | LazyMatrix
+Matrix = np.ndarray | LazyMatrix | View
 
 
 @dataclass(frozen=True)
@@ -46,19 +49,46 @@ class Adapter:
     """LayerNorm family: every norm removes the residual's mean, so the canonical E is centred."""
     reads_previous_norm: Callable[[dict], bool] = lambda config: False
     """Post-LN: a layer's attention reads the previous layer's output norm (BERT, OPT-350m)."""
+    shape_at: Callable[[dict, int], LayerShape] | None = None
+    """Layer `index`'s shape where layers differ (DeepSeek-V3's dense first layers, Qwen3-MoE's mlp_only_layers)."""
+    routing: Callable[[dict, int], Routing | None] = lambda config, index: None
+    """How layer `index` routes tokens to its experts (None: a dense FFN), from config.json alone."""
+    experts: bool = False
+    """A mixture-of-experts family: its MoE layers' terms are fingerprinted, not proven (`MOE_PROOF_GAP`)."""
+
+    def shape_of(self, config: dict, index: int) -> LayerShape:
+        return self.layer_shape(config) if self.shape_at is None else self.shape_at(config, index)
+
+    def proof_gap(self, config: dict, indices: list[int]) -> str | None:
+        """Why the chunked proof cannot prove these layers' terms (None: it can)."""
+        if any(self.routing(config, index) is not None for index in indices):
+            return MOE_PROOF_GAP
+        return None
 
     def lazy_layer(self, checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
         """The layer's roles without reading their matrices (each is read block by block later)."""
         return self.layer_reader(checkpoint, index)
 
-    def load_layer(self, checkpoint: Checkpoint, index: int) -> dict[str, np.ndarray]:
-        """The layer's roles as float64 arrays, every matrix read whole."""
-        return {role: np.asarray(value) for role, value in self.layer_reader(checkpoint, index).items()}
+    def load_layer(self, checkpoint: Checkpoint, index: int) -> dict[str, Any]:
+        """The layer's roles as float64 arrays, every matrix read whole (a MoE layer's `Routing` as it is)."""
+        return {
+            role: value if isinstance(value, Routing) else np.asarray(value)
+            for role, value in self.layer_reader(checkpoint, index).items()
+        }
 
     def read_embedding(self, checkpoint: Checkpoint, ids: list[int]) -> np.ndarray:
         if self.embedding_rows is not None:
             return self.embedding_rows(checkpoint, ids)
         return checkpoint.rows(self.embedding_name(checkpoint), ids)
+
+
+MOE_PROOF_GAP = (
+    "the chunked proof does not implement a mixture-of-experts FFN: its circuits would need the router committed "
+    "as a reader, the routing weights computed in-circuit (the RMS-normalised rows, their logits E·γf·Wrouterᵀ + b, "
+    "a softmax or normalised sigmoid) and each FFN chunk's activations multiplied by its experts' weights before "
+    "the down projection. `noseprint fingerprint` and `compare` read this model; `plan` costs the chunks the "
+    "circuits would have"
+)
 
 
 def _need(config: dict, *keys: str, default=None):
@@ -363,14 +393,324 @@ def bert_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
     }
 
 
+# Issue 35's families. The canonical terms of each are argued in docs/invariants.md ("Issue 35's families").
+#
+# qk-norm (Qwen3, Qwen3-MoE, Gemma 3: an RMSNorm over each head's q and k; OLMo 2: over the whole q and k):
+# the norm's scale folds into Wq's and Wk's rows, and each head's block (OLMo 2: the whole matrix) is divided by
+# its Frobenius norm read through γa, so that the rescalings the norm makes free (Wq_h → c·Wq_h) cancel.
+
+QK_NORM_PER_HEAD = ("qwen3", "qwen3_moe", "gemma3_text", "gemma3")
+QK_NORM_WHOLE = ("olmo2",)
+GEMMA3_TYPES = ("gemma3_text", "gemma3")
+GEMMA3_PREFIXES = ("model.language_model.", "language_model.model.", "model.", "")
+"""Gemma 3 text models save `model.layers...`; the multimodal `gemma3` checkpoints (Gemma-3-27B) hold the text
+decoder under `language_model.model.` (transformers 4) or `model.language_model.` (transformers 5)."""
+
+
+def text_config(config: dict) -> dict:
+    """The decoder's config: a multimodal Gemma 3 keeps it under `text_config`."""
+    if config.get("model_type") == "gemma3":
+        inner = config.get("text_config")
+        if not isinstance(inner, dict):
+            raise UsageError("config.json of a gemma3 model lacks its text_config")
+        return {"model_type": "gemma3_text", **inner}
+    return config
+
+
+def qk_normed(matrix: Matrix, gamma: np.ndarray, groups: int, attn_norm: np.ndarray) -> Matrix:
+    """diag(γ)·W with each of `groups` equal row blocks (heads, or one) divided by ‖W_block·diag(γa)‖_F: the
+    canonical Wq or Wk of an attention whose q and k are RMS-normalised per block (γ tiled over the heads)."""
+    rows = matrix.shape[0]
+    squares = row_square_sums(matrix, attn_norm).reshape(groups, rows // groups).sum(axis=1)
+    norms = np.sqrt(np.where(squares > 0, squares, 1.0))
+    scale = np.tile(np.asarray(gamma, dtype=np.float64).reshape(-1), rows // gamma.size)
+    return Scaled(matrix, scale / np.repeat(norms, rows // groups))
+
+
+def _attention(checkpoint: Checkpoint, base: str, shape: LayerShape, attn_norm: np.ndarray) -> dict[str, Matrix]:
+    """q, k, v, o of separate projections; q and k made canonical where the model normalises them."""
+    config = text_config(checkpoint.config)
+    model_type = config.get("model_type")
+    roles: dict[str, Matrix] = {
+        role: checkpoint.matrix(f"{base}self_attn.{role}_proj.weight") for role in ("q", "k", "v", "o")
+    }
+    if model_type in QK_NORM_PER_HEAD + QK_NORM_WHOLE:
+        offset = 1.0 if model_type in GEMMA3_TYPES else 0.0
+        per_head = model_type in QK_NORM_PER_HEAD
+        for role, groups in (("q", shape.heads), ("k", shape.kv_heads)):
+            gamma = checkpoint.tensor(f"{base}self_attn.{role}_norm.weight") + offset
+            roles[role] = qk_normed(roles[role], gamma, groups if per_head else 1, attn_norm)
+    return roles
+
+
+def qk_norm_layer(checkpoint: Checkpoint, index: int) -> dict[str, Matrix]:
+    """Qwen3, Gemma 3 and OLMo 2: LLaMA's projections and gated FFN, with q/k norms (`qk_normed`). Gemma 3
+    reads like Gemma 2 (γ = 1 + weight, the FFN's pre-norm; its post-norms are not read); OLMo 2 has no
+    pre-norms at all (its norms sit on the sublayers' outputs), so its readers read the raw stream (γ = 1)."""
+    config = text_config(checkpoint.config)
+    model_type = config.get("model_type")
+    prefixes = GEMMA3_PREFIXES if model_type in GEMMA3_TYPES else LLAMA_PREFIXES
+    base = _prefix(checkpoint, prefixes, "embed_tokens.weight") + f"layers.{index}."
+    shape = llama_shape(config)
+    if model_type in GEMMA3_TYPES:
+        norms = _norms(checkpoint, f"{base}input_layernorm.weight", f"{base}pre_feedforward_layernorm.weight", 1.0)
+    elif model_type in QK_NORM_WHOLE:
+        norms = _norms(checkpoint, None, None)
+    else:
+        norms = _norms(checkpoint, f"{base}input_layernorm.weight", f"{base}post_attention_layernorm.weight")
+    return {
+        **_attention(checkpoint, base, shape, norms["attn_norm"]),
+        "gate": checkpoint.matrix(f"{base}mlp.gate_proj.weight"),
+        "up": checkpoint.matrix(f"{base}mlp.up_proj.weight"),
+        "ffn_out": checkpoint.matrix(f"{base}mlp.down_proj.weight"),
+        **norms,
+    }
+
+
+def qk_norm_shape(config: dict) -> LayerShape:
+    return llama_shape(text_config(config))
+
+
+# Mixtures of experts: the experts' gate, up and down stacked into one gated FFN (shared experts last), each
+# neuron weighted by its expert's routing weight (`models.invariants.Routing`). A checkpoint stores them one
+# tensor per expert (Mixtral's w1/w3/w2, Qwen3-MoE's and DeepSeek's gate/up/down_proj), or fused per layer
+# (gpt-oss: gate_up_proj (experts, hidden, 2·ffn), gate and up interleaved column by column, down_proj
+# (experts, ffn, hidden); transformers 5's in-memory layout (experts, 2·ffn, hidden), [gate | up]).
+
+
+def _is_moe_layer(config: dict, index: int) -> bool:
+    model_type = config.get("model_type")
+    if model_type in ("mixtral", "gpt_oss"):
+        return True
+    if model_type == "qwen3_moe":
+        step = config.get("decoder_sparse_step") or 1
+        experts = _experts(config)
+        return index not in (config.get("mlp_only_layers") or []) and experts > 0 and (index + 1) % step == 0
+    if model_type == "deepseek_v3":
+        return _experts(config) > 0 and index >= (config.get("first_k_dense_replace") or 0)
+    return False
+
+
+def _experts(config: dict) -> int:
+    """The routed experts' count, by whichever name the config uses (transformers 5 saves num_local_experts for
+    every family; Qwen's own configs say num_experts, DeepSeek's n_routed_experts)."""
+    for key in ("num_local_experts", "num_experts", "n_routed_experts"):
+        if config.get(key):
+            return _int(config, key)
+    return 0
+
+
+def layer_routing(config: dict, index: int) -> Routing | None:
+    """How layer `index` routes its tokens, from config.json (None: a dense FFN)."""
+    if not _is_moe_layer(config, index):
+        return None
+    model_type = config.get("model_type")
+    if model_type in ("mixtral", "gpt_oss"):
+        return Routing(_experts(config), _int(config, "intermediate_size"))
+    if model_type == "qwen3_moe":
+        return Routing(_experts(config), _int(config, "moe_intermediate_size"))
+    expert_ffn = _int(config, "moe_intermediate_size")
+    shared = (config.get("n_shared_experts") or 0) * expert_ffn
+    score = config.get("scoring_func") or "sigmoid"
+    if score not in ("sigmoid", "softmax"):
+        raise UsageError(f"DeepSeek router scoring_func {score!r} is not read (sigmoid or softmax)")
+    scale = float(config.get("routed_scaling_factor") or 1.0)
+    return Routing(_experts(config), expert_ffn, shared, score, scale)
+
+
+def moe_shape(config: dict, index: int) -> LayerShape:
+    """A layer's shape: a MoE layer's FFN is its experts' neurons stacked (shared experts too)."""
+    attention = mla_shape(config) if config.get("model_type") == "deepseek_v3" else llama_shape(config)
+    routing = layer_routing(config, index)
+    if routing is None:
+        return attention
+    return LayerShape(attention.hidden, attention.heads, attention.kv_heads, attention.head_dim, routing.ffn, True)
+
+
+def _fused_experts(checkpoint: Checkpoint, base: str, routing: Routing) -> tuple[list[Matrix], ...]:
+    """Each expert's gate (ffn, hidden), up and down (hidden, ffn) out of the fused per-layer tensors."""
+    gate_up, down = f"{base}experts.gate_up_proj", f"{base}experts.down_proj"
+    if not checkpoint.has(gate_up) and checkpoint.has(gate_up + "_blocks"):
+        raise UsageError(
+            f"{gate_up} is stored in MXFP4 (gate_up_proj_blocks/_scales, gpt-oss's release format), which is not "
+            "read yet: dequantise the experts to bf16 first (transformers: Mxfp4Config(dequantize=True))"
+        )
+    f = routing.expert_ffn
+    interleaved = checkpoint.config.get("model_type") == "gpt_oss"  # (experts, hidden, 2·ffn), g0 u0 g1 u1 ...
+    gates: list[Matrix] = []
+    ups: list[Matrix] = []
+    downs: list[Matrix] = []
+    for expert in range(routing.experts):
+        both, out = checkpoint.slab(gate_up, expert), checkpoint.slab(down, expert)
+        if interleaved:  # columns g0 u0 g1 u1 ...: as a reader, the rows of its transpose
+            gates.append(Gathered(both.T, np.arange(0, 2 * f, 2)))
+            ups.append(Gathered(both.T, np.arange(1, 2 * f, 2)))
+            downs.append(out.T)
+        else:
+            gates.append(both[:f])
+            ups.append(both[f:])
+            downs.append(out)
+    return gates, ups, downs
+
+
+def _slabs(checkpoint: Checkpoint, name: str, routing: Routing) -> list[Matrix]:
+    return [checkpoint.slab(name, expert) for expert in range(routing.experts)]
+
+
+EXPERT_NAMES = {
+    "mixtral": ("block_sparse_moe.", "w1", "w3", "w2", "gate"),
+    "qwen3_moe": ("mlp.", "gate_proj", "up_proj", "down_proj", "gate"),
+    "deepseek_v3": ("mlp.", "gate_proj", "up_proj", "down_proj", "gate"),
+    "gpt_oss": ("mlp.", "", "", "", "router"),
+}
+"""model_type -> (the MoE block's prefix, each expert's gate, up and down names, the router's name)."""
+
+
+def moe_ffn(checkpoint: Checkpoint, base: str, routing: Routing) -> dict:
+    """The stacked experts, the router (experts, hidden) and its bias (1, experts), and the routing."""
+    model_type = checkpoint.config.get("model_type")
+    block, gate, up, down, router = EXPERT_NAMES[str(model_type)]
+    prefix = base + block
+    if not checkpoint.has(f"{prefix}experts.0.{gate}.weight") and checkpoint.has(f"{base}mlp.experts.gate_up_proj"):
+        prefix, router = base + "mlp.", "router" if model_type == "gpt_oss" else "gate"
+    if checkpoint.has(f"{prefix}experts.gate_up_proj") or checkpoint.has(f"{prefix}experts.gate_up_proj_blocks"):
+        gates, ups, downs = _fused_experts(checkpoint, prefix, routing)
+    elif checkpoint.has(f"{prefix}experts.{gate}.weight"):  # merged per projection (GGUF's ffn_gate_exps, ...)
+        gates, ups, downs = (_slabs(checkpoint, f"{prefix}experts.{name}.weight", routing) for name in (gate, up, down))
+    else:
+        expert = [f"{prefix}experts.{e}." for e in range(routing.experts)]
+        gates = [checkpoint.matrix(f"{name}{gate}.weight") for name in expert]
+        ups = [checkpoint.matrix(f"{name}{up}.weight") for name in expert]
+        downs = [checkpoint.matrix(f"{name}{down}.weight") for name in expert]
+    if routing.shared_ffn:
+        shared = f"{prefix}shared_experts."
+        gates.append(checkpoint.matrix(f"{shared}gate_proj.weight"))
+        ups.append(checkpoint.matrix(f"{shared}up_proj.weight"))
+        downs.append(checkpoint.matrix(f"{shared}down_proj.weight"))
+    bias_name = f"{prefix}{router}.bias"
+    bias = checkpoint.tensor(bias_name) if checkpoint.has(bias_name) else np.zeros(routing.experts)
+    return {
+        "gate": Stacked(tuple(gates), 0),
+        "up": Stacked(tuple(ups), 0),
+        "ffn_out": Stacked(tuple(downs), 1),
+        "router": checkpoint.matrix(f"{prefix}{router}.weight"),
+        "router_bias": np.asarray(bias, dtype=np.float64).reshape(1, -1),
+        "routing": routing,
+    }
+
+
+def _dense_ffn(checkpoint: Checkpoint, base: str) -> dict[str, Matrix]:
+    return {role: checkpoint.matrix(f"{base}mlp.{name}.weight")
+            for role, name in (("gate", "gate_proj"), ("up", "up_proj"), ("ffn_out", "down_proj"))}  # fmt: skip
+
+
+def moe_layer(checkpoint: Checkpoint, index: int) -> dict:
+    """Mixtral, Qwen3-MoE, gpt-oss and DeepSeek-V3: attention (LLaMA's, with Qwen3's q/k norms, or DeepSeek's
+    latent attention composed, `mla_attention`) and the FFN, stacked experts with their routing where the layer
+    is a MoE layer (DeepSeek's first layers and Qwen3-MoE's `mlp_only_layers` are dense)."""
+    config = checkpoint.config
+    base = _prefix(checkpoint, LLAMA_PREFIXES, "embed_tokens.weight") + f"layers.{index}."
+    norms = _norms(checkpoint, f"{base}input_layernorm.weight", f"{base}post_attention_layernorm.weight")
+    if config.get("model_type") == "deepseek_v3":
+        attention = mla_attention(checkpoint, base, norms["attn_norm"])
+    else:
+        attention = _attention(checkpoint, base, llama_shape(config), norms["attn_norm"])
+    routing = layer_routing(config, index)
+    ffn = _dense_ffn(checkpoint, base) if routing is None else moe_ffn(checkpoint, base, routing)
+    return {**attention, **ffn, **norms}
+
+
+# Multi-head latent attention (DeepSeek-V3): q = q_b·norm(q_a·x) (or q_proj·x), per head [nope | rope];
+# [c | k_rope] = kv_a·x, [k_nope | v] per head = kv_b·norm(c), k_rope shared by every head. The canonical maps
+# compose the low-rank factors through the latent norms' scales, each latent reader divided by its Frobenius
+# norm (the latent RMSNorm makes its scale free), and lay the heads out as LLaMA's: per head the q rows
+# [nope | rope] against k rows [k_nope_h | k_rope], v padded with zero rows (and o with zero columns) to the
+# q/k head width, so QK and VO are the same sums over heads the other families have.
+
+
+def mla_shape(config: dict) -> LayerShape:
+    hidden = _int(config, "hidden_size")
+    heads = _int(config, "num_attention_heads")
+    qk = _int(config, "qk_nope_head_dim") + _int(config, "qk_rope_head_dim")
+    width = max(qk, _int(config, "v_head_dim"))
+    return LayerShape(hidden, heads, heads, width, _int(config, "intermediate_size"), gated=True)
+
+
+def _latent_reader(matrix: Matrix, attn_norm: np.ndarray) -> float:
+    """1 / ‖W·diag(γa)‖_F of a reader into a latent that an RMSNorm normalises."""
+    norm = float(np.sqrt(row_square_sums(matrix, attn_norm).sum()))
+    return 1.0 / norm if norm > 0 else 1.0
+
+
+def _heads_layout(heads: int, width: int, rows_of: Callable[[int], np.ndarray], pad: int) -> np.ndarray:
+    """Row indices of `heads` heads of `width` rows each: head h's rows `rows_of(h)`, then row `pad` (a zero row)
+    repeated to fill the head."""
+    out: list[np.ndarray] = []
+    for head in range(heads):
+        rows = np.asarray(rows_of(head))
+        out += [rows, np.full(width - len(rows), pad)]
+    return np.concatenate(out).astype(int)
+
+
+def mla_attention(checkpoint: Checkpoint, base: str, attn_norm: np.ndarray) -> dict[str, Matrix]:
+    config = checkpoint.config
+    heads, nope = _int(config, "num_attention_heads"), _int(config, "qk_nope_head_dim")
+    rope, v_dim, rank = _int(config, "qk_rope_head_dim"), _int(config, "v_head_dim"), _int(config, "kv_lora_rank")
+    width = mla_shape(config).head_dim
+    attn = base + "self_attn."
+    if config.get("q_lora_rank"):
+        q_a = checkpoint.matrix(f"{attn}q_a_proj.weight")
+        q_gamma = checkpoint.tensor(f"{attn}q_a_layernorm.weight")
+        q: Matrix = Product(checkpoint.matrix(f"{attn}q_b_proj.weight"), q_a, q_gamma, _latent_reader(q_a, attn_norm))
+    else:
+        q = checkpoint.matrix(f"{attn}q_proj.weight")
+    kv_a = checkpoint.matrix(f"{attn}kv_a_proj_with_mqa.weight")
+    latent, k_rope = kv_a[:rank], kv_a[rank:]
+    kv_gamma = checkpoint.tensor(f"{attn}kv_a_layernorm.weight")
+    kv = Product(checkpoint.matrix(f"{attn}kv_b_proj.weight"), latent, kv_gamma, _latent_reader(latent, attn_norm))
+    hd, qk = nope + v_dim, nope + rope  # kv_b's rows per head: [k_nope | v]; q's: [nope | rope]
+    zero = heads * hd + rope  # the zero row after [kv | k_rope]
+    k_rows = _heads_layout(heads, width, lambda h: np.r_[h * hd : h * hd + nope, heads * hd : zero], zero)
+    v_rows = _heads_layout(heads, width, lambda h: np.arange(h * hd + nope, (h + 1) * hd), zero)
+    q_rows = _heads_layout(heads, width, lambda h: np.arange(h * qk, (h + 1) * qk), heads * qk)
+    o_cols = _heads_layout(heads, width, lambda h: np.arange(h * v_dim, (h + 1) * v_dim), heads * v_dim)
+    hidden = _int(config, "hidden_size")
+    o = checkpoint.matrix(f"{attn}o_proj.weight")
+    keys_and_values = Stacked((kv, k_rope, Zeros(1, hidden)), 0)
+    return {
+        "q": Gathered(Stacked((q, Zeros(1, hidden)), 0), q_rows),
+        "k": Gathered(keys_and_values, k_rows),
+        "v": Gathered(keys_and_values, v_rows),
+        "o": Gathered(Stacked((o, Zeros(hidden, 1)), 1), o_cols, 1),
+    }
+
+
 def _layers(*keys: str) -> Callable[[dict], int]:
     return lambda config: _int(config, *keys)
+
+
+def _llama_embedding(checkpoint: Checkpoint) -> str:
+    return _prefix(checkpoint, LLAMA_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight"
+
+
+def _moe_adapter(family: str) -> Adapter:
+    return Adapter(
+        family=family,
+        model_types=(family,),
+        layer_shape=lambda config: moe_shape(config, _int(config, "num_hidden_layers") - 1),
+        layer_count=_layers("num_hidden_layers"),
+        embedding_name=_llama_embedding,
+        layer_reader=moe_layer,
+        shape_at=moe_shape,
+        routing=layer_routing,
+        experts=True,
+    )
 
 
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter(
         family="llama",
-        model_types=("llama", "mistral", "qwen2", "gemma", "gemma2"),
+        model_types=("llama", "mistral", "qwen2", "gemma", "gemma2", "smollm3"),
         layer_shape=llama_shape,
         layer_count=_layers("num_hidden_layers"),
         embedding_name=lambda ck: _prefix(ck, LLAMA_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
@@ -384,6 +724,31 @@ ADAPTERS: tuple[Adapter, ...] = (
         embedding_name=lambda ck: _prefix(ck, LLAMA_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
         layer_reader=phi3_layer,
     ),
+    Adapter(
+        family="qwen3",
+        model_types=("qwen3",),
+        layer_shape=qk_norm_shape,
+        layer_count=_layers("num_hidden_layers"),
+        embedding_name=_llama_embedding,
+        layer_reader=qk_norm_layer,
+    ),
+    Adapter(
+        family="gemma3",
+        model_types=GEMMA3_TYPES,
+        layer_shape=qk_norm_shape,
+        layer_count=lambda config: _int(text_config(config), "num_hidden_layers"),
+        embedding_name=lambda ck: _prefix(ck, GEMMA3_PREFIXES, "embed_tokens.weight") + "embed_tokens.weight",
+        layer_reader=qk_norm_layer,
+    ),
+    Adapter(
+        family="olmo2",
+        model_types=("olmo2",),
+        layer_shape=qk_norm_shape,
+        layer_count=_layers("num_hidden_layers"),
+        embedding_name=_llama_embedding,
+        layer_reader=qk_norm_layer,
+    ),
+    *(_moe_adapter(family) for family in ("mixtral", "qwen3_moe", "gpt_oss", "deepseek_v3")),
     Adapter(
         family="gpt2",
         model_types=("gpt2",),
@@ -450,11 +815,40 @@ def supported_model_types() -> list[str]:
     return sorted(t for adapter in ADAPTERS for t in adapter.model_types)
 
 
+NOT_ATTENTION: dict[str, tuple[str, str]] = {
+    "qwen3_next": (
+        "three of every four layers are Gated DeltaNet linear attention (the last-but-one among them), the fourth "
+        "gated full attention, with a mixture of experts",
+        "a canonical term for a Gated DeltaNet layer (its q/k/v/z projection in_proj_qkvz read with the short "
+        "convolution and the a/b gates of in_proj_ba, its out_proj as the writer) and a rule choosing the layers "
+        "(the last two full-attention layers, say), each with its own invariance argument",
+    ),
+    "falcon_h1": (
+        "every layer runs attention and a Mamba-2 mixer side by side on one norm (plus the FFN), with muP multipliers",
+        "a canonical term for the Mamba-2 branch (in_proj's x, B, C, z and dt blocks, the convolution, out_proj) added "
+        "to the attention's, and the config's multipliers folded in; QK and VO alone would miss half of each layer",
+    ),
+    "kimi_linear": (
+        "three of every four layers are Kimi Delta Attention (linear), the fourth multi-head latent attention, with "
+        "a mixture of experts",
+        "a canonical term for a Kimi Delta Attention layer (q/k/v with their short convolutions, the f/b gates, "
+        "o_proj) and a rule choosing the layers; the latent attention and the experts are read already",
+    ),
+}
+"""Families whose last layers are not (only) attention: model_type -> (what they are, what reading them needs)."""
+
+
 def adapter_for(config: dict) -> Adapter:
     model_type = config.get("model_type")
     for adapter in ADAPTERS:
         if model_type in adapter.model_types:
             return adapter
+    if model_type in NOT_ATTENTION:
+        layers, needed = NOT_ATTENTION[str(model_type)]
+        raise UsageError(
+            f"model_type={model_type!r} is not supported: the fingerprint reads its last two layers as attention and "
+            f"an FFN, and in this family {layers}. Reading it would need {needed}"
+        )
     raise UsageError(
         f"unsupported architecture model_type={model_type!r}; supported: {', '.join(supported_model_types())}"
     )

@@ -149,11 +149,15 @@ class MappedSafetensors:
         begin, end = (self.start + offset for offset in entry["data_offsets"])
         return self.bytes[begin:end].view(dtype).view(entry["shape"])
 
-    def drop(self, name: str, rows: Span) -> None:
-        """Unmap the whole pages inside stored rows [start, stop) of a 2-D tensor."""
+    def drop(self, name: str, rows: Span, slab: int | None = None) -> None:
+        """Unmap the whole pages inside stored rows [start, stop) of a 2-D tensor (or of slab `slab` of a 3-D
+        one: a fused expert tensor)."""
         entry = self.entries[name]
         begin, end = (self.start + offset for offset in entry["data_offsets"])
-        row_bytes = (end - begin) // max(1, entry["shape"][0])
+        if slab is not None:
+            slab_bytes = (end - begin) // max(1, entry["shape"][0])
+            begin, end = begin + slab * slab_bytes, begin + (slab + 1) * slab_bytes
+        row_bytes = (end - begin) // max(1, entry["shape"][1 if slab is not None else 0])
         first, last = begin + rows[0] * row_bytes, begin + rows[1] * row_bytes
         first, last = -(-first // PAGE) * PAGE, last // PAGE * PAGE
         if last > first:
@@ -195,6 +199,7 @@ class Checkpoint:
         """A 2-D tensor to be read block by block (`LazyMatrix`); pickled tensors are in memory already."""
         if self._pickled is not None:
             return self.tensor(name)
+        self._refuse_block_scaled(name)
         shape = self.shape(name)
         if len(shape) != 2:
             raise UsageError(f"tensor {name!r} has shape {shape}; a matrix was expected")
@@ -204,6 +209,37 @@ class Checkpoint:
             (0, shape[1]),
             release=lambda rows: self._mapped(name).drop(name, rows),
         )
+
+    def _refuse_block_scaled(self, name: str) -> None:
+        """FP8 weights stored with a per-block inverse scale (DeepSeek-V3's release: `W.weight_scale_inv`, one per
+        128 x 128 block) read as their raw FP8 values would be wrong by each block's scale."""
+        if self.has(f"{name}_scale_inv"):
+            raise UsageError(
+                f"{name} is stored in block-scaled FP8 ({name}_scale_inv beside it), which is not read: dequantise the "
+                "checkpoint to bf16 first (DeepSeek's fp8_cast_bf16.py)"
+            )
+
+    def slab(self, name: str, index: int) -> LazyMatrix | np.ndarray:
+        """Slab `index` of a 3-D tensor (one expert of a fused expert tensor, (experts, a, b)) as a matrix read
+        block by block, like `matrix`."""
+        shape = self.shape(name)
+        if len(shape) != 3 or not 0 <= index < shape[0]:
+            raise UsageError(f"tensor {name!r} has shape {shape}; slab {index} of a 3-D tensor was expected")
+        if self._pickled is not None:
+            return self.tensor(name)[index]
+        return LazyMatrix(
+            lambda rows, cols: self._slab_block(name, index, rows, cols),
+            (0, shape[1]),
+            (0, shape[2]),
+            release=lambda rows: self._mapped(name).drop(name, rows, slab=index),
+        )
+
+    def _slab_block(self, name: str, index: int, rows: Span, cols: Span) -> torch.Tensor:
+        whole = self._mapped(name).view(name)
+        if whole is None:
+            view = self._open(name).get_slice(name)
+            return view[index : index + 1, rows[0] : rows[1], cols[0] : cols[1]][0].to(torch.float64)
+        return whole[index, rows[0] : rows[1], cols[0] : cols[1]]
 
     def _block(self, name: str, rows: Span, cols: Span) -> torch.Tensor:
         """A view of the mapped file (stored dtype); other dtypes are read, and converted, by safetensors."""

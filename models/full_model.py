@@ -32,11 +32,37 @@ class FullModel:
     head: np.ndarray
 
 
+QK_NORM_GAP = "an RMSNorm over each head's q and k after the projection, before the rotary embedding"
+MOE_GAP = (
+    "a mixture-of-experts FFN: the router's logits, its top-k selection and weights, and only the chosen experts' "
+    "FFNs per token (a proof of every expert would cost them all)"
+)
+INFERENCE_GAPS = {
+    "qwen3": QK_NORM_GAP,
+    "olmo2": "q/k RMSNorms over the whole projections, and norms after each sublayer instead of before it",
+    "gemma3_text": f"{QK_NORM_GAP}, Gemma's (1 + weight) scales, post-norms, GELU, local sliding-window layers",
+    "gemma3": "Gemma 3's text decoder (q/k norms, post-norms, local and global layers) inside a multimodal model",
+    "smollm3": "layers without the rotary embedding (no_rope_layers)",
+    "mixtral": MOE_GAP,
+    "qwen3_moe": f"{MOE_GAP}, and {QK_NORM_GAP}",
+    "gpt_oss": f"{MOE_GAP} (gpt-oss's clamped (up + 1)·glu experts), attention sinks, biases, YaRN, sliding windows",
+    "deepseek_v3": (
+        f"multi-head latent attention (low-rank q and kv with latent norms, a decoupled rotary key) and {MOE_GAP}"
+    ),
+}
+"""What the inference circuits (LLaMA's) would need for the families that are fingerprinted but not served here."""
+
+
 def inference_shape(config: dict) -> InferenceShape:
     """The inference circuits' shape from config.json; UsageError for what they do not implement."""
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_TYPES:
-        raise UsageError(f"inference proofs support {', '.join(SUPPORTED_TYPES)} models; this is {model_type!r}")
+        missing = INFERENCE_GAPS.get(str(model_type))
+        why = f": the inference circuits would need {missing}" if missing else ""
+        raise UsageError(
+            f"inference proofs support {', '.join(SUPPORTED_TYPES)} models; this is {model_type!r}{why} "
+            "(its fingerprint and `compare` work: `noseprint architectures`)"
+        )
     if config.get("rope_scaling"):
         raise UsageError("inference proofs do not implement rope_scaling")
     if config.get("attention_bias") or config.get("mlp_bias"):

@@ -27,8 +27,12 @@ from noseprint.core.errors import UsageError
 from noseprint.models.checkpoint import Checkpoint, LazyMatrix, Span
 
 GGUF_SUFFIX = ".gguf"
-ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
-"""GGUF `general.architecture` -> the `model_type` whose adapter reads it (Mistral converts as llama)."""
+ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "smollm3": "smollm3", "qwen3moe": "qwen3_moe"}
+"""GGUF `general.architecture` -> the `model_type` whose adapter reads it (Mistral converts as llama). Qwen3's q/k
+norms are `attn_q_norm`/`attn_k_norm`; Qwen3-MoE's experts are merged per projection (`ffn_gate_exps`:
+(experts, ffn, hidden)), read one expert's slab at a time, its router `ffn_gate_inp`. Not yet: Gemma 3 (llama.cpp
+stores its norms as 1 + weight), OLMo 2, gpt-oss, DeepSeek-V3 (`deepseek2`, its kv_b split in two), Mixtral (as
+`llama` with experts)."""
 SENTENCEPIECE_SPACE = "\u2581"
 """How SentencePiece vocabularies (tokenizer.ggml.model "llama") spell a word's leading space."""
 TENSOR_SUFFIXES = (".weight", ".bias")
@@ -65,6 +69,19 @@ class GgufCheckpoint(Checkpoint):
             (0, shape[1]),
         )
 
+    def slab(self, name: str, index: int) -> LazyMatrix | np.ndarray:
+        """Slab `index` of a 3-D tensor (one expert of merged expert tensors), dequantised block by block."""
+        shape = self.shape(name)
+        if len(shape) != 3 or not 0 <= index < shape[0]:
+            raise UsageError(f"tensor {name!r} has shape {shape}; slab {index} of a 3-D tensor was expected")
+        return LazyMatrix(
+            lambda rows, cols: torch.from_numpy(
+                self._dequantised(name, rows, dtype=np.float32, slab=index)[:, cols[0] : cols[1]]
+            ),
+            (0, shape[1]),
+            (0, shape[2]),
+        )
+
     def rows(self, name: str, indices: list[int]) -> np.ndarray:
         vocab = self.shape(name)[0]
         bad = [i for i in indices if not 0 <= i < vocab]
@@ -82,16 +99,18 @@ class GgufCheckpoint(Checkpoint):
         return tensor
 
     def _dequantised(
-        self, name: str, rows: Span | None, cols: Span | None = None, dtype: type = np.float64
+        self, name: str, rows: Span | None, cols: Span | None = None, dtype: type = np.float64, slab: int | None = None
     ) -> np.ndarray:
         """Rows and columns [start, stop) (None: all) as float64 (or `dtype`: the streamed reader takes gguf's
         own float32), dequantised by `gguf.quants` from the mapped bytes. Columns are read as the whole
-        quantisation blocks that hold them (a column block costs its own bytes, not the whole matrix)."""
+        quantisation blocks that hold them (a column block costs its own bytes, not the whole matrix). `slab`:
+        the rows are those of one slab of a 3-D tensor."""
         from gguf import GGML_QUANT_SIZES
         from gguf.quants import dequantize
 
         tensor = self._tensor(name)
-        data = tensor.data if rows is None else tensor.data[rows[0] : rows[1]]
+        data = tensor.data if slab is None else tensor.data[slab]
+        data = data if rows is None else data[rows[0] : rows[1]]
         offset = 0
         if cols is not None and data.ndim == 2:
             block, size = GGML_QUANT_SIZES[tensor.tensor_type]
@@ -155,6 +174,11 @@ def gguf_config(reader: Any, arch: str) -> dict:
     key_length = _field(reader, f"{arch}.attention.key_length", None)
     if key_length is not None:
         config["head_dim"] = int(key_length)
+    experts = _field(reader, f"{arch}.expert_count", None)
+    if experts:
+        config["num_experts"] = int(experts)
+        config["num_experts_per_tok"] = int(_field(reader, f"{arch}.expert_used_count"))
+        config["moe_intermediate_size"] = int(_field(reader, f"{arch}.expert_feed_forward_length"))
     return config
 
 

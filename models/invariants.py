@@ -13,12 +13,74 @@ Readers carry the norm scale, writers do not, so folding γ into the readers cha
 reader's E·R meets a writer's or another reader's Rᵀ, so a rotation of the residual stream changes
 nothing; neuron and head permutations, per-neuron and per-head rescalings and Q/K maps cancel inside
 each product; after standardisation any positive rescaling of a tensor cancels too.
+
+A mixture-of-experts layer (issue 35) stacks its experts' gate, up and down as one gated FFN of
+experts·ffn neurons (shared experts last) and weighs each neuron's activation by its expert's routing
+weight for that token (`Routing`): FFN = ((E·γf·Wgateᵀ) ⊙ (E·γf·Wupᵀ) ⊙ P)·(E·Wdown)ᵀ, P the router's
+probabilities over all experts at the RMS-normalised rows, each repeated over its expert's neurons.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from noseprint.core.layout import LayerShape
+
+SCORES = ("softmax", "sigmoid")
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How a mixture-of-experts layer weighs its experts for a token, densely: the router's scores over *all*
+    experts (softmax of the logits, or sigmoid scores normalised to sum 1: DeepSeek-V3), times `scale`
+    (DeepSeek-V3's routed_scaling_factor), its top-k selection left out. The top-k would make the term jump
+    when a fine-tune moves one token's k-th and (k+1)-th experts past each other; the dense weights move with
+    the router continuously, and permuting the experts with the router's rows permutes them exactly.
+    Shared experts (added with weight 1) come after the routed ones in the stacked FFN."""
+
+    experts: int
+    expert_ffn: int
+    shared_ffn: int = 0
+    score: str = "softmax"
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"router score {self.score!r} is not one of {SCORES}")
+
+    @property
+    def ffn(self) -> int:
+        return self.experts * self.expert_ffn + self.shared_ffn
+
+    def expert_weights(self, logits: np.ndarray) -> np.ndarray:
+        """(n, experts) routing weights from the router's (n, experts) logits."""
+        if self.score == "softmax":
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            weights = shifted / shifted.sum(axis=1, keepdims=True)
+        else:
+            scores = 1.0 / (1.0 + np.exp(-logits))
+            weights = scores / scores.sum(axis=1, keepdims=True)
+        return weights * self.scale
+
+    def neuron_weights(self, logits: np.ndarray) -> np.ndarray:
+        """(n, ffn): each routed neuron's expert weight, 1 for the shared experts' neurons."""
+        routed = np.repeat(self.expert_weights(logits), self.expert_ffn, axis=1)
+        return np.concatenate([routed, np.ones((logits.shape[0], self.shared_ffn))], axis=1)
+
+
+def router_input(e: np.ndarray, ffn_norm: np.ndarray) -> np.ndarray:
+    """What the router reads for each selected token: the row RMS-normalised, as the FFN's RMSNorm does, times
+    γf. The routing weights are not scale-free (a softmax), so the row's scale is taken out as the model takes
+    it out: a residual rescaling (E → c·E) or rotation leaves them unchanged."""
+    rms = np.sqrt((e**2).mean(axis=1, keepdims=True))
+    return e / np.where(rms > 0, rms, 1.0) * ffn_norm
+
+
+def routing_weights(e: np.ndarray, w: dict) -> np.ndarray:
+    """(n, ffn) neuron weights of a mixture-of-experts layer `w` (its "router", "router_bias", "routing")."""
+    logits = router_input(e, w["ffn_norm"]) @ np.asarray(w["router"], dtype=np.float64).T + w["router_bias"]
+    return w["routing"].neuron_weights(logits)
 
 
 def repeat_kv(w: np.ndarray, shape: LayerShape) -> np.ndarray:
@@ -37,7 +99,7 @@ def canonical_embedding(e: np.ndarray, layer_norm: bool) -> np.ndarray:
     return e - e.mean(axis=1, keepdims=True) if layer_norm else e
 
 
-def layer_terms(e: np.ndarray, w: dict[str, np.ndarray], shape: LayerShape) -> np.ndarray:
+def layer_terms(e: np.ndarray, w: dict, shape: LayerShape) -> np.ndarray:
     """The three terms, multiplied E-first: (E·Wqᵀ)(E·Wkᵀ)ᵀ equals E·(Wqᵀ·Wk)·Eᵀ, but never forms a
     hidden x hidden matrix (0.3 instead of 69 GFLOP per term at hidden 4096, 16 tokens). E must be
     canonical already (`canonical_embedding`)."""
@@ -48,13 +110,15 @@ def layer_terms(e: np.ndarray, w: dict[str, np.ndarray], shape: LayerShape) -> n
     vo = (attn_in @ v.T) @ (e @ w["o"]).T
     if shape.gated:
         hidden = (ffn_in @ w["gate"].T) * (ffn_in @ w["up"].T)
+        if "routing" in w:
+            hidden = hidden * routing_weights(e, w)
     else:
         hidden = ffn_in @ w["ffn_in"].T
     ffn = hidden @ (e @ w["ffn_out"]).T
     return np.stack([qk, vo, ffn])
 
 
-def invariant_terms(e: np.ndarray, layers: list[dict[str, np.ndarray]], shapes: list[LayerShape]) -> np.ndarray:
+def invariant_terms(e: np.ndarray, layers: list[dict], shapes: list[LayerShape]) -> np.ndarray:
     """(3 * len(layers), n, n) raw terms, in the circuit's order."""
     return np.concatenate([layer_terms(e, w, s) for w, s in zip(layers, shapes, strict=True)])
 

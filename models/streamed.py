@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import cast
 
 import numpy as np
 import torch
@@ -40,6 +41,8 @@ from noseprint.core.chunks import (
 from noseprint.core.layout import ROW, CircuitLayout, LayerShape
 from noseprint.models.architectures import Matrix
 from noseprint.models.checkpoint import LazyMatrix
+from noseprint.models.invariants import Routing, router_input
+from noseprint.models.views import View
 from threadpoolctl import threadpool_limits
 
 STREAM_BLOCK_WEIGHTS = 1 << 20
@@ -108,6 +111,8 @@ def partial_term(shape: ChunkShape, acts: Activations) -> np.ndarray:
     if shape.kind == "vo":
         return acts["v"] @ sum_groups(acts["o"], shape).T
     hidden = acts["gate"] * acts["up"] if shape.gated else acts["ffn_in"]
+    if "route" in acts:  # a mixture of experts: each neuron weighted by its expert's routing weight
+        hidden = hidden * acts["route"]
     return hidden @ acts["ffn_out"].T
 
 
@@ -155,7 +160,11 @@ def streamed_layer_terms(
     chunks = layer_chunks(tokens, shape, chunking or stream_chunking(tokens, shape))
 
     def partial(chunk: Chunk) -> np.ndarray:
-        return partial_term(chunk.shape, {role: acts[role][:, p.start : p.stop] for role, p in chunk_pieces(chunk)})
+        sliced = {role: acts[role][:, p.start : p.stop] for role, p in chunk_pieces(chunk)}
+        if "route" in acts and chunk.kind == "ffn":
+            piece = dict(chunk_pieces(chunk))["gate"]
+            sliced["route"] = acts["route"][:, piece.start : piece.stop]
+        return partial_term(chunk.shape, sliced)
 
     return summed_terms(chunks, partial, tokens)
 
@@ -179,6 +188,10 @@ def layer_activations(
         norm = READER_NORMS.get(role)
         left = e * norms[norm] if norm is not None else e
         acts[role] = activation(weights[role], left, norm is not None, buffer, on_block)
+    if "routing" in weights:  # the router reads the RMS-normalised rows (`models.invariants.router_input`)
+        router = activation(weights["router"], router_input(e, norms["ffn_norm"]), True, buffer, on_block)
+        routing = cast(Routing, weights["routing"])
+        acts["route"] = routing.neuron_weights(router + np.asarray(weights["router_bias"]))
     return acts
 
 
@@ -194,7 +207,11 @@ def activation(
     A lazy view is read in blocks of its stored rows S_b: the product takes either S itself (a reader stored
     transposed, a writer stored plainly), and each block adds left[:, b]·S_b, or Sᵀ, and each block fills
     columns b with left·S_bᵀ. Each block is converted into `buffer` (its dtype: float32, or float64 for the
-    exact check) and its mapped pages dropped once read."""
+    exact check) and its mapped pages dropped once read. A `View` (stacked experts, composed low-rank maps)
+    computes its activation from its parts', each read so."""
+    if isinstance(matrix, View):
+        return matrix.activation(left, reader, lambda part, part_left, part_reader: activation(
+            part, part_left, part_reader, buffer, on_block))  # fmt: skip
     if not isinstance(matrix, LazyMatrix):
         values = np.asarray(matrix, dtype=np.float64)
         if on_block is not None:

@@ -144,7 +144,8 @@ def open_model(model_dir: Path, token_count: int, tokens_file: Path | None, allo
     embedding = canonical_embedding(adapter.read_embedding(checkpoint, [t.id for t in tokens]), adapter.layer_norm)
     if embedding.shape[1] != shape.hidden:
         raise UsageError(f"embedding width {embedding.shape[1]} differs from hidden size {shape.hidden}")
-    layout = CircuitLayout(tokens=len(tokens), hidden=shape.hidden, layers=(shape,) * FINGERPRINTED_LAYERS)
+    shapes = tuple(adapter.shape_of(checkpoint.config, index) for index in indices)
+    layout = CircuitLayout(tokens=len(tokens), hidden=shape.hidden, layers=shapes)
     model_type = str(checkpoint.config.get("model_type"))
     return OpenModel(checkpoint, adapter, model_type, layer_count, indices, tokens, embedding, layout)
 
@@ -156,9 +157,17 @@ def read_layout(model_dir: Path, token_count: int = DEFAULT_TOKENS) -> CircuitLa
         raise UsageError(f"model folder not found: {model_dir}")
     config = read_config(Path(model_dir))
     adapter = adapter_for(config)
-    shape = adapter.layer_shape(config)
-    fingerprinted_layers(adapter.layer_count(config))
-    return CircuitLayout(tokens=token_count, hidden=shape.hidden, layers=(shape,) * FINGERPRINTED_LAYERS)
+    shapes = tuple(adapter.shape_of(config, index) for index in fingerprinted_layers(adapter.layer_count(config)))
+    return CircuitLayout(tokens=token_count, hidden=shapes[0].hidden, layers=shapes)
+
+
+def proof_gap(model_dir: Path | str, allow_pickle: bool = False) -> str | None:
+    """Why the chunked proof cannot prove this model's fingerprint (None: it can), from its config alone."""
+    path = Path(model_dir)
+    config = read_config(path) if path.is_dir() else open_source(model_dir, allow_pickle).config
+    adapter = adapter_for(config)
+    gap = adapter.proof_gap(config, fingerprinted_layers(adapter.layer_count(config)))
+    return None if gap is None else f"{config.get('model_type')}: {gap}"
 
 
 def read_model(model_dir: Path, token_count: int, tokens_file: Path | None, allow_pickle: bool) -> ModelWeights:

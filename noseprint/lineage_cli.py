@@ -86,10 +86,17 @@ def gallery(
 
 
 def architectures(as_json: JsonOption = False) -> None:
-    """List the model_type values noseprint can fingerprint."""
+    """List the model_type values noseprint can fingerprint, and which proofs each family takes."""
+    from noseprint.core.whole_model import SUPPORTED_TYPES
     from noseprint.models.architectures import ADAPTERS
 
     if as_json:
         return emit_json({adapter.family: list(adapter.model_types) for adapter in ADAPTERS})
     for adapter in ADAPTERS:
-        out.print(f"{adapter.family}: {', '.join(adapter.model_types)}")
+        proofs = ["fingerprint and compare"]
+        if not adapter.experts:  # the chunk circuits prove its terms (a mixture of experts' routing they do not)
+            proofs.append("chunked proof")
+        inference = [t for t in adapter.model_types if t in SUPPORTED_TYPES]
+        if inference:
+            proofs.append(f"challenge inference: {', '.join(inference)}")
+        out.print(f"{adapter.family}: {', '.join(adapter.model_types)}  ({'; '.join(proofs)})", highlight=False)

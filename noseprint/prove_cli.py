@@ -153,7 +153,7 @@ def plan(
 
     from noseprint.circuits.calibration import load_calibration
     from noseprint.core.chunks import choose_chunking, chunking_errors
-    from noseprint.models.weights import read_layout
+    from noseprint.models.weights import proof_gap, read_layout
     from noseprint.prover.estimate import estimate
 
     layout = read_layout(model_dir, n_tokens)
@@ -164,6 +164,9 @@ def plan(
         if problems:
             raise UsageError(f"this chunking does not fit the model: {problems[0]}")
         result = estimate(layout, split, nodes, cores or os.cpu_count() or 1, table, memory_gb)
+    gap = proof_gap(model_dir)
+    if gap is not None:  # the chunks of the products the circuits have: what a proof would cost at least
+        result.warnings.insert(0, f"`prove` refuses {gap}")
     if as_json:
         return emit_json(result.to_dict())
     grid = Table(title=f"{result.chunks:,} chunk proofs and an encode proof, logrows {result.logrows}")

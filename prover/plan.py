@@ -36,7 +36,7 @@ from noseprint.core.opening import default_path as default_opening_path
 from noseprint.encoder import release
 from noseprint.encoder.network import config_of, load_encoder
 from noseprint.models.streamed import planned_layer_terms
-from noseprint.models.weights import DEFAULT_TOKENS, ModelWeights, read_model
+from noseprint.models.weights import DEFAULT_TOKENS, ModelWeights, proof_gap, read_model
 from noseprint.prover.resume import WorkFolder
 from noseprint.prover.schedule import Scheduler
 from noseprint.prover.thumbnail import ThumbnailPlan, plan_thumbnail
@@ -173,6 +173,9 @@ def plan_proof(options: ProveOptions, progress: Progress, clock: Stopwatch) -> P
         z_dim = config_of(load_encoder(release.ENCODER)).z_dim
         thumbnail = plan_thumbnail(weights, z_dim, options.init_dev_srs, progress)
         clock.lap("image_circuit")
+    gap = proof_gap(options.model_dir, options.allow_pickle)
+    if gap is not None:
+        raise UsageError(f"cannot prove {gap}")
     progress("reading checkpoint")
     model = read_model(options.model_dir, options.token_count, options.tokens_file, options.allow_pickle)
     clock.lap("read")

@@ -8,6 +8,7 @@ the saved checkpoint to rounding; changing the norms alone must move the fingerp
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,6 +21,7 @@ from noseprint.models.invariants import invariant_cosine, standardise
 from noseprint.models.weights import read_model
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+import bench.attacks.families  # noqa: F401  (registers issue 35's transforms)
 from bench.attacks.transforms import (
     FUNCTION_PRESERVING,
     applicable,
@@ -54,6 +56,32 @@ NORM_CHANGE_LOGITS = 1e-3
 TERM_NAMES = ("QK", "VO", "FFN")
 
 GQA = dict(hidden_size=16, intermediate_size=32, num_attention_heads=4, num_key_value_heads=2)
+EXPERTS = dict(num_local_experts=4, num_experts_per_tok=2)
+ISSUE35: dict[str, dict] = {
+    "qwen3": {},
+    "gemma3_text": {},
+    "olmo2": {},
+    "smollm3": dict(pad_token_id=0),
+    "mixtral": EXPERTS,
+    "qwen3_moe": dict(EXPERTS, moe_intermediate_size=8),
+    "gpt_oss": EXPERTS,
+    "deepseek_v3": dict(
+        EXPERTS,
+        moe_intermediate_size=8,
+        num_key_value_heads=4,
+        first_k_dense_replace=1,
+        n_group=2,
+        topk_group=1,
+        q_lora_rank=8,
+        kv_lora_rank=8,
+        qk_rope_head_dim=4,
+        qk_nope_head_dim=4,
+        v_head_dim=6,
+        n_shared_experts=1,
+    ),
+}
+"""Issue 35's families: q/k norms, mixtures of experts (DeepSeek-V3: a dense first layer, a shared expert and
+latent attention whose value heads (6) are narrower than its q/k heads (8))."""
 CASES: dict[str, tuple[str, dict]] = {
     "llama": ("llama", GQA),
     "mistral": ("mistral", GQA),
@@ -73,6 +101,7 @@ CASES: dict[str, tuple[str, dict]] = {
                                           num_kv_heads=2)),
     "falcon-per-head": ("falcon", dict(hidden_size=16, num_attention_heads=4, multi_query=False)),
     "bert": ("bert", dict(hidden_size=16, intermediate_size=32, num_attention_heads=4)),
+    **{case: (case, {**GQA, "head_dim": 4, **extra}) for case, extra in ISSUE35.items()},
 }  # fmt: skip
 COMMON = dict(vocab_size=303, num_hidden_layers=3, bos_token_id=1, eos_token_id=2)
 """The test tokenizer's 303 ids, <s> = 1 and </s> = 2 (some configs default to ids past the vocabulary)."""
@@ -83,7 +112,21 @@ EVERYWHERE = ("permute_residual", "permute_ffn_neurons")
 RMS = (*EVERYWHERE, "fold_norms", ROTATE, "scale_residual")
 LAYERNORM = (*EVERYWHERE, "fold_norms", ROTATE, "shift_along_ones")
 FALCON = ("multi-query", "new-decoder", "per-head")
+HEADS = ("permute_heads", "permute_value_units", "rotate_value_space")
+QK_NORM = ("scale_qk_heads", "swap_qk_norm_scales")
+ROPE_QK = ("scale_qk", "rotate_qk")
+MOE = ("permute_experts", "permute_expert_neurons", "scale_expert_up")
+MLA = ("permute_heads", "rotate_value_space", "fold_latent_norms", "rotate_latents", "scale_latents", "map_mla_nope")
+MOE_RMS = tuple(name for name in RMS if name != "permute_ffn_neurons")  # no dense FFN to permute
 EXPECTED: dict[str, tuple[str, ...]] = {
+    "qwen3": (*RMS, *HEADS, "scale_ffn_up", *QK_NORM),
+    "smollm3": (*RMS, *LLAMA_REPARAMS),
+    "gemma3_text": (*EVERYWHERE, "fold_norms", *HEADS, "scale_ffn_up", *QK_NORM),
+    "olmo2": (*EVERYWHERE, *HEADS, "scale_ffn_up", *QK_NORM),
+    "mixtral": (*MOE_RMS, *HEADS, *ROPE_QK, *MOE),
+    "qwen3_moe": (*MOE_RMS, *HEADS, *QK_NORM, *MOE),
+    "gpt_oss": (*MOE_RMS, *HEADS, *ROPE_QK, "permute_experts", "permute_expert_neurons"),
+    "deepseek_v3": (*RMS, *MLA, *MOE),  # its dense first layer and shared expert take permute_ffn_neurons
     **dict.fromkeys(("llama", "mistral", "qwen2", "gemma"), (*RMS, *LLAMA_REPARAMS)),
     "gemma2": (*EVERYWHERE, "fold_norms", *LLAMA_REPARAMS),
     "phi3": RMS,
@@ -94,7 +137,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 """What applies where, stated here rather than read from the library, so a transform that silently
 stops applying to a family fails `test_applicable_transforms`."""
 ORDER = ("fold_norms", "rotate_residual", "permute_residual", "scale_residual", "shift_along_ones",
-         "permute_ffn_neurons", *LLAMA_REPARAMS)  # fmt: skip
+         "permute_ffn_neurons", *LLAMA_REPARAMS, *MOE, *QK_NORM, *MLA[2:])  # fmt: skip
 """The full disguise: fold first (rotation needs γ = 1), then everything else."""
 
 
@@ -132,12 +175,17 @@ def trained_like(model, seed: int):
     return model
 
 
+FLOAT64 = defaultdict(dict, dict.fromkeys(("mixtral", "qwen3_moe", "gpt_oss", "deepseek_v3"),
+                                            {"experts_implementation": "eager"}))  # fmt: skip
+"""transformers' default experts kernel (grouped_mm) takes no float64."""
+
+
 def build(case: str, seed: int = 0):
     model_type, kwargs = CASES[case]
     config = AutoConfig.for_model(model_type, **{**COMMON, **kwargs})
     torch.manual_seed(seed)
-    model = (AutoModel if model_type == "bert" else AutoModelForCausalLM).from_config(config).double().eval()
-    return trained_like(model, seed)
+    model = (AutoModel if model_type == "bert" else AutoModelForCausalLM).from_config(config, **FLOAT64[model_type])
+    return trained_like(model.double().eval(), seed)
 
 
 def fingerprint(folder: Path) -> tuple[np.ndarray, list[str]]:
@@ -249,7 +297,7 @@ def test_vocabulary_permutation_keeps_fingerprint(base, tmp_path, case):
     """Tokens are chosen by string, so the fingerprint finds the moved embedding rows."""
     parent = base(case)
     new_id_of = permute_vocabulary(parent.folder, tmp_path / "shuffled", seed=SEED)
-    shuffled = AutoModelForCausalLM.from_pretrained(str(tmp_path / "shuffled")).eval()
+    shuffled = AutoModelForCausalLM.from_pretrained(str(tmp_path / "shuffled"), **FLOAT64[CASES[case][0]]).eval()
     assert next(shuffled.parameters()).dtype == torch.float64
     assert vocab_logit_change(parent.model, shuffled, INPUT_IDS, new_id_of) <= parent.tolerance
     derived_terms, derived_tokens = fingerprint(tmp_path / "shuffled")
@@ -264,8 +312,9 @@ def test_changing_only_the_norms_moves_the_fingerprint(base, tmp_path, case):
     other = build(case)
     offset = describe(other).offset
     g = torch.Generator().manual_seed(SEED)
+    stream = describe(other)
     with torch.no_grad():
-        for norm in describe(other).norm_modules():
+        for norm in [*stream.norm_modules(), *stream.head_norms]:  # OLMo 2 has no pre-norms: its q/k norms
             norm.weight.copy_(1 - offset + NORM_SPREAD * torch.randn(norm.weight.shape, generator=g))
     assert max_logit_change(parent.model, other, INPUT_IDS) > NORM_CHANGE_LOGITS * logit_scale(parent.model, INPUT_IDS)
     moved, _ = fingerprint(save_tiny(other, tmp_path / "norms"))

@@ -13,7 +13,7 @@ from noseprint.core.errors import UsageError
 from noseprint.core.tokens import select
 from noseprint.lineage.fingerprint import fingerprint_model
 from noseprint.lineage.verdict import verdict
-from noseprint.models.gguf import gguf_tokenizer, open_gguf
+from noseprint.models.gguf import TENSOR_SUFFIXES, gguf_tokenizer, open_gguf
 from noseprint.models.invariants import invariant_cosine
 from noseprint.models.tokens import load_tokenizer
 
@@ -215,3 +215,73 @@ def test_gguf_vocabulary_selects_the_tokenizers_words(original, tmp_path):
     path = write_gguf(model, tokenizer, tmp_path / "m.gguf", Q.F16)
     assert select(gguf_tokenizer(path), 12).ids == select(load_tokenizer(folder), 12).ids
     assert gguf_tokenizer(path)("zzzznotaword") == []
+
+
+# Issue 35: Qwen3 (q/k norms), SmolLM3 (llama.cpp permutes its Wq/Wk rows as LLaMA's), Qwen3-MoE (merged experts).
+
+GGUF_FAMILIES = {"qwen3": "qwen3", "smollm3": "smollm3", "qwen3_moe": "qwen3moe"}
+
+
+def write_family_gguf(folder: Path, arch: str, path: Path) -> Path:
+    """The saved checkpoint's tensors under GGUF names (gguf's own TensorNameMap), F32; a MoE layer's experts merged
+    per projection into (experts, rows, cols) tensors as llama.cpp's converter stacks them."""
+    import json
+    import re
+
+    from gguf import MODEL_ARCH_NAMES, get_tensor_name_map
+    from safetensors.numpy import load_file
+    from transformers import AutoTokenizer
+
+    config = json.loads((folder / "config.json").read_text())
+    state = load_file(str(folder / "model.safetensors"))
+    layers, heads, kv = config["num_hidden_layers"], config["num_attention_heads"], config["num_key_value_heads"]
+    names = get_tensor_name_map(next(k for k, v in MODEL_ARCH_NAMES.items() if v == arch), layers)
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(layers)
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv)
+    writer.add_key_length(config["head_dim"])
+    writer.add_value_length(config["head_dim"])
+    writer.add_context_length(64)
+    writer.add_layer_norm_rms_eps(1e-6)
+    if arch == "qwen3moe":
+        writer.add_expert_count(config["num_local_experts"])
+        writer.add_expert_used_count(config["num_experts_per_tok"])
+        writer.add_expert_feed_forward_length(config["moe_intermediate_size"])
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
+    merged: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for name, value in sorted(state.items()):
+        expert = re.match(r"(.*\.experts)\.(\d+)\.(.*)", name)
+        if expert:
+            merged.setdefault(f"{expert[1]}.{expert[3]}", []).append((int(expert[2]), value))
+            continue
+        if arch == "smollm3" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            value = rotary_permute(value, heads if "q_proj" in name else kv)
+        writer.add_tensor(names.get_name(name, try_suffixes=TENSOR_SUFFIXES), value.astype(np.float32))
+    for name, parts in merged.items():
+        stacked = np.stack([value for _, value in sorted(parts, key=lambda part: part[0])])
+        writer.add_tensor(names.get_name(name, try_suffixes=TENSOR_SUFFIXES), stacked.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("model_type", sorted(GGUF_FAMILIES))
+def test_issue35_families_read_from_gguf_as_from_safetensors(tmp_path, model_type):
+    from tests.test_lineage_families import build
+
+    folder = save_tiny(build(model_type, 0), tmp_path / "st")
+    path = write_family_gguf(folder, GGUF_FAMILIES[model_type], tmp_path / "m.gguf")
+    assert open_gguf(path).config["model_type"] == model_type
+    terms, _ = reference((None, None, folder), tmp_path)
+    record = fingerprint_model(path, tmp_path / "fp-gguf", progress=False)
+    gguf_terms = np.load(tmp_path / "fp-gguf" / "invariants.npy")
+    assert record["model_type"] == model_type
+    assert np.abs(gguf_terms - terms).max() <= 1e-6 * np.abs(terms).max()
+    assert invariant_cosine(terms, gguf_terms) > 1 - 1e-9

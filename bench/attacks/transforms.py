@@ -42,7 +42,11 @@ LLAMA_TYPES = frozenset({"llama", "mistral", "qwen2", "gemma", "gemma2"})
 GEMMA_TYPES = frozenset({"gemma", "gemma2"})
 GEMMA_OFFSET = 1.0
 """Gemma's RMSNorm scales by 1 + weight: γ = 1 means weight = 0."""
-RMS_TYPES = LLAMA_TYPES | {"phi3"}
+ISSUE35_TYPES = frozenset(
+    {"qwen3", "smollm3", "gemma3_text", "olmo2", "mixtral", "qwen3_moe", "gpt_oss", "deepseek_v3"}
+)
+"""Issue 35's families (their own transforms: `bench.attacks.families`)."""
+RMS_TYPES = LLAMA_TYPES | {"phi3"} | ISSUE35_TYPES
 LAYERNORM_TYPES = frozenset({"gpt2", "gpt_neox", "gptj", "opt", "falcon", "bert"})
 ALL_TYPES = RMS_TYPES | LAYERNORM_TYPES
 
@@ -96,12 +100,26 @@ class Stream:
     mean_free: bool = False
     """Nothing ever reads the stream's all-ones component (LayerNorm before every reader)."""
     offset: float = 0.0
+    head_norms: list[nn.Module] = field(default_factory=list)
+    """Norms inside the attention (Qwen3's and OLMo 2's q/k norms, DeepSeek's latent norms): not on the stream,
+    never folded or mapped, but their scales are part of the function (the negative test redraws them)."""
 
     def readers(self) -> list[nn.Module]:
         return [r for norm in self.norms for r in norm.readers] + self.raw_readers
 
     def norm_modules(self) -> list[nn.Module]:
         return [norm.module for norm in self.norms] + self.post_norms
+
+
+@dataclass(eq=False)
+class Fused:
+    """A fused expert tensor (experts, a, b) that meets the residual stream along `axis` (1 or 2), as a reader
+    or a writer; a writer's bias (experts, hidden) along `bias_axis`. Stands in a Stream where a module would."""
+
+    weight: nn.Parameter
+    axis: int
+    bias: nn.Parameter | None = None
+    bias_axis: int = 0
 
 
 def _lm_head(model: nn.Module) -> list[nn.Module]:
@@ -111,7 +129,7 @@ def _lm_head(model: nn.Module) -> list[nn.Module]:
 
 def _llama_stream(model: nn.Module) -> Stream:
     inner, model_type = model.model, model.config.model_type
-    gemma2 = model_type == "gemma2"
+    gemma2 = model_type in ("gemma2", "gemma3_text")
     norms, writers, ffns, post = [], [], [], []
     for layer in inner.layers:
         attn, mlp = layer.self_attn, layer.mlp
@@ -123,8 +141,71 @@ def _llama_stream(model: nn.Module) -> Stream:
         if gemma2:  # norms of the writers' outputs, before the residual add
             post += [layer.post_attention_layernorm, layer.post_feedforward_layernorm]
     norms.append(Norm(inner.norm, _lm_head(model)))
-    offset = GEMMA_OFFSET if model_type in GEMMA_TYPES else 0.0
-    return Stream(model_type, model.config.hidden_size, [inner.embed_tokens], writers, norms, ffns, post, offset=offset)
+    offset = GEMMA_OFFSET if model_type in GEMMA_TYPES | {"gemma3_text"} else 0.0
+    attentions = [layer.self_attn for layer in inner.layers]
+    heads = [m for a in attentions for m in (getattr(a, "q_norm", None), getattr(a, "k_norm", None)) if m is not None]
+    return Stream(model_type, model.config.hidden_size, [inner.embed_tokens], writers, norms, ffns, post, offset=offset,
+                  head_norms=heads)  # fmt: skip
+
+
+def _olmo2_stream(model: nn.Module) -> Stream:
+    """OLMo 2 has no pre-norms: q, k, v, gate and up read the raw stream, the norms sit on the sublayers' outputs
+    (post-norms) and on q and k (head norms); only the final norm has a reader."""
+    inner = model.model
+    raw, writers, ffns, post, heads = [], [], [], [], []
+    for layer in inner.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        raw += [attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj]
+        writers += [attn.o_proj, mlp.down_proj]
+        ffns.append(Ffn([mlp.gate_proj, mlp.up_proj], mlp.down_proj))
+        post += [layer.post_attention_layernorm, layer.post_feedforward_layernorm]
+        heads += [attn.q_norm, attn.k_norm]
+    norms = [Norm(inner.norm, _lm_head(model))]
+    return Stream("olmo2", model.config.hidden_size, [inner.embed_tokens], writers, norms, ffns, post, raw,
+                  pre_norm=False, head_norms=heads)  # fmt: skip
+
+
+def _moe_ffn(mlp: nn.Module, model_type: str) -> tuple[list, list, list[Ffn]]:
+    """Readers, writers and plain FFNs of one FFN block: a dense MLP, or experts (fused tensors), their router
+    and DeepSeek's shared experts."""
+    if not hasattr(mlp, "experts"):
+        return [mlp.gate_proj, mlp.up_proj], [mlp.down_proj], [Ffn([mlp.gate_proj, mlp.up_proj], mlp.down_proj)]
+    experts = mlp.experts
+    if model_type == "gpt_oss":  # gate_up (experts, hidden, 2·ffn); down (experts, ffn, hidden), bias (experts, hidden)
+        readers = [Fused(experts.gate_up_proj, 1), mlp.router]
+        writers = [Fused(experts.down_proj, 2, experts.down_proj_bias, 1)]
+    else:  # gate_up (experts, 2·ffn, hidden), down (experts, hidden, ffn)
+        readers, writers = [Fused(experts.gate_up_proj, 2), mlp.gate], [Fused(experts.down_proj, 1)]
+    ffns = []
+    shared = getattr(mlp, "shared_experts", None)
+    if shared is not None:
+        readers += [shared.gate_proj, shared.up_proj]
+        writers.append(shared.down_proj)
+        ffns.append(Ffn([shared.gate_proj, shared.up_proj], shared.down_proj))
+    return readers, writers, ffns
+
+
+def _moe_stream(model: nn.Module) -> Stream:
+    """Mixtral, Qwen3-MoE, gpt-oss and DeepSeek-V3 (its latent attention reads the stream through q_a_proj (or
+    q_proj) and kv_a_proj_with_mqa; its latent norms are inside the attention)."""
+    inner, model_type = model.model, model.config.model_type
+    norms, writers, ffns, heads = [], [], [], []
+    for layer in inner.layers:
+        attn = layer.self_attn
+        if model_type == "deepseek_v3":
+            q = attn.q_proj if attn.q_a_proj is None else attn.q_a_proj
+            attn_readers = [q, attn.kv_a_proj_with_mqa]
+            heads += [m for m in (attn.q_a_layernorm, attn.kv_a_layernorm) if m is not None]
+        else:
+            attn_readers = [attn.q_proj, attn.k_proj, attn.v_proj]
+            heads += [m for m in (getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)) if m is not None]
+        ffn_readers, ffn_writers, plain = _moe_ffn(layer.mlp, model_type)
+        norms += [Norm(layer.input_layernorm, attn_readers), Norm(layer.post_attention_layernorm, ffn_readers)]
+        writers += [attn.o_proj, *ffn_writers]
+        ffns += plain
+    norms.append(Norm(inner.norm, _lm_head(model)))
+    return Stream(model_type, model.config.hidden_size, [inner.embed_tokens], writers, norms, ffns,
+                  head_norms=heads)  # fmt: skip
 
 
 def _phi3_stream(model: nn.Module) -> Stream:
@@ -251,7 +332,9 @@ def _bert_stream(model: nn.Module) -> Stream:
 
 
 DESCRIBERS: dict[str, Callable[[nn.Module], Stream]] = {
-    **dict.fromkeys(LLAMA_TYPES, _llama_stream),
+    **dict.fromkeys(LLAMA_TYPES | {"qwen3", "smollm3", "gemma3_text"}, _llama_stream),
+    "olmo2": _olmo2_stream,
+    **dict.fromkeys(("mixtral", "qwen3_moe", "gpt_oss", "deepseek_v3"), _moe_stream),
     "phi3": _phi3_stream,
     "gpt2": _gpt2_stream,
     "gpt_neox": _neox_stream,
@@ -274,13 +357,19 @@ def describe(model: nn.Module) -> Stream:
 # Weight surgery along the stream axis
 
 
-def _in_axis(module: nn.Module) -> int:
+def _in_axis(module: nn.Module | Fused) -> int:
     """The weight axis indexing a layer's input (an embedding's rows are indexed by its axis 1 too)."""
+    if isinstance(module, Fused):
+        return module.axis
     return 0 if isinstance(module, Conv1D) else 1
 
 
-def _out_axis(module: nn.Module) -> int:
-    return 1 - _in_axis(module)
+def _out_axis(module: nn.Module | Fused) -> int:
+    return module.axis if isinstance(module, Fused) else 1 - _in_axis(module)
+
+
+def _bias_axis(module: nn.Module | Fused) -> int:
+    return module.bias_axis if isinstance(module, Fused) else 0
 
 
 @torch.no_grad()
@@ -339,7 +428,7 @@ def _stream_params(stream: Stream) -> list[tuple[torch.Tensor, int]]:
     pairs: list[tuple[torch.Tensor | None, int]] = []
     pairs += [(e.weight, 1) for e in stream.embeddings]
     pairs += [(r.weight, _in_axis(r)) for r in stream.readers()]
-    pairs += [(w.weight, _out_axis(w)) for w in stream.writers] + [(w.bias, 0) for w in stream.writers]
+    pairs += [(w.weight, _out_axis(w)) for w in stream.writers] + [(w.bias, _bias_axis(w)) for w in stream.writers]
     pairs += [(getattr(n, "bias", None), 0) for n in stream.norm_modules()]
     return _unique_params(pairs)
 
@@ -651,7 +740,7 @@ FUNCTION_PRESERVING: dict[str, Transform] = {
     "permute_residual": Transform(permute_residual, ALL_TYPES),
     "scale_residual": Transform(_seeded_scale, RMS_TYPES, lambda s: _rotatable(s) and not s.centred),
     "shift_along_ones": Transform(shift_along_ones, LAYERNORM_TYPES, lambda s: s.mean_free),
-    "permute_ffn_neurons": Transform(permute_ffn_neurons, ALL_TYPES),
+    "permute_ffn_neurons": Transform(permute_ffn_neurons, ALL_TYPES, lambda s: bool(s.ffns)),  # MoE: experts
     **{
         name: Transform(transform, LLAMA_TYPES)
         for name, transform in reparam.REPARAMETRISATIONS.items()
@@ -659,7 +748,8 @@ FUNCTION_PRESERVING: dict[str, Transform] = {
     },
 }
 """Every model-to-model transform, by name. Vocabulary permutation moves the tokenizer too and is
-folder-to-folder: `bench.zoo.reparam.permute_vocabulary`."""
+folder-to-folder: `bench.zoo.reparam.permute_vocabulary`. Importing `bench.attacks.families` adds issue 35's
+(experts, q/k norms, latent attention)."""
 
 
 def applicable(model: nn.Module) -> list[str]:

@@ -73,10 +73,21 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     if layers is None:
         raise ValueError(f"{type(model).__name__} has no .model.layers: not a LLaMA-architecture model")
     for layer in layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        for module in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+        attn = layer.self_attn
+        for module in (getattr(attn, name, None) for name in ("q_proj", "k_proj", "v_proj", "o_proj")):
             if not isinstance(module, nn.Linear):
                 raise ValueError(f"expected nn.Linear projections, found {type(module).__name__}")
+    return layers
+
+
+def dense_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks, each with a dense gated FFN (gate_proj, up_proj, down_proj): not a mixture of experts."""
+    layers = decoder_layers(model)
+    for layer in layers:
+        mlp = layer.mlp
+        for module in (getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")):
+            if not isinstance(module, nn.Linear):
+                raise ValueError(f"expected a dense gated FFN of nn.Linear, found {type(module).__name__}")
     return layers
 
 
@@ -226,7 +237,22 @@ def permute_heads(model: nn.Module, seed: int) -> nn.Module:
         _permute_rows(attn.k_proj, kv_rows)
         _permute_rows(attn.v_proj, kv_rows)
         _permute_cols(attn.o_proj, q_rows)
+        _permute_head_extras(attn, q_order, q_rows, kv_rows)
     return model
+
+
+@torch.no_grad()
+def _permute_head_extras(attn: nn.Module, q_order: torch.Tensor, q_rows: torch.Tensor, kv_rows: torch.Tensor) -> None:
+    """Per-head parameters besides the projections move with their heads: gpt-oss's attention sinks (one logit
+    per query head) and q/k norms over the whole projection (OLMo 2's, one scale per q or k row). Norms over one
+    head's dims (Qwen3's) are shared by every head and stay."""
+    sinks = getattr(attn, "sinks", None)
+    if sinks is not None:
+        _store(sinks, sinks.index_select(0, q_order))
+    for name, rows in (("q_norm", q_rows), ("k_norm", kv_rows)):
+        norm = getattr(attn, name, None)
+        if norm is not None and norm.weight.numel() == len(rows):
+            _store(norm.weight, norm.weight.index_select(0, rows))
 
 
 def permute_ffn_neurons(model: nn.Module, seed: int) -> nn.Module:
@@ -238,7 +264,7 @@ def permute_ffn_neurons(model: nn.Module, seed: int) -> nn.Module:
     """
     model = copy.deepcopy(model)
     g = _generator(seed)
-    for layer in decoder_layers(model):
+    for layer in dense_layers(model):
         mlp = layer.mlp
         perm = torch.randperm(mlp.up_proj.out_features, generator=g)
         _permute_rows(mlp.gate_proj, perm)
@@ -316,7 +342,7 @@ def scale_ffn_up(model: nn.Module, seed: int) -> nn.Module:
     """
     model = copy.deepcopy(model)
     g = _generator(seed)
-    for layer in decoder_layers(model):
+    for layer in dense_layers(model):
         mlp = layer.mlp
         alpha = torch.exp(torch.rand(mlp.up_proj.out_features, generator=g, dtype=torch.float64) * 2 - 1)
         _scale_rows(mlp.up_proj, alpha)
