@@ -134,9 +134,9 @@ def child(phase: str, job: Path) -> None:
 
 def measure(prep: Prepared, picks: list, cores: int | None, scratch: Path, chunk_weights: int) -> list[dict]:
     """Keys once per shape among `picks` (measured), then every picked chunk proven (measured): one point each."""
-    from noseprint.circuits import srs as srs_store
+    import noseprint.circuits.srs as srs_store
+    import noseprint.core.paths as paths
     from noseprint.circuits.keys import ensure_keys
-    from noseprint.core import paths
     from noseprint.prover.estimate import shape_weights
 
     srs = srs_store.init_dev(prep.logrows, store=paths.home() / "calibration-srs")  # never the trusted store

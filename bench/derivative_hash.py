@@ -26,8 +26,8 @@ import argparse
 import json
 from pathlib import Path
 
+import noseprint.encoder.release as release
 import numpy as np
-from noseprint.encoder import release
 from noseprint.encoder.generator import load_generator
 from noseprint.encoder.stylegan import load_float
 from PIL import Image

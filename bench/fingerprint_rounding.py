@@ -16,9 +16,9 @@ import itertools
 import tempfile
 from pathlib import Path
 
+import noseprint.encoder.release as release
 import numpy as np
 import torch
-from noseprint.encoder import release
 from noseprint.encoder.network import load_encoder
 from noseprint.encoder.zvector import as_floats, cosine
 from noseprint.lineage.fingerprint import dequantised, fingerprint_model, z_from_raw_float

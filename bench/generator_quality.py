@@ -26,9 +26,9 @@ import json
 import time
 from pathlib import Path
 
+import noseprint.encoder.release as release
 import numpy as np
 import torch
-from noseprint.encoder import release
 from noseprint.encoder.generator import load_generator
 from noseprint.encoder.stylegan import from_integer, pixels
 from PIL import Image

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import noseprint.encoder.release as release
 import numpy as np
 import torch
-from noseprint.encoder import release
 
 from training import dogs
 
@@ -33,7 +33,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="noseprint-bench-image-"))
     os.environ["NOSEPRINT_HOME"] = str(home)
 
-    from noseprint.circuits import srs as srs_store
+    import noseprint.circuits.srs as srs_store
     from noseprint.circuits.image_circuit import cached_image_circuit, prove_image
     from noseprint.circuits.keys import ensure_keys
     from noseprint.circuits.proving import verify_proof

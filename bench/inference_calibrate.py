@@ -31,13 +31,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import noseprint.circuits.srs as srs_store
+import noseprint.core.paths as paths
 import numpy as np
-from noseprint.circuits import srs as srs_store
 from noseprint.circuits.challenge_circuits import INPUT_SCALE, build_inference, felts, model_values, piece_ints
 from noseprint.circuits.commitment import quantise, random_blinding, with_blinding
 from noseprint.circuits.keys import ensure_keys
 from noseprint.circuits.proving import ProofTask
-from noseprint.core import paths
 from noseprint.core.chunks import Chunking
 from noseprint.core.whole_model import DEFAULT_PART_WEIGHTS, InferenceShape, PartSizes
 from noseprint.models.demo_model import DemoShape, write_demo_model

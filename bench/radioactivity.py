@@ -35,10 +35,11 @@ import resource
 import time
 from pathlib import Path
 
+import noseprint.watermark.generate as gen
+import noseprint.watermark.membership as membership
+import noseprint.watermark.radioactive as radioactive
 import numpy as np
 import torch
-from noseprint.watermark import generate as gen
-from noseprint.watermark import membership, radioactive
 from noseprint.watermark.detect import detect, first_occurrences, log10_p_of, pair_scores
 from noseprint.watermark.prf import new_key
 from noseprint.watermark.schemes import DEFAULT_DELTA, KIRCHENBAUER, SchemeParams, Watermark

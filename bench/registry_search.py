@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import noseprint.registry.merkle as merkle
+import noseprint.registry.tree_head as cp
 import numpy as np
 from noseprint.core.fileio import canonical_json, sha256_bytes
-from noseprint.registry import merkle
-from noseprint.registry import tree_head as cp
 from noseprint.registry.service import open_registry, search_z
 from noseprint.registry.store import CheckpointRow, Entry, LogHead, LogLeafIndex, writer
 from sqlalchemy import insert

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+import noseprint.core.paths as paths
 from noseprint.circuits.settings import run_args
-from noseprint.core import paths
 from noseprint.core.errors import NoseprintError
 from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file
 

@@ -18,8 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import noseprint.circuits.srs as srs_store
 import numpy as np
-from noseprint.circuits import srs as srs_store
 from noseprint.circuits.build import BuiltCircuit, cached, probe
 from noseprint.circuits.commitment import quantise
 from noseprint.circuits.keys import Keys
@@ -187,7 +187,7 @@ def _layer_specs(
     shape: InferenceShape, chunking: Chunking, tokens: int, layer: LayerPieces, sizes: PartSizes | None
 ) -> dict[str, Spec]:
     """The circuits a layer is proven with: one per part kind (every part of a kind has one shape)."""
-    from noseprint.circuits import challenge_graph as graph
+    import noseprint.circuits.challenge_graph as graph
 
     base = _description(shape, tokens) | {"chunking": chunking.to_dict()}
     specs: dict[str, Spec] = {}
@@ -208,7 +208,7 @@ def _layer_specs(
 
 
 def _other_specs(shape: InferenceShape, tokens: int, fingerprint_tokens: int) -> dict[str, Spec]:
-    from noseprint.circuits import challenge_graph as graph
+    import noseprint.circuits.challenge_graph as graph
 
     base = _description(shape, tokens)
     return {

@@ -79,7 +79,7 @@ def _encode_export(layout: CircuitLayout, per_term: list[int], shape: ChunkShape
 
 def built_chunked(layout: CircuitLayout, chunking: Chunking, encoder_digest: str) -> ChunkedCircuits | None:
     """The circuits if every one of them is in the cache already, else None (nothing is built)."""
-    from noseprint.encoder import release
+    import noseprint.encoder.release as release
 
     try:
         return build_chunked(layout, chunking, release.ENCODER, encoder_digest, cached_only=True)

@@ -25,12 +25,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import noseprint.core.paths as paths
 import numpy as np
 from noseprint.circuits.build import BuiltCircuit, cached_build, compile_into
 from noseprint.circuits.keys import Keys
 from noseprint.circuits.settings import choose_logrows, run_args
 from noseprint.circuits.srs import Srs
-from noseprint.core import paths
 from noseprint.core.fileio import canonical_json, sha256_bytes
 from noseprint.encoder.zvector import Z_FRAC_BITS
 

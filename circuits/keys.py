@@ -14,9 +14,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import noseprint.core.paths as paths
 from noseprint.circuits.build import BuiltCircuit
 from noseprint.circuits.srs import Srs
-from noseprint.core import paths
 from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file
 
 

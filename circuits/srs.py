@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from noseprint.core import paths
+import noseprint.core.paths as paths
 from noseprint.core.errors import UsageError
 from noseprint.core.fileio import parse_json_strict, sha256_file, write_json_atomic
 

@@ -20,9 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import noseprint.core.paths as paths
 from noseprint.circuits.budget import GIB, Budget, OverBudget
 from noseprint.circuits.srs import Srs
-from noseprint.core import paths
 from noseprint.core.chunks import Chunking
 from noseprint.core.layout import CircuitLayout
 from noseprint.core.whole_model import InferenceShape, PartSizes
@@ -79,11 +79,11 @@ def _srs_dict(srs: Srs) -> dict[str, Any]:
 
 def run_job(job: dict[str, Any]) -> None:
     """Build (or find) the circuit and derive (or find) its verification key: the caches are the result."""
+    import noseprint.encoder.release as release
     from noseprint.circuits.challenge_circuits import build_inference
     from noseprint.circuits.chunked import build_chunked
     from noseprint.circuits.image_circuit import cached_image_circuit
     from noseprint.circuits.keys import ensure_keys
-    from noseprint.encoder import release
 
     srs = Srs(Path(job["srs"]["path"]), job["srs"]["logrows"], job["srs"]["sha256"], job["srs"]["origin"])
     if job["kind"] == "fingerprint":
@@ -115,9 +115,9 @@ def _remove_staging_since(started: float) -> None:
 
 def fingerprint_ready(layout: CircuitLayout, chunking: Chunking, srs: Srs) -> bool:
     """Every circuit built and its verification key derived already: checking costs nothing more."""
+    import noseprint.encoder.release as release
     from noseprint.circuits.chunked import built_chunked
     from noseprint.circuits.keys import has_verification_key
-    from noseprint.encoder import release
 
     circuits = built_chunked(layout, chunking, release.RELEASED_ENCODER_DIGEST)
     return circuits is not None and all(has_verification_key(c, srs) for c in circuits.all)

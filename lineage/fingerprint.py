@@ -21,12 +21,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import noseprint.encoder.release as release
 import numpy as np
 import torch
 from noseprint.circuits.commitment import quantise
 from noseprint.circuits.settings import INPUT_SCALE
 from noseprint.core.fingerprint_folder import FingerprintRecord, write_folder
-from noseprint.encoder import release
 from noseprint.encoder.generator import load_generator, png_bytes
 from noseprint.encoder.network import load_encoder
 from noseprint.encoder.zvector import Z_FRAC_BITS

@@ -125,8 +125,8 @@ def show(
     """One entry: commitment, signer, log position, inclusion proof, nearest neighbours."""
     import numpy as np
 
+    import noseprint.registry.archive as archive
     from noseprint.core.fileio import write_bytes_atomic
-    from noseprint.registry import archive
     from noseprint.registry.challenge_checks import list_inference_checks
     from noseprint.registry.service import entry_summary, get_entry, inclusion, list_evidence, open_registry, search_z
 
@@ -201,9 +201,9 @@ def inference_command(
     as_json: JsonOption = False,
 ) -> None:
     """Verify P_DIR's inference proofs against the entry's bundle and the answers; record the check if it passed."""
+    import noseprint.registry.archive as archive
     from noseprint.core.answers import Answers
     from noseprint.core.challenge import Challenge
-    from noseprint.registry import archive
     from noseprint.registry.challenge_checks import record_inference_check
     from noseprint.registry.service import get_entry, open_registry
 

@@ -23,7 +23,7 @@ def srs_init(
     as_json: JsonOption = False,
 ) -> None:
     """Generate an INSECURE development SRS into the local store."""
-    from noseprint.circuits import srs as store
+    import noseprint.circuits.srs as store
 
     entry = store.init_dev(logrows, force=force)
     err.print(f"[yellow]warning:[/] {store.DEV_WARNING}")
@@ -40,7 +40,7 @@ def srs_import(
     as_json: JsonOption = False,
 ) -> None:
     """Copy an SRS file into the local store (trusted from now on)."""
-    from noseprint.circuits import srs as store
+    import noseprint.circuits.srs as store
 
     entry = store.import_file(file, logrows, force=force)
     if as_json:
@@ -51,7 +51,7 @@ def srs_import(
 @srs_app.command("list")
 def srs_list(as_json: JsonOption = False) -> None:
     """Show the SRS files this machine trusts."""
-    from noseprint.circuits import srs as store
+    import noseprint.circuits.srs as store
 
     entries = store.listing()
     if as_json:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import noseprint.circuits.srs as srs_store
 import numpy as np
-from noseprint.circuits import srs as srs_store
 from noseprint.circuits.challenge_circuits import (
     BUILDER_VERSION,
     MIN_INFERENCE_LOGROWS,

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import noseprint.circuits.srs as srs_store
+import noseprint.encoder.release as release
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from noseprint.circuits import srs as srs_store
 from noseprint.circuits.chunked import ChunkedCircuits, build_chunked
 from noseprint.circuits.commitment import commit_pieces, output_blinding, quantised_tensors, random_blinding
 from noseprint.circuits.graph import choose_term_shifts
@@ -33,7 +34,6 @@ from noseprint.core.errors import UsageError
 from noseprint.core.fileio import canonical_json, sha256_bytes
 from noseprint.core.layout import CircuitLayout, with_term_shifts
 from noseprint.core.opening import default_path as default_opening_path
-from noseprint.encoder import release
 from noseprint.encoder.network import config_of, load_encoder
 from noseprint.models.streamed import planned_layer_terms
 from noseprint.models.weights import DEFAULT_TOKENS, ModelWeights, proof_gap, read_model

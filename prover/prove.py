@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import noseprint.encoder.release as release
 import numpy as np
 from noseprint.circuits.build import BuiltCircuit
 from noseprint.circuits.chunked import build_chunked
@@ -23,7 +24,6 @@ from noseprint.core.chunks import Chunk
 from noseprint.core.errors import ProvingFailed, UsageError
 from noseprint.core.layout import with_term_shifts
 from noseprint.core.statement import OWNER_LIMBS, PublicOutputs, shift_for_peak, split_outputs
-from noseprint.encoder import release
 from noseprint.encoder.generator import load_generator
 from noseprint.encoder.zvector import standardise_exact
 from noseprint.prover.plan import ProvePlan, Stopwatch

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import noseprint.circuits.srs as srs_store
+import noseprint.encoder.release as release
 import numpy as np
-from noseprint.circuits import srs as srs_store
 from noseprint.circuits.build import BuiltCircuit
 from noseprint.circuits.image_circuit import cached_image_circuit, image_run_args_dict, output_scale, prove_image
 from noseprint.circuits.keys import ensure_keys
 from noseprint.circuits.srs import Srs
 from noseprint.core.bundle import IMAGE_PROOF_FILE, THUMBNAIL_FILE
 from noseprint.core.errors import ProvingFailed, UsageError
-from noseprint.encoder import release
 from noseprint.encoder.generator import load_generator
 
 Progress = Callable[[str], None]

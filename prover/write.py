@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import noseprint.encoder.release as release
 from noseprint.circuits.build import BuiltCircuit
 from noseprint.circuits.commitment import SCHEME
 from noseprint.circuits.keys import Keys
@@ -36,7 +37,6 @@ from noseprint.core.bundle import (
 from noseprint.core.chunks import committed_pieces
 from noseprint.core.fileio import canonical_json, sha256_bytes, staged_directory
 from noseprint.core.opening import Opening
-from noseprint.encoder import release
 from noseprint.encoder.generator import save_png
 from noseprint.encoder.zvector import Z_FRAC_BITS
 from noseprint.prover.challenge_proofs import whole_model_commitment

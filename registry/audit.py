@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import noseprint.core.paths as paths
+import noseprint.registry.merkle as merkle
+import noseprint.registry.tree_head as cp
+import noseprint.signing.keys as keyfiles
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from noseprint.core import paths
 from noseprint.core.errors import NoseprintError, UsageError
 from noseprint.core.fileio import sha256_bytes, write_json_atomic
-from noseprint.registry import merkle
-from noseprint.registry import tree_head as cp
-from noseprint.signing import keys as keyfiles
 
 
 class AuditFailed(NoseprintError):

@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import noseprint.registry.merkle as merkle
+import noseprint.registry.tree_head as cp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from noseprint.core.challenge import CHECKPOINT_FIELDS, Challenge
 from noseprint.core.errors import UsageError
-from noseprint.registry import merkle
-from noseprint.registry import tree_head as cp
 from noseprint.registry.audit import AuditFailed, Source
 
 

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import noseprint.registry.archive as archive
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from noseprint.core.errors import NoseprintError
-from noseprint.registry import archive
 from noseprint.registry.challenge_checks import list_inference_checks
 from noseprint.registry.service import NotFound, Registry, get_entry, inclusion, list_entries, search_z
 from starlette.concurrency import run_in_threadpool

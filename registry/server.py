@@ -19,11 +19,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import noseprint.registry.archive as archive
+import noseprint.registry.pages as pages
+import noseprint.signing.keys as keyfiles
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from noseprint.core.errors import NoseprintError
-from noseprint.registry import archive, pages
 from noseprint.registry.challenge_checks import list_inference_checks
 from noseprint.registry.pages import SearchSlots, read_limited, search_upload_of
 from noseprint.registry.service import (
@@ -42,7 +44,6 @@ from noseprint.registry.service import (
     search_z,
 )
 from noseprint.registry.store import Entry
-from noseprint.signing import keys as keyfiles
 from starlette.concurrency import run_in_threadpool
 
 TOKEN_ENV_VAR = "NOSEPRINT_REGISTRY_TOKEN"

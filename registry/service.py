@@ -16,19 +16,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import noseprint.core.paths as paths
+import noseprint.registry.archive as archive
+import noseprint.registry.merkle as merkle
+import noseprint.registry.tree_head as cp
+import noseprint.signing.keys as keyfiles
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from noseprint.core import paths
 from noseprint.core.bundle import NOT_STATED, Bundle, BundleError, Manifest
 from noseprint.core.errors import NoseprintError, UsageError
 from noseprint.core.fileio import canonical_json, sha256_bytes
 from noseprint.core.tokens import RULE as TOKEN_RULE
 from noseprint.lineage.verdict import verdict
-from noseprint.registry import archive, merkle
-from noseprint.registry import tree_head as cp
 from noseprint.registry.search import ZIndex
 from noseprint.registry.store import CheckpointRow, Entry, Evidence, LogHead, LogLeafIndex, Meta, open_engine, writer
-from noseprint.signing import keys as keyfiles
 from noseprint.signing.attestation import ENVELOPE_FILE
 from noseprint.watermark.report import ReportError, verify_signed
 from sqlalchemy import Engine, func, select

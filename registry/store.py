@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from noseprint.core import paths
+import noseprint.core.paths as paths
 from noseprint.core.errors import UsageError
 from sqlalchemy import (
     Engine,

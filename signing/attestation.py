@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import noseprint.signing.dsse as dsse
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from noseprint.core.bundle import MANIFEST
 from noseprint.core.errors import UsageError
 from noseprint.core.fileio import canonical_json, sha256_bytes, write_bytes_atomic
-from noseprint.signing import dsse
 from noseprint.signing.dsse import EnvelopeError
 from noseprint.signing.keys import key_id, parse_public, public_pem
 

@@ -19,11 +19,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import noseprint.registry.archive as archive
+import noseprint.registry.tree_head as cp
+import noseprint.signing.dsse as dsse
 from hypothesis import strategies as st
 from noseprint.core.errors import NoseprintError
-from noseprint.registry import archive
-from noseprint.registry import tree_head as cp
-from noseprint.signing import dsse
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),

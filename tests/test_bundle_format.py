@@ -228,8 +228,8 @@ def test_each_chunks_commitment_points_are_counted_by_its_own_key(monkeypatch):
     follows the encode key does not. (The keys, proofs and their links are stood in for.)"""
     import types
 
+    import noseprint.circuits.proving as proving
     import noseprint.verifier.proof_checks as checks
-    from noseprint.circuits import proving
     from noseprint.circuits.commitment import SCHEME
     from noseprint.circuits.settings import INPUT_SCALE
     from noseprint.core.bundle import chunk_proof_file

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import noseprint.encoder.release as release
 import numpy as np
 import pytest
 import torch
@@ -24,7 +25,6 @@ from noseprint.circuits.chunk_graph import EncodeCircuit, partial_term
 from noseprint.circuits.graph import FingerprintCircuit
 from noseprint.core.chunks import BlockPiece, Chunking, choose_chunking, committed_pieces, plan_chunks, terms_chunks
 from noseprint.core.layout import ROW, CircuitLayout, LayerShape
-from noseprint.encoder import release
 from noseprint.encoder.network import load_encoder
 
 from tests.conftest import CHUNKING, TOKENS, chunky_llama, run_cli, save_tiny

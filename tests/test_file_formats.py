@@ -84,7 +84,7 @@ def test_one_srs_serves_every_smaller_circuit_and_a_short_one_is_refused(tmp_pat
     """`srs init` at one size is all a user does (issue 34): the store's smallest SRS of at least the circuit's
     logrows is chosen (EZKL downsizes it); a named file smaller than the circuit, or imported under another
     size than it has, is refused."""
-    from noseprint.circuits import srs as srs_store
+    import noseprint.circuits.srs as srs_store
     from noseprint.core.errors import UsageError
 
     store = tmp_path / "srs"
@@ -135,7 +135,7 @@ def test_ezkl_proves_and_verifies_a_small_circuit_with_a_larger_srs(tmp_path):
 def test_a_malformed_srs_store_entry_is_refused(tmp_path, meta):
     """The store's record beside each SRS (logrows, digest, origin) is read strictly: a wrong size, digest or
     origin is refused with the file named, not taken as the SRS this machine trusts."""
-    from noseprint.circuits import srs as srs_store
+    import noseprint.circuits.srs as srs_store
     from noseprint.core.errors import UsageError
 
     store = tmp_path / "srs"

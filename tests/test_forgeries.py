@@ -177,7 +177,7 @@ def test_commitments_match_is_exact_not_prefix(name, auditor, monkeypatch):
 
 def test_points_per_input_follows_ezkl(auditor, monkeypatch):
     """`usable_commit_rows` finds EZKL's column height by asking EZKL; the fixture's k12 keys have 2^12 - 6."""
-    from noseprint.circuits import srs as srs_store
+    import noseprint.circuits.srs as srs_store
     from noseprint.circuits.keys import Keys
     from noseprint.circuits.proving import points_per_input, usable_commit_rows
 
@@ -377,11 +377,11 @@ def test_other_term_shifts_are_refused(proven, tmp_path, monkeypatch):
     copy of the session owner's home (the chunk keys cached: only the ground encode circuit is new)."""
     from dataclasses import replace
 
+    import noseprint.encoder.release as release
     import noseprint.prover.prove as prove_step
     from noseprint.circuits.chunked import build_chunked
     from noseprint.circuits.keys import ensure_keys
     from noseprint.core.layout import with_term_shifts
-    from noseprint.encoder import release
     from noseprint.prover.pipeline import ProveOptions, prove_model
     from noseprint.verifier.checks import verify_bundle
 

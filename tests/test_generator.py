@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import noseprint.encoder.release as release
 import numpy as np
 import onnxruntime
 import pytest
 import torch
 from noseprint.circuits.generator_graph import export_generator_onnx
-from noseprint.encoder import release
 from noseprint.encoder.generator import GeneratorConfig, load_generator
 from noseprint.encoder.network import load_encoder
 from noseprint.encoder.stylegan import from_integer, pixels, quantised_weights

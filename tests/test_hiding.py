@@ -81,7 +81,7 @@ def test_with_real_commitments_a_bare_point_is_the_models_alone_and_a_blinded_on
     """EZKL itself, at logrows 12 (the fixture's chunk key): a row-blinded 257 x 16 block spans two points and
     its first does not change when the blinding does (a guessed model can be tested against it); a
     column-blinded 512 x 9 block spans two points and both change."""
-    from noseprint.circuits import srs as srs_store
+    import noseprint.circuits.srs as srs_store
     from noseprint.circuits.challenge_circuits import commit_points
     from noseprint.circuits.keys import Keys
     from noseprint.circuits.proving import usable_commit_rows

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
+import noseprint.encoder.release as release
 import numpy as np
 from noseprint.core.fileio import sha256_file
-from noseprint.encoder import release
 from noseprint.encoder.generator import load_generator
 from noseprint.encoder.zvector import Z_FRAC_BITS, as_floats, standardise_exact
 

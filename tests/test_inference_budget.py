@@ -12,9 +12,9 @@ import json
 import shutil
 import time
 
+import noseprint.circuits.worker as circuit_worker
 import noseprint.verifier.challenge as inference
 import pytest
-from noseprint.circuits import worker as circuit_worker
 from noseprint.circuits.budget import DEFAULT_MAX_ROWS, Budget, estimated_inference_rows
 from noseprint.core.answers import Answers
 from noseprint.core.bundle import Bundle
@@ -130,7 +130,7 @@ def test_the_worker_is_given_exactly_what_the_verifier_builds_from():
     come back as the same arguments (every field of the shape), or the verifier would build in its own process."""
     from dataclasses import asdict
 
-    from noseprint.circuits import srs as srs_store
+    import noseprint.circuits.srs as srs_store
     from noseprint.circuits.worker import _inference_args, inference_job
 
     bundle = Bundle.open(FIXTURE / "bundle")

@@ -9,14 +9,16 @@ import os
 import stat
 import tarfile
 
+import noseprint.registry.archive as archive
+import noseprint.registry.merkle as merkle
+import noseprint.registry.tree_head as cp
+import noseprint.signing.dsse as dsse
+import noseprint.signing.keys as keys
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from noseprint.core.errors import UsageError
-from noseprint.registry import archive, merkle
-from noseprint.registry import tree_head as cp
-from noseprint.signing import dsse, keys
 
 # RFC 6962 reference data (the certificate-transparency test leaves and the tree heads of sizes 1..8)
 CT_LEAVES = [bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",

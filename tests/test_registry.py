@@ -117,8 +117,8 @@ def test_invalid_or_unsigned_bundles_store_nothing(signed, tmp_path):
 
 def _rewrite_first_leaf(path: Path, registry_key: Path) -> None:
     """What a dishonest operator would do: back-date entry 1, rebuild the tree, re-sign a checkpoint."""
-    from noseprint.registry import merkle
-    from noseprint.registry import tree_head as cp
+    import noseprint.registry.merkle as merkle
+    import noseprint.registry.tree_head as cp
     from noseprint.signing.keys import load_private
 
     con = sqlite3.connect(path)

@@ -139,8 +139,8 @@ def test_api_answers_and_refusals(signed, tmp_path):
 def test_fifty_concurrent_clients(signed, db_url):
     """50 clients add and search at once; each distinct bundle is accepted once, is in the log once, and every
     checkpoint the registry signed extends the one before (SQLite and PostgreSQL)."""
-    from noseprint.registry import merkle
-    from noseprint.registry import tree_head as cp
+    import noseprint.registry.merkle as merkle
+    import noseprint.registry.tree_head as cp
 
     db = db_url
     names = list(signed["bundles"])

@@ -154,7 +154,7 @@ def test_every_stored_dtype_is_read_from_the_map_as_safetensors_reads_it(tmp_pat
 
 def quantised_fingerprint(folder: Path) -> tuple[np.ndarray, list[int]]:
     """The landed main's computation: whole layers in float64, z from every tensor quantised whole at unit RMS."""
-    from noseprint.encoder import release
+    import noseprint.encoder.release as release
     from noseprint.encoder.network import load_encoder
 
     model = open_model(folder, 16, None, False)

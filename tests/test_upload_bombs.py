@@ -20,10 +20,11 @@ import zlib
 from pathlib import Path
 
 import httpx
+import noseprint.registry.archive as archive
+import noseprint.registry.pages as pages
 import psutil
 import pytest
 from fastapi import HTTPException
-from noseprint.registry import archive, pages
 
 from tests.conftest import FIXTURE_BUNDLE, _free_port
 

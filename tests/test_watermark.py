@@ -15,11 +15,11 @@ import stat
 from fractions import Fraction
 from pathlib import Path
 
+import noseprint.watermark.generate as gen
 import numpy as np
 import pytest
 import torch
 from noseprint.core.errors import UsageError
-from noseprint.watermark import generate as gen
 from noseprint.watermark.detect import Scorer, detect, log10_binomial_tail, log10_gamma_tail
 from noseprint.watermark.prf import (
     WatermarkKey,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import noseprint.encoder.release as release
 from noseprint.core.bundle import MANIFEST, BundleError, Manifest
 from noseprint.core.fileio import links_inside, read_inside, sha256_bytes
 from noseprint.core.tokens import RULE, TokenList
-from noseprint.encoder import release
 from noseprint.verifier.report import CheckFailed
 
 if TYPE_CHECKING:

@@ -37,8 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import noseprint.circuits.srs as srs_store
 import numpy as np
-from noseprint.circuits import srs as srs_store
 from noseprint.circuits.budget import Budget, OverBudget, estimated_inference_rows, refuse_over_budget
 from noseprint.circuits.challenge_circuits import (
     LINK_TOLERANCE,

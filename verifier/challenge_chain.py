@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import noseprint.circuits.srs as srs_store
 import numpy as np
-from noseprint.circuits import srs as srs_store
 from noseprint.circuits.challenge_circuits import InferenceCircuits, commit_points, onehot
 from noseprint.circuits.keys import Keys
 from noseprint.core.bundle import parse_proof

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import noseprint.encoder.release as release
 from noseprint.circuits.budget import Budget
 from noseprint.core.errors import UsageError
-from noseprint.encoder import release
 from noseprint.verifier.bundle_checks import (
     check_files,
     check_manifest,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from noseprint.circuits import srs as srs_store
+import noseprint.circuits.srs as srs_store
+import noseprint.encoder.release as release
 from noseprint.circuits.budget import OverBudget, estimated_chunked_rows, refuse_over_budget
 from noseprint.circuits.build import BuiltCircuit
 from noseprint.circuits.keys import Keys
 from noseprint.circuits.settings import chunk_run_args_dict, encode_run_args_dict
 from noseprint.core.fileio import parse_json_strict, read_inside, sha256_file
 from noseprint.core.layout import MIN_BLINDING_VALUES, ROW, unhidden_points
-from noseprint.encoder import release
 from noseprint.verifier.report import CheckFailed
 
 if TYPE_CHECKING:

@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import noseprint.circuits.srs as srs_store
+import noseprint.encoder.release as release
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from noseprint.circuits import srs as srs_store
 from noseprint.circuits.budget import Budget
 from noseprint.circuits.chunked import ChunkedCircuits
 from noseprint.circuits.keys import Keys
 from noseprint.core.bundle import Manifest
 from noseprint.core.layout import CircuitLayout
-from noseprint.encoder import release
 from noseprint.verifier.report import Report
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from noseprint.circuits import srs as srs_store
+import noseprint.circuits.srs as srs_store
+import noseprint.encoder.release as release
 from noseprint.circuits.budget import RELEASED_THUMBNAIL_ROWS, OverBudget, refuse_over_budget
 from noseprint.circuits.build import BuiltCircuit
 from noseprint.circuits.keys import Keys
 from noseprint.core.fileio import sha256_file
-from noseprint.encoder import release
 from noseprint.verifier.report import CheckFailed
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from noseprint.circuits import srs as srs_store
+import noseprint.circuits.srs as srs_store
+import noseprint.encoder.release as release
 from noseprint.circuits.chunked import build_chunked
 from noseprint.circuits.commitment import chunk_inputs, commit_pieces, quantised_tensors
 from noseprint.circuits.keys import ensure_keys
@@ -26,7 +27,6 @@ from noseprint.core.chunks import committed_pieces
 from noseprint.core.errors import UsageError
 from noseprint.core.opening import Opening
 from noseprint.core.tokens import NotTheRule, TokenList
-from noseprint.encoder import release
 from noseprint.models.weights import ModelWeights, read_model
 
 

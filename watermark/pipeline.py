@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import noseprint.watermark.generate as gen
+import noseprint.watermark.membership as membership
+import noseprint.watermark.radioactive as radioactive
+import noseprint.watermark.report as report
 from noseprint.core.errors import UsageError
 from noseprint.core.fileio import sha256_file
 from noseprint.signing.keys import load_private
-from noseprint.watermark import generate as gen
-from noseprint.watermark import membership, radioactive, report
 from noseprint.watermark.detect import detect
 from noseprint.watermark.prf import WatermarkKey
 from noseprint.watermark.schemes import DEFAULT_DELTA, DEFAULT_GAMMA, DEFAULT_K, KIRCHENBAUER, SchemeParams, Watermark

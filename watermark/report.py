@@ -22,10 +22,10 @@ import json
 import math
 from pathlib import Path
 
+import noseprint.signing.dsse as dsse
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from noseprint.core.errors import NoseprintError, UsageError
 from noseprint.core.fileio import canonical_json, sha256_bytes, sha256_file, write_bytes_atomic
-from noseprint.signing import dsse
 from noseprint.signing.attestation import STATEMENT_TYPE
 from noseprint.signing.keys import key_id, parse_public, public_pem
 from noseprint.watermark.prf import WatermarkKey

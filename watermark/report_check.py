@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import noseprint.watermark.radioactive as radioactive
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from noseprint.core.errors import UsageError
 from noseprint.core.fileio import sha256_file
-from noseprint.watermark import radioactive
 from noseprint.watermark.detect import detect
 from noseprint.watermark.prf import load_key
 from noseprint.watermark.report import ReportError, check_revealed_key, verify_signed

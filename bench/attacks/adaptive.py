@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import noseprint.encoder.release as release
 import numpy as np
 import torch
 from noseprint.circuits.graph import FingerprintCircuit
-from noseprint.encoder import release
 from noseprint.encoder.network import load_encoder
 from noseprint.lineage.verdict import UNRELATED
 from noseprint.models.invariants import invariant_terms

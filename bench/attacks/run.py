@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import noseprint.lineage.verdict as bands
 import torch
 from noseprint.core.fileio import write_json_atomic
-from noseprint.lineage import verdict as bands
 from tqdm import tqdm
 
 from bench.attacks import adaptive, degrade, distill, impersonate, transforms
